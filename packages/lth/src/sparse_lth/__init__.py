@@ -1,0 +1,1 @@
+"""Lottery tickets: iterative magnitude pruning with rewinding and instability analysis, on sparsecore."""

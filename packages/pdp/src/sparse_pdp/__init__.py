@@ -1,0 +1,1 @@
+"""PDP (Cho et al., NeurIPS 2023): parameter-free differentiable pruning, on sparsecore."""

@@ -1,0 +1,58 @@
+"""sparsecore: masks, schedules, method lifecycle, baselines, evaluation and export for sparse
+training in PyTorch.
+
+The public API is re-exported here; see the concepts page of the documentation for a tour.
+"""
+
+from sparsecore.baselines import GMP, IMP, SET, SNIP, OneShotMagnitude, RandomPruning, RigL
+from sparsecore.distribution import erk, layer_densities, uniform
+from sparsecore.masks import MaskSet, Target, default_targets, resolve_targets
+from sparsecore.method import (
+    DynamicSparseConfig,
+    DynamicSparseMethod,
+    MethodConfig,
+    PruningMethod,
+    available_methods,
+    get_method,
+    register_method,
+)
+from sparsecore.patterns import NM, Block, Channel, Head, Pattern, Unstructured, parse_pattern
+from sparsecore.select import keep_count, select, select_global, topk_mask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GMP",
+    "IMP",
+    "NM",
+    "SET",
+    "SNIP",
+    "Block",
+    "Channel",
+    "DynamicSparseConfig",
+    "DynamicSparseMethod",
+    "Head",
+    "MaskSet",
+    "MethodConfig",
+    "OneShotMagnitude",
+    "Pattern",
+    "PruningMethod",
+    "RandomPruning",
+    "RigL",
+    "Target",
+    "Unstructured",
+    "__version__",
+    "available_methods",
+    "default_targets",
+    "erk",
+    "get_method",
+    "keep_count",
+    "layer_densities",
+    "parse_pattern",
+    "register_method",
+    "resolve_targets",
+    "select",
+    "select_global",
+    "topk_mask",
+    "uniform",
+]

@@ -1,0 +1,314 @@
+"""Baselines every paper is compared against, each a small class on the core bases.
+
+* :class:`OneShotMagnitude`: prune once by ``|w|`` (layer-wise or global), then train with fixed
+  masks (Han et al. 2015).
+* :class:`RandomPruning`: a random mask at the target sparsity (uniform or ERK layer densities).
+* :class:`SNIP`: one-shot at initialisation by connection sensitivity ``|w * g|``
+  (Lee et al., "SNIP", arXiv 1810.02340); needs :meth:`SNIP.calibrate` on data.
+* :class:`GMP`: gradual magnitude pruning on the cubic schedule (Zhu & Gupta, "To prune, or not to
+  prune", arXiv 1710.01878). Masks only shrink.
+* :class:`IMP`: iterative magnitude pruning with a rewind point (Frankle & Carbin, arXiv
+  1803.03635; Frankle et al., arXiv 1903.01611): :meth:`IMP.prune_round` then :meth:`IMP.rewind`.
+* :class:`SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
+* :class:`RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from sparsecore.method import (
+    Batch,
+    DynamicSparseMethod,
+    LossFn,
+    MethodConfig,
+    PruningMethod,
+    check_sparsity,
+)
+from sparsecore.patterns import NM, Block, Channel, Pattern, Unstructured
+from sparsecore.schedules import Polynomial
+from sparsecore.scores import gradients_on
+from sparsecore.select import select, select_global
+
+__all__ = [
+    "GMP",
+    "IMP",
+    "SET",
+    "SNIP",
+    "GMPConfig",
+    "IMPConfig",
+    "OneShotConfig",
+    "OneShotMagnitude",
+    "RandomPruning",
+    "RigL",
+    "prune_by_scores",
+]
+
+SCOPES = ("layer", "global")
+
+
+def prune_by_scores(
+    method: PruningMethod,
+    scores: dict[str, torch.Tensor],
+    sparsity: float,
+    scope: str = "layer",
+    only_active: bool = True,
+) -> None:
+    """Set every mask of ``method`` from ``scores`` at ``sparsity``.
+
+    Args:
+        method: A set-up method.
+        scores: Scores per target name.
+        sparsity: Target sparsity over the targets (ignored for N:M patterns).
+        scope: ``"layer"`` (each tensor at ``sparsity``) or ``"global"`` (one ranking).
+        only_active: Rank currently masked entries last, so masks only shrink.
+    """
+    pattern = method.config.pattern
+    if only_active:
+        scores = {
+            n: torch.where(method.masks.mask(n), s.to(torch.float64), -math.inf)
+            for n, s in scores.items()
+        }
+    density = 1.0 - sparsity
+    if scope == "global" and not isinstance(pattern, NM):
+        keeps = select_global(scores, density, pattern)
+    else:
+        keeps = {n: select(s, density, pattern, name=n) for n, s in scores.items()}
+    method.masks.update_all(keeps)
+
+
+def _magnitudes(method: PruningMethod) -> dict[str, torch.Tensor]:
+    return {n: p.detach().abs() for n, p in method.masks.params().items()}
+
+
+@dataclass(frozen=True)
+class OneShotConfig(MethodConfig):
+    """One-shot pruning options.
+
+    Attributes:
+        scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
+    """
+
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+
+
+class OneShotMagnitude(PruningMethod):
+    """Prune by ``|w|`` at setup, then keep the masks fixed."""
+
+    name = "magnitude"
+    config_class: ClassVar[type[MethodConfig]] = OneShotConfig
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
+
+    def init_masks(self) -> None:  # noqa: D102
+        prune_by_scores(self, _magnitudes(self), self.config.sparsity, self.config.scope, False)
+
+
+class RandomPruning(PruningMethod):
+    """A random mask at the target sparsity, layer-wise uniform, fixed afterwards."""
+
+    name = "random"
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
+
+    def init_masks(self) -> None:  # noqa: D102
+        scores = {
+            n: torch.rand(p.shape, generator=self.generator).to(p.device)
+            for n, p in self.masks.params().items()
+        }
+        prune_by_scores(self, scores, self.config.sparsity, "layer", False)
+
+
+class SNIP(PruningMethod):
+    """Single-shot pruning at initialisation by ``|w * g|`` on calibration batches (global)."""
+
+    name = "snip"
+    config_class: ClassVar[type[MethodConfig]] = OneShotConfig
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel)
+    needs_calibration = True
+
+    def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:  # noqa: D102
+        assert self.model is not None
+        params = self.masks.params()
+        grads = gradients_on(self.model, params, batches, loss_fn)
+        scores = {n: (params[n].detach() * grads[n]).abs() for n in params}
+        scope = "global" if self.config.scope == "global" else "layer"
+        prune_by_scores(self, scores, self.config.sparsity, scope, False)
+
+
+@dataclass(frozen=True)
+class GMPConfig(OneShotConfig):
+    """Gradual magnitude pruning options.
+
+    Attributes:
+        initial_sparsity: Sparsity at ``begin_step``.
+        begin_step: First pruning step.
+        end_step: Step at which ``sparsity`` is reached.
+        update_every: Steps between pruning updates.
+        power: Exponent of the polynomial (3: the cubic schedule).
+    """
+
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int = 1000
+    update_every: int = 100
+    power: float = 3.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sparsity(self.initial_sparsity, "initial_sparsity")
+        self.schedule  # noqa: B018 - validates begin/end/every/power
+
+    @property
+    def schedule(self) -> Polynomial:
+        """The sparsity schedule."""
+        return Polynomial(
+            self.initial_sparsity,
+            self.sparsity,
+            self.begin_step,
+            self.end_step,
+            self.update_every,
+            self.power,
+        )
+
+
+class GMP(PruningMethod):
+    """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``."""
+
+    name = "gmp"
+    config_class: ClassVar[type[MethodConfig]] = GMPConfig
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel, Block)
+    config: GMPConfig
+
+    def init_masks(self) -> None:  # noqa: D102
+        if self.config.initial_sparsity > 0 and self.config.begin_step == 0:
+            self.prune_to(self.config.initial_sparsity)
+
+    def prune_to(self, sparsity: float) -> None:
+        """Prune (monotonically) to ``sparsity`` by magnitude."""
+        prune_by_scores(self, _magnitudes(self), sparsity, self.config.scope, True)
+
+    def on_after_optimizer_step(self) -> None:  # noqa: D102
+        schedule = self.config.schedule
+        if schedule.is_update_step(self.step):
+            self.prune_to(schedule(self.step))
+
+
+@dataclass(frozen=True)
+class IMPConfig(OneShotConfig):
+    """Iterative magnitude pruning options.
+
+    Attributes:
+        fraction: Fraction of the remaining weights removed per round.
+        rewind_step: Optimizer step whose weights are the rewind point (0: initialisation).
+        scope: ``"global"`` by default, as in the lottery-ticket papers.
+    """
+
+    sparsity: float = 0.0
+    fraction: float = 0.2
+    rewind_step: int = 0
+    scope: str = "global"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
+        if self.rewind_step < 0:
+            raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step}")
+
+
+class IMP(PruningMethod):
+    """Iterative magnitude pruning: train, :meth:`prune_round`, :meth:`rewind`, repeat.
+
+    Each round removes ``ceil(fraction * nnz)`` of the remaining weights (globally by default;
+    masks only shrink). The rewind point is the full model state at ``rewind_step`` (captured at
+    setup when it is 0). Rebuilding the optimizer and the LR schedule after a rewind is the
+    caller's (see ``sparse-lth`` for the complete procedure).
+    """
+
+    name = "imp"
+    config_class: ClassVar[type[MethodConfig]] = IMPConfig
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel)
+    config: IMPConfig
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.round = 0
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+
+    def init_masks(self) -> None:  # noqa: D102
+        if self.config.sparsity > 0:
+            prune_by_scores(self, _magnitudes(self), self.config.sparsity, self.config.scope)
+        if self.config.rewind_step == 0:
+            self.capture_rewind_point()
+
+    def capture_rewind_point(self) -> None:
+        """Store the model's current state (weights, buffers, masks excluded) as the rewind point."""
+        assert self.model is not None
+        masks = {f"{t.name}_mask" for t in self.masks.targets.values()}
+        self.rewind_state = {
+            k: v.detach().clone() for k, v in self.model.state_dict().items() if k not in masks
+        }
+
+    def on_after_optimizer_step(self) -> None:  # noqa: D102
+        if self.config.rewind_step > 0 and self.step == self.config.rewind_step:
+            self.capture_rewind_point()
+
+    def prune_round(self) -> dict[str, int]:
+        """Remove ``ceil(fraction * nnz)`` of the remaining weights by magnitude.
+
+        Returns:
+            The new nnz per tensor.
+        """
+        total_nnz = sum(self.masks.nnz().values())
+        total = sum(m.numel() for m in self.masks.masks().values())
+        remove = math.ceil(self.config.fraction * total_nnz)
+        target = 1.0 - (total_nnz - remove) / total
+        prune_by_scores(self, _magnitudes(self), target, self.config.scope, True)
+        self.round += 1
+        return self.masks.nnz()
+
+    @torch.no_grad()
+    def rewind(self) -> None:
+        """Load the rewind point's weights and buffers, keep the current masks, re-apply them."""
+        if self.rewind_state is None:
+            raise RuntimeError(f"no rewind point yet (rewind_step={self.config.rewind_step})")
+        assert self.model is not None
+        self.model.load_state_dict(self.rewind_state, strict=False)
+        self.masks.apply()
+        self.step = self.config.rewind_step
+
+    def extra_state(self) -> dict[str, Any]:  # noqa: D102
+        return {"round": self.round, "rewind_state": copy.copy(self.rewind_state)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self.round = int(state["round"])
+        self.rewind_state = state["rewind_state"]
+
+
+class SET(DynamicSparseMethod):
+    """Sparse Evolutionary Training: drop the smallest ``|w|``, grow uniformly at random."""
+
+    name = "set"
+
+    def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.rand(weight.shape, generator=self.generator).to(weight.device)
+
+
+class RigL(DynamicSparseMethod):
+    """Rigging the Lottery: drop the smallest ``|w|``, grow the largest dense ``|g|``."""
+
+    name = "rigl"
+
+    def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return grad.detach().abs()
+

@@ -1,0 +1,365 @@
+"""Masks: one persistent ``bool`` buffer per target tensor, applied in one of three modes.
+
+A :class:`MaskSet` owns the masks of one model. For a target parameter ``layer.weight`` it
+registers the buffer ``layer.weight_mask`` (``bool``, persistent, so it is in ``state_dict``, moves
+with ``.to()`` and is broadcast by DDP). Masks are never replaced, only updated in place with
+``copy_``.
+
+Modes:
+
+``hard`` (default)
+    The forward pass is the plain model. Masking happens in the optimizer's step hooks: before the
+    step, gradients are masked (and every optimizer-state tensor of the parameter's shape, e.g. SGD
+    momentum and Adam moments, whenever the masks changed since the last step); after the step the
+    weights are masked. Dense gradients are readable until the pre-step hook runs, which is where
+    methods that regrow by gradient read them.
+
+    State masking only when masks changed is exact, not an approximation: once a state entry is
+    zero and its gradient is masked to zero, SGD momentum, Adam's moments (and AdamW's decoupled
+    decay of a zero weight) keep it at exactly zero, so re-masking it every step would change
+    nothing and cost a pass over the state.
+
+``ste``
+    The forward uses ``W * m`` through a parametrization whose backward passes the *dense* gradient
+    to ``W`` (straight-through estimator). Weights stay dense underneath; nothing is masked in the
+    optimizer. Used by SR-STE / AST style methods.
+
+``soft``
+    The forward uses ``f(W) * W`` where ``f`` is a differentiable mask function supplied by the
+    method (e.g. PDP's sigmoid); gradients flow through ``f``. The bool buffer holds the current
+    *hard* decision (``f(W) >= 0.5`` or whatever the method writes).
+
+:meth:`MaskSet.squash` bakes the masks into the weights and removes buffers, parametrizations and
+hooks, leaving a plain model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from sparsecore.patterns import Pattern, Unstructured
+
+__all__ = ["MaskMode", "MaskSet", "Target", "default_targets", "resolve_targets"]
+
+MaskMode = Literal["hard", "ste", "soft"]
+SoftMaskFn = Callable[[str, torch.Tensor], torch.Tensor]
+
+#: Module types whose ``weight`` is a default pruning target.
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One masked tensor: ``module.<param_name>`` known in the model as ``name``."""
+
+    name: str
+    module_name: str
+    param_name: str
+    pattern: Pattern
+
+    @property
+    def buffer_name(self) -> str:
+        """Name of the mask buffer on the owning module."""
+        return f"{self.param_name}_mask"
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module."""
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_TYPES) and isinstance(module.weight, nn.Parameter)
+    ]
+
+
+def resolve_targets(
+    model: nn.Module,
+    targets: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    pattern: Pattern | Mapping[str, Pattern] | None = None,
+) -> list[Target]:
+    """Validate and resolve target parameter names, without touching the model.
+
+    Args:
+        model: The model.
+        targets: Qualified parameter names or ``fnmatch`` globs (``"encoder.*.weight"``).
+            ``None`` means :func:`default_targets`.
+        exclude: Names or globs removed from the selection.
+        pattern: One pattern for all targets, or a mapping from name to pattern (missing names get
+            :class:`Unstructured`).
+
+    Raises:
+        ValueError: A name or glob matches no parameter, nothing is left to prune, or a pattern
+            does not fit a tensor's shape.
+        TypeError: A target is not a floating-point parameter.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = dict(model.named_parameters())
+    if targets is None:
+        chosen = default_targets(model)
+    else:
+        if isinstance(targets, str):
+            targets = [targets]
+        chosen = []
+        for spec in targets:
+            hits = [n for n in params if fnmatch.fnmatchcase(n, spec)]
+            if not hits:
+                raise ValueError(f"targets: {spec!r} matches no parameter of the model")
+            chosen.extend(h for h in hits if h not in chosen)
+    for spec in exclude:
+        if not any(fnmatch.fnmatchcase(n, spec) for n in params):
+            raise ValueError(f"exclude: {spec!r} matches no parameter of the model")
+        chosen = [n for n in chosen if not fnmatch.fnmatchcase(n, spec)]
+    if not chosen:
+        raise ValueError("targets: nothing to prune (no Linear/Conv weight or all excluded)")
+    resolved = []
+    for name in chosen:
+        tensor = params[name]
+        if not tensor.is_floating_point():
+            raise TypeError(f"target {name!r} is not a floating-point parameter")
+        if isinstance(pattern, Mapping):
+            pat = pattern.get(name, Unstructured())
+        else:
+            pat = pattern or Unstructured()
+        pat.check_shape(tensor.shape, name)
+        module_name, _, param_name = name.rpartition(".")
+        resolved.append(Target(name, module_name, param_name, pat))
+    return resolved
+
+
+class _STEMask(nn.Module):
+    """Parametrization ``W -> W * m`` whose backward passes the dense gradient to ``W``."""
+
+    def __init__(self, owner: nn.Module, buffer_name: str) -> None:
+        super().__init__()
+        # A plain (unregistered) reference: deepcopy maps it to the copied owner through its memo,
+        # and the mask is read from the owner at every forward, so .to(device) is followed.
+        object.__setattr__(self, "_owner", owner)
+        self._buffer_name = buffer_name
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        mask = getattr(self._owner, self._buffer_name)
+        masked = weight * mask
+        return weight + (masked - weight).detach()
+
+
+class _SoftMask(nn.Module):
+    """Parametrization ``W -> f(W) * W`` with a method-supplied differentiable ``f``."""
+
+    def __init__(self, name: str, fn: SoftMaskFn) -> None:
+        super().__init__()
+        self._name = name
+        self._fn = fn
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._fn(self._name, weight) * weight
+
+
+class MaskSet:
+    """The masks of one model, and how they are applied.
+
+    Args:
+        model: The model to mask (not wrapped: pass ``ddp.module`` under DDP).
+        targets: Resolved targets (see :func:`resolve_targets`).
+        mode: ``"hard"``, ``"ste"`` or ``"soft"`` (see the module docstring).
+        soft_fn: For ``soft`` mode, ``f(name, weight) -> mask values in [0, 1]``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: list[Target],
+        mode: MaskMode = "hard",
+        soft_fn: SoftMaskFn | None = None,
+    ) -> None:
+        if mode not in ("hard", "ste", "soft"):
+            raise ValueError(f"mode must be 'hard', 'ste' or 'soft', got {mode!r}")
+        if mode == "soft" and soft_fn is None:
+            raise ValueError("mode='soft' needs soft_fn")
+        self.model = model
+        self.mode: MaskMode = mode
+        self.targets = {t.name: t for t in targets}
+        self._modules = {t.name: model.get_submodule(t.module_name) for t in targets}
+        for t in targets:
+            module = self._modules[t.name]
+            if hasattr(module, t.buffer_name):
+                raise ValueError(f"{t.name!r} is already masked (buffer {t.buffer_name} exists)")
+        for t in targets:
+            module = self._modules[t.name]
+            weight = getattr(module, t.param_name)
+            module.register_buffer(t.buffer_name, torch.ones_like(weight, dtype=torch.bool))
+            if mode == "ste":
+                parametrize.register_parametrization(
+                    module, t.param_name, _STEMask(module, t.buffer_name)
+                )
+            elif mode == "soft":
+                assert soft_fn is not None
+                parametrize.register_parametrization(
+                    module, t.param_name, _SoftMask(t.name, soft_fn)
+                )
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._state_dirty = True
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ------------------------------------------------------------------ access
+    @property
+    def names(self) -> list[str]:
+        """Qualified names of the masked tensors, in model order."""
+        return list(self.targets)
+
+    def mask(self, name: str) -> torch.Tensor:
+        """The live mask buffer of ``name`` (update it only through :meth:`update`)."""
+        t = self.targets[name]
+        return getattr(self._modules[name], t.buffer_name)
+
+    def param(self, name: str) -> nn.Parameter:
+        """The underlying (dense, trainable) parameter of ``name``."""
+        t = self.targets[name]
+        module = self._modules[name]
+        if parametrize.is_parametrized(module, t.param_name):
+            return module.parametrizations[t.param_name].original
+        return getattr(module, t.param_name)
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """All live mask buffers by name."""
+        return {name: self.mask(name) for name in self.targets}
+
+    def params(self) -> dict[str, nn.Parameter]:
+        """All underlying parameters by name."""
+        return {name: self.param(name) for name in self.targets}
+
+    def nnz(self) -> dict[str, int]:
+        """Kept entries per tensor."""
+        return {name: int(m.sum()) for name, m in self.masks().items()}
+
+    def sparsity(self) -> float:
+        """Global fraction of masked entries over all targets."""
+        total = sum(m.numel() for m in self.masks().values())
+        return 1.0 - sum(self.nnz().values()) / total
+
+    # ------------------------------------------------------------------ updates
+    @torch.no_grad()
+    def update(self, name: str, keep: torch.Tensor) -> None:
+        """Set the mask of ``name`` to ``keep`` (in place) and zero the newly masked weights."""
+        mask = self.mask(name)
+        if keep.shape != mask.shape or keep.dtype != torch.bool:
+            raise ValueError(
+                f"mask for {name!r} must be bool of shape {tuple(mask.shape)}, "
+                f"got {keep.dtype} {tuple(keep.shape)}"
+            )
+        mask.copy_(keep)
+        self._state_dirty = True
+        if self.mode == "hard":
+            self.param(name).mul_(mask)
+            if self.optimizer is not None:
+                self.mask_optimizer_state()
+
+    def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
+        """:meth:`update` several masks."""
+        for name, keep in keeps.items():
+            self.update(name, keep)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the masked weights (hard mode; a no-op in ste/soft where the forward masks)."""
+        if self.mode != "hard":
+            return
+        params, masks = list(self.params().values()), list(self.masks().values())
+        torch._foreach_mul_(params, masks)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of masked entries."""
+        pairs = [(p.grad, m) for p, m in zip(self.params().values(), self.masks().values(),
+                                              strict=True) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    @torch.no_grad()
+    def mask_optimizer_state(self) -> None:
+        """Zero masked entries of every optimizer-state tensor shaped like its parameter."""
+        if self.optimizer is None:
+            return
+        for name, param in self.params().items():
+            mask = self.mask(name)
+            for value in self.optimizer.state.get(param, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    value.mul_(mask)
+        self._state_dirty = False
+
+    # ------------------------------------------------------------------ hooks
+    def attach(
+        self,
+        optimizer: torch.optim.Optimizer,
+        before_step: Callable[[], None] | None = None,
+        after_step: Callable[[], None] | None = None,
+    ) -> None:
+        """Hook into ``optimizer``: masking (hard mode) and the method's step callbacks.
+
+        Order per step: ``before_step()`` (dense gradients still readable), mask gradients and (if
+        masks changed) optimizer state, the optimizer's own step, mask weights, ``after_step()``.
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+        owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, p in self.params().items() if id(p) not in owned]
+        if missing:
+            raise ValueError(f"optimizer does not hold the masked parameters {missing[:3]}")
+        self.detach()
+        self.optimizer = optimizer
+        self._state_dirty = True
+        hard = self.mode == "hard"
+
+        def pre_hook(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
+            if before_step is not None:
+                before_step()
+            if hard:
+                self.mask_grads()
+                if self._state_dirty:
+                    self.mask_optimizer_state()
+
+        def post_hook(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
+            if hard:
+                self.apply()
+            if after_step is not None:
+                after_step()
+
+        self._handles = [
+            optimizer.register_step_pre_hook(pre_hook),
+            optimizer.register_step_post_hook(post_hook),
+        ]
+
+    def detach(self) -> None:
+        """Remove the optimizer hooks (masks stay)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.optimizer = None
+
+    @torch.no_grad()
+    def squash(self) -> nn.Module:
+        """Bake masks into the weights; remove buffers, parametrizations and hooks.
+
+        In ``ste`` mode the baked weight is ``W * m``; in ``soft`` mode it is ``W * m`` with the
+        *hard* mask buffer (methods write their final hard decision there first).
+        """
+        self.detach()
+        for name, t in self.targets.items():
+            module = self._modules[name]
+            mask = self.mask(name)
+            if parametrize.is_parametrized(module, t.param_name):
+                parametrize.remove_parametrizations(module, t.param_name, leave_parametrized=False)
+            getattr(module, t.param_name).mul_(mask)
+            delattr(module, t.buffer_name)
+        self.targets = {}
+        self._modules = {}
+        return self.model

@@ -1,0 +1,411 @@
+"""The method lifecycle, the dynamic-sparse base class, and the method registry.
+
+A method is a small class with a frozen dataclass config. The user's loop stays as it was:
+
+.. code-block:: python
+
+    method = RigL(sparsity=0.9, update_every=100).setup(model, optimizer)
+    for x, y in loader:
+        loss = loss_fn(model(x), y) + method.regularization()
+        optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
+    method.finalize()
+
+Events, in order, for one optimizer step (wired through the optimizer's step hooks by
+:meth:`MaskSet.attach <sparsecore.masks.MaskSet.attach>`):
+
+1. :meth:`PruningMethod.on_before_optimizer_step`: dense gradients are still readable; if
+   :meth:`PruningMethod.wants_dense_grads` says so for this step, they are also copied to
+   ``self.dense_grads`` for use after the step;
+2. gradients (and, when masks changed, optimizer state) are masked; the optimizer steps; weights
+   are masked;
+3. ``self.step`` is incremented and :meth:`PruningMethod.on_after_optimizer_step` runs: scheduled
+   mask updates happen here.
+
+Subclasses override :meth:`init_masks` and/or the step hooks; :class:`DynamicSparseMethod`
+subclasses override only :meth:`DynamicSparseMethod.grow_scores` (and optionally
+:meth:`DynamicSparseMethod.drop_scores`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sparsecore.distribution import DISTRIBUTIONS, layer_densities
+from sparsecore.masks import MaskMode, MaskSet, Target, resolve_targets
+from sparsecore.patterns import Pattern, Unstructured, parse_pattern
+from sparsecore.schedules import Cosine, Periodic
+from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
+
+__all__ = [
+    "DynamicSparseConfig",
+    "DynamicSparseMethod",
+    "MethodConfig",
+    "PruningMethod",
+    "available_methods",
+    "check_sparsity",
+    "get_method",
+    "register_method",
+]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_sparsity(value: float, name: str = "sparsity") -> float:
+    """Validate a sparsity in ``[0, 1)`` (``TypeError`` / ``ValueError`` naming ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Options every method has.
+
+    Attributes:
+        sparsity: Target fraction of removed entries over the targets, in ``[0, 1)``. For N:M
+            patterns the pattern fixes it (``1 - n/m``) and this field is ignored.
+        pattern: A :class:`~sparsecore.patterns.Pattern` or a short string (``"2:4"``).
+        targets: Parameter names or globs to prune; ``None``: every Linear/Conv weight.
+        exclude: Names or globs left dense (e.g. the classifier).
+        seed: Seed of the method's own random generator (random masks, random growth), so that
+            every DDP rank draws the same numbers.
+    """
+
+    sparsity: float = 0.9
+    pattern: Pattern | str = "unstructured"
+    targets: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.sparsity)
+        object.__setattr__(self, "pattern", parse_pattern(self.pattern))
+        if self.targets is not None:
+            targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
+            object.__setattr__(self, "targets", targets)
+        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        object.__setattr__(self, "exclude", exclude)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def density(self) -> float:
+        """Fraction kept, ``1 - sparsity``."""
+        return 1.0 - self.sparsity
+
+
+class PruningMethod:
+    """Base class of every method: configuration, masks, lifecycle, resume.
+
+    Args:
+        config: A config instance of :attr:`config_class`.
+        **overrides: Fields to build (or replace in) the config, e.g. ``sparsity=0.8``.
+    """
+
+    #: Registry name (the entry-point name).
+    name: ClassVar[str] = "method"
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    mask_mode: ClassVar[MaskMode] = "hard"
+    supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured,)
+    #: Whether :meth:`calibrate` must run on data before training (one-shot / SNIP-like methods).
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class(**overrides)
+        else:
+            if not isinstance(config, self.config_class):
+                raise TypeError(
+                    f"{type(self).__name__}: config must be a {self.config_class.__name__}, "
+                    f"got {type(config).__name__}"
+                )
+            if overrides:
+                config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.model: nn.Module | None = None
+        self._masks: MaskSet | None = None
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.dense_grads: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+    ) -> PruningMethod:
+        """Validate everything, then add masks to ``model`` and hook into ``optimizer``.
+
+        Nothing is changed on the model if validation fails.
+
+        Returns:
+            ``self``, so ``method = Method(...).setup(model, opt)`` reads naturally.
+        """
+        if self._masks is not None:
+            raise RuntimeError(f"{type(self).__name__} is already set up on a model")
+        pattern = self.config.pattern
+        if not isinstance(pattern, self.supported_patterns):
+            names = ", ".join(p.__name__ for p in self.supported_patterns)
+            raise ValueError(f"{type(self).__name__} supports patterns [{names}], got {pattern}")
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        targets = resolve_targets(model, self.config.targets, self.config.exclude, pattern)
+        self.validate(model, targets)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+        self.model = model
+        self._masks = MaskSet(
+            model,
+            targets,
+            mode=self.mask_mode,
+            soft_fn=self.soft_mask if self.mask_mode == "soft" else None,
+        )
+        if optimizer is not None:
+            self.attach(optimizer)
+        self.init_masks()
+        self._masks.apply()
+        return self
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hook into a (new) optimizer, e.g. after rebuilding it for retraining."""
+        self.masks.attach(optimizer, before_step=self._before_step, after_step=self._after_step)
+
+    @property
+    def masks(self) -> MaskSet:
+        """The :class:`~sparsecore.masks.MaskSet` (after :meth:`setup`)."""
+        if self._masks is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup(model, optimizer) first")
+        return self._masks
+
+    def finalize(self) -> nn.Module:
+        """Bake the masks into the weights and remove every hook and buffer.
+
+        Returns:
+            The plain model, with exactly the final zeros.
+        """
+        model = self.masks.squash()
+        self._masks = None
+        return model
+
+    def _before_step(self) -> None:
+        upcoming = self.step + 1
+        self.dense_grads = None
+        if self.wants_dense_grads(upcoming):
+            self.dense_grads = {
+                name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                for name, p in self.masks.params().items()
+            }
+        self.on_before_optimizer_step()
+
+    def _after_step(self) -> None:
+        self.step += 1
+        self.on_after_optimizer_step()
+        self.dense_grads = None
+
+    # ------------------------------------------------------------------ hooks to override
+    def validate(self, model: nn.Module, targets: list[Target]) -> None:
+        """Raise on method-specific bad input, before the model is touched."""
+
+    def init_masks(self) -> None:
+        """Set the initial masks (default: keep everything)."""
+
+    def wants_dense_grads(self, step: int) -> bool:
+        """Whether the dense gradients of the step about to complete are needed after it."""
+        return False
+
+    def on_before_optimizer_step(self) -> None:
+        """Runs before gradients are masked (dense gradients readable on ``param.grad``)."""
+
+    def on_after_optimizer_step(self) -> None:
+        """Runs after the step and weight masking; ``self.step`` already counts this step."""
+
+    def regularization(self) -> torch.Tensor:
+        """A loss term to add to the task loss (default zero)."""
+        return torch.zeros(())
+
+    def soft_mask(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """Differentiable mask values in ``[0, 1]`` for ``soft`` mode methods."""
+        raise NotImplementedError(f"{type(self).__name__} does not define soft_mask")
+
+    def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:
+        """Compute masks from data (one-shot methods). Default: nothing to calibrate."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method-specific state for exact resume (tensors and plain Python values)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Step counter, generator state and :meth:`extra_state` (masks live in the model)."""
+        return {
+            "name": self.name,
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (load the model's state_dict too: it holds the masks)."""
+        if state.get("name") != self.name:
+            raise ValueError(f"state_dict is for method {state.get('name')!r}, not {self.name!r}")
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        self.load_extra_state(state["extra"])
+        if self._masks is not None:
+            self._masks._state_dirty = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+@dataclass(frozen=True)
+class DynamicSparseConfig(MethodConfig):
+    """Options of drop-and-grow methods (SET, RigL and their descendants).
+
+    Attributes:
+        distribution: Layer-wise densities: ``"erk"`` or ``"uniform"``.
+        update_every: Steps between mask updates (ΔT).
+        drop_fraction: Initial fraction of active weights replaced per update (α).
+        end_step: Last update step (RigL's T_end); the drop fraction is cosine-decayed to 0 over
+            ``[0, end_step]``. ``None``: constant fraction, updates forever.
+        begin_step: First step at which updates may happen.
+    """
+
+    distribution: str = "erk"
+    update_every: int = 100
+    drop_fraction: float = 0.3
+    end_step: int | None = None
+    begin_step: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.distribution not in DISTRIBUTIONS or self.distribution == "global":
+            raise ValueError(f"distribution must be 'erk' or 'uniform', got {self.distribution!r}")
+        if not 0.0 <= self.drop_fraction <= 1.0:
+            raise ValueError(f"drop_fraction must lie in [0, 1], got {self.drop_fraction}")
+        Periodic(self.update_every, self.begin_step, self.end_step)  # validates the three
+
+
+class DynamicSparseMethod(PruningMethod):
+    """Fixed-sparsity drop-and-grow training; subclasses choose the drop and grow scores.
+
+    Initial masks are random at the per-layer densities of ``distribution``. At every update step,
+    per layer: ``r = drop_count(nnz, fraction)`` active entries with the lowest drop score are
+    removed, and the ``r`` inactive entries (including the ones just dropped) with the highest
+    grow score are added. Per-layer nnz is unchanged. Newly grown weights start at zero with zeroed
+    optimizer state.
+    """
+
+    config_class: ClassVar[type[MethodConfig]] = DynamicSparseConfig
+    config: DynamicSparseConfig
+
+    def init_masks(self) -> None:  # noqa: D102
+        shapes = {n: p.shape for n, p in self.masks.params().items()}
+        densities = layer_densities(self.config.distribution, shapes, self.config.density)
+        assert densities is not None
+        for name, param in self.masks.params().items():
+            scores = torch.rand(param.shape, generator=self.generator).to(param.device)
+            k = keep_count(param.numel(), densities[name])
+            self.masks.update(name, topk_mask(scores, k))
+
+    @property
+    def schedule(self) -> Periodic:
+        """When updates happen."""
+        return Periodic(self.config.update_every, self.config.begin_step, self.config.end_step)
+
+    def drop_fraction_at(self, step: int) -> float:
+        """The fraction replaced at ``step`` (cosine-decayed when ``end_step`` is set)."""
+        if self.config.end_step is None:
+            return self.config.drop_fraction
+        return Cosine(self.config.drop_fraction, self.config.end_step)(step)
+
+    def drop_count(self, nnz: int, fraction: float) -> int:
+        """How many of ``nnz`` active entries to replace (RigL: ``floor``)."""
+        return math.floor(fraction * nnz)
+
+    def wants_dense_grads(self, step: int) -> bool:  # noqa: D102
+        return self.schedule.is_update_step(step)
+
+    def on_after_optimizer_step(self) -> None:  # noqa: D102
+        if self.schedule.is_update_step(self.step):
+            self.update_masks(self.drop_fraction_at(self.step))
+
+    def drop_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Scores for keeping active entries (default ``|w|``)."""
+        return weight.detach().abs()
+
+    def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Scores for growing inactive entries."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update_masks(self, fraction: float) -> dict[str, int]:
+        """One drop-and-grow round over every layer; returns the number replaced per layer."""
+        grads = self.dense_grads or {}
+        replaced = {}
+        for name, weight in self.masks.params().items():
+            mask = self.masks.mask(name)
+            grad = grads.get(name)
+            if grad is None:
+                grad = torch.zeros_like(weight)
+            nnz = int(mask.sum())
+            count = min(self.drop_count(nnz, fraction), nnz)
+            if count <= 0:
+                replaced[name] = 0
+                continue
+            after_drop = drop_lowest(self.drop_scores(name, weight, grad), mask, count)
+            grown = grow_highest(self.grow_scores(name, weight, grad), after_drop, count)
+            self.masks.update(name, after_drop)  # zeroes dropped weights and their state
+            self.masks.update(name, grown)  # grown entries were masked: they start at zero
+            replaced[name] = count
+        return replaced
+
+
+# ---------------------------------------------------------------------- registry
+_log = logging.getLogger(__name__)
+_REGISTRY: dict[str, type[PruningMethod]] = {}
+
+
+def register_method(cls: type[PruningMethod], name: str | None = None) -> type[PruningMethod]:
+    """Register a method class in-process (entry points do this for installed packages)."""
+    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
+        raise TypeError(f"register_method needs a PruningMethod subclass, got {cls!r}")
+    _REGISTRY[(name or cls.name).lower()] = cls
+    return cls
+
+
+def available_methods() -> dict[str, type[PruningMethod]]:
+    """Every method: those registered in-process and the ``sparsecore.methods`` entry points."""
+    found: dict[str, type[PruningMethod]] = {}
+    for ep in entry_points(group="sparsecore.methods"):
+        try:
+            cls = ep.load()
+        except Exception as err:  # a broken plugin must not break discovery of the others
+            _log.warning("method plugin %r (%s) failed to load: %s", ep.name, ep.value, err)
+            continue
+        if isinstance(cls, type) and issubclass(cls, PruningMethod):
+            found[ep.name.lower()] = cls
+    found.update(_REGISTRY)
+    return dict(sorted(found.items()))
+
+
+def get_method(name: str) -> type[PruningMethod]:
+    """The method class registered as ``name`` (``ValueError`` listing the known ones)."""
+    methods = available_methods()
+    try:
+        return methods[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; installed: {', '.join(methods)}") from None

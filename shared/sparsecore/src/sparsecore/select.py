@@ -1,0 +1,180 @@
+"""Pure selection functions: scores in, boolean keep-masks out.
+
+Every function here is deterministic and exact:
+
+* the number of kept entries is exactly :func:`keep_count` of the requested density (or exactly
+  ``n`` per group for N:M);
+* ties are broken by position: among equal scores, the entry with the lower flat index (in the
+  tensor's own order, or in the concatenation order for global selection) is kept first. This is
+  what a stable descending sort gives, and what the brute-force references in the tests use.
+
+NaN scores are rejected with a ``ValueError`` naming the tensor; ``-inf``/``+inf`` are allowed
+(methods use ``-inf`` to exclude positions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from sparsecore.patterns import NM, Block, Channel, Head, Pattern, Unstructured
+
+__all__ = [
+    "check_density",
+    "check_scores",
+    "drop_lowest",
+    "grow_highest",
+    "keep_count",
+    "select",
+    "select_global",
+    "topk_mask",
+]
+
+
+def check_density(density: float, name: str = "density") -> float:
+    """Validate a density (fraction kept) in ``(0, 1]`` and return it as a float."""
+    if isinstance(density, bool) or not isinstance(density, int | float):
+        raise TypeError(f"{name} must be a number, got {type(density).__name__}")
+    if math.isnan(density) or not 0.0 < density <= 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {density}")
+    return float(density)
+
+
+def keep_count(numel: int, density: float) -> int:
+    """Number of units kept out of ``numel`` at ``density``: ``floor(density * numel)``.
+
+    A tiny tolerance absorbs floating-point error (``0.1 * 50`` is 5, not 4), and at least one unit
+    is always kept so a layer never vanishes by rounding alone.
+    """
+    return max(1, min(numel, math.floor(density * numel + 1e-6)))
+
+
+def check_scores(scores: torch.Tensor, name: str = "scores") -> None:
+    """Raise ``ValueError`` if ``scores`` contains NaN, ``TypeError`` if it is not a tensor."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.is_floating_point() and torch.isnan(scores).any():
+        raise ValueError(f"{name} contains NaN scores")
+
+
+def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` highest ``scores`` (ties: lower flat index first).
+
+    Args:
+        scores: Any-shaped score tensor.
+        k: How many entries to keep, ``0 <= k <= scores.numel()``.
+    """
+    flat = scores.detach().reshape(-1)
+    if not 0 <= k <= flat.numel():
+        raise ValueError(f"k must lie in [0, {flat.numel()}], got {k}")
+    order = torch.sort(flat, descending=True, stable=True).indices
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    mask[order[:k]] = True
+    return mask.reshape(scores.shape)
+
+
+def _select_nm(scores: torch.Tensor, pattern: NM) -> torch.Tensor:
+    groups = pattern.groups(scores.detach())
+    order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, order[:, : pattern.n], True)
+    return pattern.ungroup(keep, scores.shape).contiguous()
+
+
+def select(
+    scores: torch.Tensor,
+    density: float,
+    pattern: Pattern | None = None,
+    name: str = "scores",
+) -> torch.Tensor:
+    """Keep-mask of one tensor for ``pattern``.
+
+    Args:
+        scores: Importance scores, the shape of the target tensor (higher is kept first).
+        density: Fraction of units kept, in ``(0, 1]``. Ignored for :class:`NM`, which always keeps
+            ``n`` of every ``m``.
+        pattern: The structure (default :class:`Unstructured`). Structured patterns aggregate
+            scores per unit by summation before ranking.
+        name: Tensor name for error messages.
+
+    Returns:
+        A ``bool`` tensor of the scores' shape.
+    """
+    pattern = pattern or Unstructured()
+    check_scores(scores, name)
+    pattern.check_shape(scores.shape, name)
+    if isinstance(pattern, NM):
+        return _select_nm(scores, pattern)
+    check_density(density)
+    if isinstance(pattern, Unstructured):
+        return topk_mask(scores, keep_count(scores.numel(), density))
+    if isinstance(pattern, Channel | Block | Head):
+        units = pattern.reduce(scores.detach())
+        keep_units = topk_mask(units, keep_count(units.numel(), density))
+        return pattern.expand(keep_units, scores.shape).contiguous()
+    raise TypeError(f"select: pattern {pattern!r} is not supported")
+
+
+def select_global(
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    pattern: Pattern | None = None,
+) -> dict[str, torch.Tensor]:
+    """Keep-masks for several tensors from one global ranking.
+
+    Exactly ``keep_count(total_units, density)`` units are kept over all tensors together
+    (``total_units`` counts entries for unstructured, channels/blocks/heads otherwise). Ties are
+    broken by concatenation order (the mapping's iteration order), then position.
+
+    Raises:
+        TypeError: For :class:`NM`, which is per-group by definition (use :func:`select`).
+    """
+    pattern = pattern or Unstructured()
+    check_density(density)
+    if isinstance(pattern, NM):
+        raise TypeError("select_global: N:M is a per-group pattern; use select() per tensor")
+    if not scores:
+        return {}
+    units: dict[str, torch.Tensor] = {}
+    for name, tensor in scores.items():
+        check_scores(tensor, name)
+        pattern.check_shape(tensor.shape, name)
+        detached = tensor.detach()
+        units[name] = detached if isinstance(pattern, Unstructured) else pattern.reduce(detached)
+    flat = torch.cat([u.reshape(-1).to(torch.float64) for u in units.values()])
+    keep_flat = topk_mask(flat, keep_count(flat.numel(), density))
+    masks: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name, unit in units.items():
+        part = keep_flat[offset : offset + unit.numel()].reshape(unit.shape)
+        offset += unit.numel()
+        if not isinstance(pattern, Unstructured):
+            part = pattern.expand(part, scores[name].shape).contiguous()
+        masks[name] = part
+    return masks
+
+
+def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Remove the ``count`` lowest-scored *active* entries from ``mask`` (returns a new mask).
+
+    Ties are broken towards dropping the *higher* flat index first, so that the kept set is exactly
+    the top ``nnz - count`` of the active scores under :func:`topk_mask`'s rule.
+    """
+    check_scores(scores)
+    active = int(mask.sum())
+    if not 0 <= count <= active:
+        raise ValueError(f"count must lie in [0, {active}] (active entries), got {count}")
+    ranked = torch.where(mask, scores.detach().to(torch.float64), -math.inf)
+    return topk_mask(ranked, active - count) & mask
+
+
+def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Add the ``count`` highest-scored *inactive* entries to ``mask`` (returns a new mask)."""
+    check_scores(scores)
+    inactive = int((~mask).sum())
+    if not 0 <= count <= inactive:
+        raise ValueError(f"count must lie in [0, {inactive}] (inactive entries), got {count}")
+    ranked = torch.where(mask, -math.inf, scores.detach().to(torch.float64))
+    return topk_mask(ranked, count) | mask
