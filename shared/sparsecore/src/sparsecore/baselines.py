@@ -311,4 +311,3 @@ class RigL(DynamicSparseMethod):
 
     def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return grad.detach().abs()
-

@@ -278,8 +278,11 @@ class MaskSet:
     @torch.no_grad()
     def mask_grads(self) -> None:
         """Zero the gradients of masked entries."""
-        pairs = [(p.grad, m) for p, m in zip(self.params().values(), self.masks().values(),
-                                              strict=True) if p.grad is not None]
+        pairs = [
+            (p.grad, m)
+            for p, m in zip(self.params().values(), self.masks().values(), strict=True)
+            if p.grad is not None
+        ]
         if pairs:
             grads, masks = zip(*pairs, strict=True)
             torch._foreach_mul_(list(grads), list(masks))

@@ -222,7 +222,8 @@ class Block(Pattern):
 @dataclass(frozen=True)
 class Head(Pattern):
     """Attention heads: the output dimension is split into ``num_heads`` contiguous heads, each
-    kept or removed whole."""
+    kept or removed whole.
+    """
 
     num_heads: int = 1
 

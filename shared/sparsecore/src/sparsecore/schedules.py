@@ -29,7 +29,7 @@ def _check_nonneg_int(value: int, name: str) -> None:
 
 def _check_unit(value: float, name: str, *, closed: bool = True) -> None:
     upper_ok = value <= 1.0 if closed else value < 1.0
-    if not (isinstance(value, int | float) and 0.0 <= value and upper_ok):
+    if not (isinstance(value, int | float) and value >= 0.0 and upper_ok):
         bound = "[0, 1]" if closed else "[0, 1)"
         raise ValueError(f"{name} must lie in {bound}, got {value!r}")
 
@@ -130,7 +130,7 @@ class Polynomial(Schedule):
         return self.begin <= step <= self.end and (step - self.begin) % self.every == 0
 
 
-def Linear(initial: float, final: float, begin: int, end: int, every: int = 1) -> Polynomial:  # noqa: N802
+def Linear(initial: float, final: float, begin: int, end: int, every: int = 1) -> Polynomial:
     """The linear ramp: :class:`Polynomial` with ``power=1``."""
     return Polynomial(initial, final, begin, end, every, power=1.0)
 
@@ -151,7 +151,9 @@ class Cosine(Schedule):
 
     def __call__(self, step: int) -> float:  # noqa: D102
         t = min(max(step, 0), self.total)
-        return self.final + 0.5 * (self.initial - self.final) * (1 + math.cos(math.pi * t / self.total))
+        return self.final + 0.5 * (self.initial - self.final) * (
+            1 + math.cos(math.pi * t / self.total)
+        )
 
 
 @dataclass(frozen=True)

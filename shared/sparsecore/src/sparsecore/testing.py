@@ -1,0 +1,229 @@
+"""The conformance suite every method package subclasses.
+
+Usage in a package's ``tests/test_conformance.py``:
+
+.. code-block:: python
+
+    from sparsecore.testing import MethodConformance
+    from sparse_granet import GraNet
+
+    class TestGraNetConformance(MethodConformance):
+        method_cls = GraNet
+        def make_method(self, **overrides):
+            return GraNet(**{"sparsity": 0.75, "update_every": 4, **overrides})
+
+The suite trains the method on a tiny MLP (or :meth:`MethodConformance.make_model`) for
+:attr:`MethodConformance.train_steps` steps and checks: setup/finalize, the target sparsity
+(exactly, or within :attr:`MethodConformance.sparsity_tolerance`), pattern validity, that pruned
+weights are exactly zero, exact resume from state dicts, and clear errors on bad input raised
+before the model is touched. A package overrides the ``make_*`` hooks or the tolerance; it should
+not need to skip tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from sparsecore.method import PruningMethod, available_methods
+
+__all__ = ["MethodConformance", "tiny_mlp"]
+
+
+def tiny_mlp(seed: int = 0, in_features: int = 16, hidden: int = 32, classes: int = 4) -> nn.Module:
+    """A three-layer MLP with widths divisible by 4 (valid for 2:4 and channel patterns)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )
+
+
+class MethodConformance:
+    """Pytest base class: subclass it and set :attr:`method_cls`."""
+
+    method_cls: ClassVar[type[PruningMethod]]
+    #: Sparsity the suite asks for (ignored by N:M methods).
+    sparsity: ClassVar[float] = 0.75
+    #: Optimizer steps of the training scenario.
+    train_steps: ClassVar[int] = 24
+    #: Allowed absolute deviation from the target sparsity after :meth:`run`.
+    sparsity_tolerance: ClassVar[float] = 0.0
+    #: Whether the target sparsity must hold at the end of training (False for methods whose
+    #: sparsity is reached only after finalize, e.g. soft masks).
+    check_sparsity_after_training: ClassVar[bool] = True
+
+    # ---------------------------------------------------------------- hooks for packages
+    def make_method(self, **overrides: Any) -> PruningMethod:
+        """The method under test; override to pass required options."""
+        return self.method_cls(**{"sparsity": self.sparsity, **overrides})
+
+    def make_model(self, seed: int = 0) -> nn.Module:
+        """A small model the method applies to."""
+        return tiny_mlp(seed)
+
+    def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A deterministic batch for ``step``."""
+        gen = torch.Generator().manual_seed(1000 + step)
+        model_in = self.input_shape()
+        x = torch.randn(8, *model_in, generator=gen)
+        y = torch.randint(0, 4, (8,), generator=gen)
+        return x, y
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Input shape without the batch dimension."""
+        return (16,)
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """SGD with momentum and weight decay (masking must survive both)."""
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+
+    def expected_sparsity(self, method: PruningMethod) -> float:
+        """The sparsity the method should have reached after :meth:`run`."""
+        pattern = method.config.pattern
+        if hasattr(pattern, "n") and hasattr(pattern, "m"):
+            return 1.0 - pattern.n / pattern.m
+        return method.config.sparsity
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Task loss of one batch."""
+        x, y = batch
+        return nn.functional.cross_entropy(model(x), y)
+
+    # ---------------------------------------------------------------- scenario
+    def run(
+        self,
+        model: nn.Module,
+        method: PruningMethod,
+        optimizer: torch.optim.Optimizer,
+        steps: range,
+    ) -> None:
+        """Train ``model`` for ``steps`` with ``method`` attached."""
+        for step in steps:
+            batch = self.make_batch(step)
+            if method.needs_calibration and method.step == 0 and step == 0:
+                method.calibrate([batch])
+            loss = self.loss(model, batch) + method.regularization()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    def trained(self) -> tuple[nn.Module, PruningMethod, torch.optim.Optimizer]:
+        """A model trained for :attr:`train_steps` with the method."""
+        model = self.make_model()
+        optimizer = self.make_optimizer(model)
+        method = self.make_method().setup(model, optimizer)
+        self.run(model, method, optimizer, range(self.train_steps))
+        return model, method, optimizer
+
+    # ---------------------------------------------------------------- the suite
+    def test_registered_as_entry_point(self) -> None:
+        """The method is discoverable through the ``sparsecore.methods`` entry point."""
+        assert self.method_cls in available_methods().values()
+
+    def test_setup_adds_bool_mask_buffers(self) -> None:
+        """Every target gets a persistent bool buffer in the model's state_dict."""
+        model = self.make_model()
+        method = self.make_method().setup(model, self.make_optimizer(model))
+        state = model.state_dict()
+        assert method.masks.names
+        for target in method.masks.targets.values():
+            key = f"{target.module_name}.{target.buffer_name}".lstrip(".")
+            assert key in state and state[key].dtype == torch.bool
+
+    def test_target_sparsity_and_pattern(self) -> None:
+        """After training, the target sparsity holds and every mask is a valid pattern."""
+        _, method, _ = self.trained()
+        if self.check_sparsity_after_training:
+            got = method.masks.sparsity()
+            want = self.expected_sparsity(method)
+            assert abs(got - want) <= self.sparsity_tolerance + 1.0 / sum(
+                method.masks.nnz().values()
+            )
+        for name, mask in method.masks.masks().items():
+            assert method.masks.targets[name].pattern.is_valid(mask), name
+
+    def test_pruned_weights_are_zero(self) -> None:
+        """In hard mode, every masked weight is exactly zero after training."""
+        _, method, _ = self.trained()
+        if method.mask_mode != "hard":
+            pytest.skip("ste/soft modes keep dense weights under the mask by design")
+        for name, param in method.masks.params().items():
+            assert not param[~method.masks.mask(name)].any(), name
+
+    def test_finalize_gives_plain_model(self) -> None:
+        """Finalize removes buffers and bakes exactly the masked zeros into the weights."""
+        model, method, _ = self.trained()
+        masks = {n: m.clone() for n, m in method.masks.masks().items()}
+        final = method.finalize()
+        assert not any(k.endswith("_mask") for k in final.state_dict())
+        params = dict(final.named_parameters())
+        for name, mask in masks.items():
+            assert not params[name][~mask].any(), name
+
+    def test_exact_resume(self) -> None:
+        """Train k steps, save, load into a fresh setup, continue: equal to an uninterrupted run."""
+        half = self.train_steps // 2
+        model_a = self.make_model()
+        opt_a = self.make_optimizer(model_a)
+        method_a = self.make_method().setup(model_a, opt_a)
+        self.run(model_a, method_a, opt_a, range(self.train_steps))
+
+        model_b = self.make_model()
+        opt_b = self.make_optimizer(model_b)
+        method_b = self.make_method().setup(model_b, opt_b)
+        self.run(model_b, method_b, opt_b, range(half))
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "model": model_b.state_dict(),
+                "opt": opt_b.state_dict(),
+                "method": method_b.state_dict(),
+            },
+            buffer,
+        )
+        buffer.seek(0)
+        saved = torch.load(buffer, weights_only=True)
+
+        model_c = self.make_model(seed=123)  # different init: everything must come from the save
+        opt_c = self.make_optimizer(model_c)
+        method_c = self.make_method().setup(model_c, opt_c)
+        model_c.load_state_dict(saved["model"])
+        opt_c.load_state_dict(saved["opt"])
+        method_c.load_state_dict(saved["method"])
+        self.run(model_c, method_c, opt_c, range(half, self.train_steps))
+
+        for (name, a), (_, c) in zip(
+            model_a.state_dict().items(), model_c.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, c), name
+
+    @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+    def test_bad_sparsity_raises(self, bad: float) -> None:
+        """Sparsity outside [0, 1) is a ValueError naming the parameter."""
+        with pytest.raises(ValueError, match="sparsity"):
+            self.make_method(sparsity=bad)
+
+    def test_unknown_target_raises_before_touching_model(self) -> None:
+        """A target that does not exist raises, and the model is left exactly as it was."""
+        model = self.make_model()
+        before = copy.deepcopy(model.state_dict())
+        method = self.make_method(targets=("no_such_layer.weight",))
+        with pytest.raises(ValueError, match="no_such_layer"):
+            method.setup(model, self.make_optimizer(model))
+        after = model.state_dict()
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+    def test_wrong_model_type_raises(self) -> None:
+        """A model that is not an nn.Module is a TypeError."""
+        with pytest.raises(TypeError, match="model"):
+            self.make_method().setup("not a model")  # type: ignore[arg-type]
