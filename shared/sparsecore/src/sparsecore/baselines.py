@@ -252,7 +252,7 @@ class IMP(PruningMethod):
             self.capture_rewind_point()
 
     def capture_rewind_point(self) -> None:
-        """Store the model's current state (weights, buffers, masks excluded) as the rewind point."""
+        """Store the model's state (weights and buffers, not masks) as the rewind point."""
         assert self.model is not None
         masks = {f"{t.name}_mask" for t in self.masks.targets.values()}
         self.rewind_state = {

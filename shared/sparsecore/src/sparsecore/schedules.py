@@ -38,6 +38,7 @@ class Schedule:
     """Base class: a value as a function of the step, and the steps at which to update."""
 
     def __call__(self, step: int) -> float:
+        """The scheduled value after ``step`` completed steps."""
         raise NotImplementedError
 
     def is_update_step(self, step: int) -> bool:

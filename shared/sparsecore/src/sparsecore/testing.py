@@ -161,7 +161,7 @@ class MethodConformance:
 
     def test_finalize_gives_plain_model(self) -> None:
         """Finalize removes buffers and bakes exactly the masked zeros into the weights."""
-        model, method, _ = self.trained()
+        _, method, _ = self.trained()
         masks = {n: m.clone() for n, m in method.masks.masks().items()}
         final = method.finalize()
         assert not any(k.endswith("_mask") for k in final.state_dict())
