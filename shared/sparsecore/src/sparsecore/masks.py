@@ -207,6 +207,8 @@ class MaskSet:
                 )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._state_dirty = True
+        self._factors: list[torch.Tensor] | None = None
+        self._factor_versions: list[int] = []
         self.optimizer: torch.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ access
@@ -257,6 +259,7 @@ class MaskSet:
             )
         mask.copy_(keep)
         self._state_dirty = True
+        self._factors = None
         if self.mode == "hard":
             self.param(name).mul_(mask)
             if self.optimizer is not None:
@@ -363,6 +366,7 @@ class MaskSet:
                 parametrize.remove_parametrizations(module, t.param_name, leave_parametrized=False)
             getattr(module, t.param_name).mul_(mask)
             delattr(module, t.buffer_name)
+        self._factors = None
         self.targets = {}
         self._modules = {}
         return self.model

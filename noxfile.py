@@ -1,0 +1,137 @@
+"""Developer and CI sessions for the sparse monorepo (nox with the uv backend).
+
+``uv run nox`` runs the default sessions: lint, tests (one isolated environment per workspace
+member), integration, docs, build, reproduce. ``uv run nox -s "tests(sparse-granet)"`` runs one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests", "integration", "docs", "build", "reproduce"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _members() -> dict[str, Path]:
+    """Workspace members: distribution name -> directory."""
+    found = {}
+    for parent in ("shared", "packages"):
+        for directory in sorted((ROOT / parent).iterdir()):
+            pyproject = directory / "pyproject.toml"
+            if pyproject.is_file():
+                name = tomllib.loads(pyproject.read_text())["project"]["name"]
+                found[name] = directory
+    return found
+
+
+MEMBERS = _members()
+METHOD_PACKAGES = {n: d for n, d in MEMBERS.items() if d.parent.name == "packages"}
+
+
+def uv_sync(session: nox.Session, *args: str) -> None:
+    """``uv sync --locked`` into the session's own virtualenv (exact: nothing else stays)."""
+    venv = session.virtualenv.location
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--no-default-groups",
+        f"--python={venv}",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": venv},
+    )
+
+
+def _import_name(distribution: str) -> str:
+    return distribution.replace("-", "_")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff format and lint, and the import contract between packages."""
+    uv_sync(session, "--all-packages", "--group", "dev")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+    session.run("python", "tools/check_imports.py", *MEMBERS)
+    if len(METHOD_PACKAGES) > 1:
+        modules = sorted(_import_name(n) for n in METHOD_PACKAGES)
+        config = session.create_tmp() + "/importlinter.ini"
+        Path(config).write_text(
+            "[importlinter]\nroot_packages =\n    sparsecore\n"
+            + "".join(f"    {m}\n" for m in modules)
+            + "\n[importlinter:contract:methods-independent]\n"
+            "name = Method packages never import each other\ntype = independence\nmodules =\n"
+            + "".join(f"    {m}\n" for m in modules)
+            + "\n[importlinter:contract:core-below-methods]\n"
+            "name = The core never imports a method package\ntype = forbidden\n"
+            "source_modules =\n    sparsecore\nforbidden_modules =\n"
+            + "".join(f"    {m}\n" for m in modules)
+        )
+        session.run("lint-imports", "--config", config)
+
+
+@nox.session
+@nox.parametrize("member", list(MEMBERS), ids=list(MEMBERS))
+def tests(session: nox.Session, member: str) -> None:
+    """One member's tests in an environment holding only its declared dependency closure."""
+    uv_sync(session, "--package", member, "--group", "test")
+    directory = MEMBERS[member]
+    session.run("pytest", "-q", str(directory / "tests"), *session.posargs, env=THREAD_ENV)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Methods stacked, the CLI end to end, against the whole workspace."""
+    uv_sync(session, "--all-packages", "--group", "dev")
+    session.run("pytest", "-q", "integration_tests", *session.posargs, env=THREAD_ENV)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, strict."""
+    uv_sync(session, "--only-group", "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build every member with ``--no-sources``, install each wheel alone, import it."""
+    dist = Path(session.create_tmp()) / "dist"
+    session.run("uv", "build", "--all-packages", "--no-sources", "--out-dir", str(dist))
+    core_wheel = next(dist.glob("sparsecore-*.whl"))
+    for name in MEMBERS:
+        wheel = next(dist.glob(f"{_import_name(name)}-*.whl"))
+        venv = Path(session.create_tmp()) / f"venv-{name}"
+        session.run("uv", "venv", "--quiet", "--clear", str(venv))
+        python = str(venv / "bin" / "python")
+        wheels = {str(core_wheel), str(wheel)}
+        session.run("uv", "pip", "install", "--quiet", "--python", python, *sorted(wheels))
+        session.run(python, "-I", "-c", f"import {_import_name(name)}", external=True)
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Every package's ``benchmarks/reproduce.py --quick`` (the same code path, tiny settings)."""
+    uv_sync(session, "--all-packages", "--group", "dev")
+    for name, directory in METHOD_PACKAGES.items():
+        script = directory / "benchmarks" / "reproduce.py"
+        if script.is_file():
+            out = Path(session.create_tmp()) / f"{name}.json"
+            session.run("python", str(script), "--quick", "--out", str(out), env=THREAD_ENV)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The core's overhead and inference benchmarks (not timed tests)."""
+    uv_sync(session, "--all-packages", "--group", "dev")
+    for script in sorted((ROOT / "shared" / "sparsecore" / "benchmarks").glob("*.py")):
+        session.run("python", str(script), env={"OMP_NUM_THREADS": os.environ.get("T", "2")})
