@@ -122,7 +122,7 @@ def build(session: nox.Session) -> None:
 @nox.session
 def reproduce(session: nox.Session) -> None:
     """Every package's ``benchmarks/reproduce.py --quick`` (the same code path, tiny settings)."""
-    uv_sync(session, "--all-packages", "--group", "dev")
+    uv_sync(session, "--all-packages", "--group", "dev", "--group", "bench")
     for name, directory in METHOD_PACKAGES.items():
         script = directory / "benchmarks" / "reproduce.py"
         if script.is_file():

@@ -42,6 +42,7 @@ def _imports(src: Path) -> set[str]:
 
 
 def main(members: list[str]) -> int:
+    """Check the named members; print problems and return the exit status."""
     dists = packages_distributions()
     directories = {
         _normalise(tomllib.loads(p.read_text())["project"]["name"]): p.parent
@@ -60,9 +61,13 @@ def main(members: list[str]) -> int:
         for module in sorted(_imports(directory / "src") - own - set(sys.stdlib_module_names)):
             providers = {_normalise(d) for d in dists.get(module, [])}
             if not providers:
-                problems.append(f"{member}: imports {module!r}, which no installed package provides")
+                problems.append(
+                    f"{member}: imports {module!r}, which no installed package provides"
+                )
             elif not providers & declared:
-                problems.append(f"{member}: imports {module!r} (from {sorted(providers)}) undeclared")
+                problems.append(
+                    f"{member}: imports {module!r} (from {sorted(providers)}) undeclared"
+                )
     for problem in problems:
         print(problem)
     if not problems:

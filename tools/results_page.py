@@ -76,6 +76,7 @@ def render() -> str:
 
 
 def main() -> int:
+    """Write (or with --check, verify) docs/results.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if docs/results.md is stale")
     args = parser.parse_args()

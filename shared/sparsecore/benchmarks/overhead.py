@@ -92,8 +92,10 @@ def main() -> None:
         for name, timer in timers.items():
             times[name].append(timer(args.steps))
     dense = statistics.median(times["dense"])
-    print(f"MLP {DEPTH}x{WIDTH}, batch {BATCH}, 90% mask, {args.threads} threads, "
-          f"median of {args.repeats} x {args.steps} steps")
+    print(
+        f"MLP {DEPTH}x{WIDTH}, batch {BATCH}, 90% mask, {args.threads} threads, "
+        f"median of {args.repeats} x {args.steps} steps"
+    )
     print(f"{'variant':<18} {'ms/step':>9} {'vs dense':>9}")
     for name, values in times.items():
         median = statistics.median(values)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsecore import GMP, IMP, NM, OneShotMagnitude, RigL, SET
+from sparsecore import GMP, IMP, NM, SET, OneShotMagnitude, RigL
 from sparsecore.masks import MaskSet, resolve_targets
 from sparsecore.testing import tiny_mlp
 

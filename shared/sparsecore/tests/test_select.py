@@ -83,7 +83,9 @@ def test_channel_keeps_whole_channels(scores, density):
     kept_rows = mask.all(1)
     assert int(kept_rows.sum()) == keep_count(scores.shape[0], density)
     sums = scores.sum(1).tolist()
-    assert set(torch.nonzero(kept_rows).flatten().tolist()) == brute_topk(sums, int(kept_rows.sum()))
+    assert set(torch.nonzero(kept_rows).flatten().tolist()) == brute_topk(
+        sums, int(kept_rows.sum())
+    )
 
 
 def test_block_and_head_patterns():
@@ -139,7 +141,7 @@ def test_bad_inputs_raise_clear_errors():
         select(torch.randn(3, 6), 1.0, NM(2, 4))
     with pytest.raises(ValueError, match=">= 2 dims"):
         select(torch.randn(8), 1.0, NM(2, 4))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         select([1.0, 2.0], 0.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown pattern"):
         parse_pattern("3-of-7")

@@ -1,0 +1,1 @@
+"""SHRP: specialized head routing and pruning for encoder compression, on sparsecore."""

@@ -1,0 +1,9 @@
+"""Adapters that let any sparsecore method drive other training loops.
+
+* :mod:`sparsecore.integrations.hf`: a Hugging Face ``transformers.TrainerCallback``
+  (optional extra ``sparsecore[hf]``).
+
+Submodules import their framework lazily, so importing this package costs nothing.
+"""
+
+__all__: list[str] = []

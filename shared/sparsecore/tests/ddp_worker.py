@@ -1,0 +1,118 @@
+"""One rank of the DDP test (run by test_distributed.py as a plain script, two at once).
+
+Usage: ddp_worker.py RANK WORLD PORT OUT_DIR
+
+Trains a small MLP with RigL under DistributedDataParallel (gloo, CPU) on rank-specific data,
+records a digest of the masks after every mask update, then exercises the distributed helpers.
+Writes OUT_DIR/rank{RANK}.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import sparsecore as sc
+import torch
+import torch.distributed as dist
+from sparsecore.distributed import (
+    average_state_dicts_across_ranks,
+    broadcast_masks,
+    masks_digest,
+    masks_identical,
+)
+from torch import nn
+
+
+def main() -> None:
+    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.manual_seed(0)  # same model on every rank
+    model = nn.Sequential(
+        nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    # setup after wrapping: setup unwraps DDP; broadcast_buffers=False so that DDP does not
+    # overwrite the masks from rank 0: agreement must come from the method itself.
+    method = sc.RigL(sparsity=0.8, update_every=3, drop_fraction=0.3).setup(ddp, opt)
+    data = torch.Generator().manual_seed(100 + rank)  # different data per rank
+    digests, changed = [], []
+    previous = {k: v.clone() for k, v in method.masks.masks().items()}
+    for _ in range(24):
+        x = torch.randn(16, 32, generator=data)
+        y = torch.randint(0, 4, (16,), generator=data)
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if method.step % 3 == 0:
+            digests.append(masks_digest(method.masks).hex())
+            changed.append(
+                any(not torch.equal(previous[k], m) for k, m in method.masks.masks().items())
+            )
+            previous = {k: v.clone() for k, v in method.masks.masks().items()}
+    identical_after_training = masks_identical(method.masks)
+
+    # cross-rank averaging: rank-specific perturbation of the kept weights, then the mean
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=data))
+        method.masks.apply()
+    local = {k: v.clone() for k, v in model.state_dict().items()}
+    gathered = {}
+    for key, value in local.items():
+        parts = [torch.empty_like(value) for _ in range(world)]
+        dist.all_gather(parts, value)
+        gathered[key] = parts
+    average_state_dicts_across_ranks(ddp, method.masks)
+    state = model.state_dict()
+    mean_ok = all(
+        torch.allclose(state[k], torch.stack(gathered[k]).mean(0), atol=1e-6)
+        for k in local
+        if local[k].is_floating_point()
+    )
+    masks_kept = all(torch.equal(state[k], local[k]) for k in local if k.endswith("_mask"))
+    pruned_zero = all(
+        bool((state[n][~m] == 0).all())
+        for n, m in ((k.removesuffix("_mask"), state[k]) for k in state if k.endswith("_mask"))
+    )
+
+    # divergence is detected, and broadcast_masks repairs it
+    if rank == 1:
+        mask = method.masks.mask("0.weight")
+        flipped = mask.clone()
+        flipped[0, 0] = ~flipped[0, 0]
+        method.masks.update("0.weight", flipped)
+    detected = not masks_identical(method.masks)
+    broadcast_masks(method.masks, src=0)
+    repaired = masks_identical(method.masks)
+    zero_after_repair = bool((model[0].weight[~method.masks.mask("0.weight")] == 0).all())
+    try:
+        average_state_dicts_across_ranks(model)
+        refused = False
+    except RuntimeError:
+        refused = True
+    result = {
+        "digests": digests,
+        "changed": changed,
+        "identical_after_training": identical_after_training,
+        "sparsity": method.masks.sparsity(),
+        "mean_ok": mean_ok,
+        "masks_kept": masks_kept,
+        "pruned_zero": pruned_zero,
+        "detected": detected,
+        "repaired": repaired,
+        "zero_after_repair": zero_after_repair,
+        "refused_when_identical": refused,
+    }
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Distributed helpers: masks identical across DDP ranks under RigL, soups keep masks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import sparsecore as sc
+from sparsecore.distributed import (
+    average_state_dicts,
+    average_state_dicts_across_ranks,
+    broadcast_masks,
+    masks_digest,
+    masks_identical,
+)
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(rank), "2", str(port), str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    logs = []
+    for proc in procs:
+        try:
+            logs.append(proc.communicate(timeout=240)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("DDP workers timed out")
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.returncode == 0, log[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_rigl_masks_identical_on_every_rank_after_every_update(ddp_results):
+    r0, r1 = ddp_results
+    assert len(r0["digests"]) == 8
+    assert r0["digests"] == r1["digests"]
+    assert any(r0["changed"]), "RigL must actually have changed the masks"
+    assert r0["identical_after_training"] and r1["identical_after_training"]
+    assert abs(r0["sparsity"] - 0.8) < 0.01
+
+
+def test_cross_rank_average_keeps_masks(ddp_results):
+    for r in ddp_results:
+        assert r["mean_ok"] and r["masks_kept"] and r["pruned_zero"]
+
+
+def test_divergent_masks_detected_and_repaired(ddp_results):
+    for r in ddp_results:
+        assert r["detected"] and r["repaired"] and r["zero_after_repair"]
+        assert not r["refused_when_identical"]
+
+
+# ---------------------------------------------------------------- single process
+def small(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_average_state_dicts_is_a_weighted_mean_that_keeps_masks():
+    models = [small(s) for s in range(3)]
+    first = sc.OneShotMagnitude(sparsity=0.75).setup(models[0])
+    for m in models[1:]:
+        sc.OneShotMagnitude(sparsity=0.75).setup(m)
+        for name, mask in first.masks.masks().items():  # the soup ingredients share one mask
+            m.get_buffer(f"{name}_mask").copy_(mask)
+            m.get_parameter(name).data.mul_(mask)
+        m[1].num_batches_tracked.fill_(7)
+    sds = [m.state_dict() for m in models]
+    soup = average_state_dicts(sds, weights=[1, 2, 1])
+    want = (sds[0]["3.bias"] + 2 * sds[1]["3.bias"] + sds[2]["3.bias"]) / 4
+    torch.testing.assert_close(soup["3.bias"], want, atol=1e-7, rtol=0)
+    assert torch.equal(soup["0.weight_mask"], sds[0]["0.weight_mask"])
+    assert soup["0.weight_mask"].dtype == torch.bool
+    assert torch.equal(soup["1.num_batches_tracked"], sds[0]["1.num_batches_tracked"])
+    assert bool((soup["0.weight"][~soup["0.weight_mask"]] == 0).all())
+    assert int(soup["0.weight"].ne(0).sum()) <= int(soup["0.weight_mask"].sum())
+    uniform = average_state_dicts(sds)
+    torch.testing.assert_close(uniform["0.bias"], sum(s["0.bias"] for s in sds) / 3)
+    torch.testing.assert_close(models[0][3].bias, sds[0]["3.bias"])
+
+
+def test_average_state_dicts_validates_inputs():
+    a, b = small(0).state_dict(), small(1).state_dict()
+    with pytest.raises(ValueError, match="no state dicts"):
+        average_state_dicts([])
+    with pytest.raises(ValueError, match="different keys"):
+        average_state_dicts([a, {k: v for k, v in b.items() if k != "0.bias"}])
+    wrong = dict(b, **{"3.weight": torch.zeros(4, 16)})
+    with pytest.raises(ValueError, match=r"'3\.weight'"):
+        average_state_dicts([a, wrong])
+    with pytest.raises(ValueError, match="weights"):
+        average_state_dicts([a, b], weights=[1.0, -1.0])
+    ma, mb = dict(a), dict(b)
+    ma["0.weight_mask"] = torch.ones(16, 8, dtype=torch.bool)
+    mb["0.weight_mask"] = torch.zeros(16, 8, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"'0\.weight_mask' differs"):
+        average_state_dicts([ma, mb])
+
+
+def test_helpers_are_no_ops_without_a_process_group():
+    model = small(0)
+    method = sc.OneShotMagnitude(sparsity=0.5).setup(model)
+    assert masks_identical(method.masks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    broadcast_masks(method.masks)
+    average_state_dicts_across_ranks(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    digest = masks_digest(method.masks)
+    assert len(digest) == 32 and digest == masks_digest(dict(method.masks.masks()))
+    flipped = dict(method.masks.masks())
+    flipped["0.weight"] = ~flipped["0.weight"]
+    assert masks_digest(flipped) != digest
