@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from sparsecore import GMP, IMP, SET, SNIP, OneShotMagnitude, RandomPruning, RigL
 from sparsecore.testing import MethodConformance
 

@@ -1,0 +1,64 @@
+"""Evaluation: sparsity reports, FLOP and parameter counters, latency, the comparison protocol.
+
+.. code-block:: python
+
+    from sparsecore.evaluation import SparsityReport, count_flops, over_seeds, format_table
+    print(SparsityReport.from_masks(method.masks))
+    flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
+"""
+
+from sparsecore.evaluation.flops import FlopCount, count_flops, count_params
+from sparsecore.evaluation.latency import (
+    LatencyRatio,
+    LatencyResult,
+    compare_latency,
+    measure_latency,
+)
+from sparsecore.evaluation.protocol import (
+    MIN_SEEDS,
+    SCRATCH_B_MAX_FACTOR,
+    Evaluator,
+    Row,
+    check_protocol,
+    failed_row,
+    format_table,
+    machine_info,
+    over_seeds,
+    plot_rows,
+    scratch_budgets,
+    write_results,
+)
+from sparsecore.evaluation.report import (
+    SparsityReport,
+    TensorReport,
+    effective_tensor,
+    load_checkpoint,
+    snapshot,
+)
+
+__all__ = [
+    "MIN_SEEDS",
+    "SCRATCH_B_MAX_FACTOR",
+    "Evaluator",
+    "FlopCount",
+    "LatencyRatio",
+    "LatencyResult",
+    "Row",
+    "SparsityReport",
+    "TensorReport",
+    "check_protocol",
+    "compare_latency",
+    "count_flops",
+    "count_params",
+    "effective_tensor",
+    "failed_row",
+    "format_table",
+    "load_checkpoint",
+    "machine_info",
+    "measure_latency",
+    "over_seeds",
+    "plot_rows",
+    "scratch_budgets",
+    "snapshot",
+    "write_results",
+]
