@@ -13,16 +13,17 @@ import json
 import sys
 from pathlib import Path
 
-import sparsecore as sc
 import torch
 import torch.distributed as dist
+from torch import nn
+
+import sparsecore as sc
 from sparsecore.distributed import (
     average_state_dicts_across_ranks,
     broadcast_masks,
     masks_digest,
     masks_identical,
 )
-from torch import nn
 
 
 def main() -> None:
