@@ -1,0 +1,151 @@
+"""Configuration of :class:`sparse_pdp.PDP` and its schedule.
+
+The schedule follows the paper's training flow (Cho, Adya & Naik, "PDP: Parameter-free
+Differentiable Pruning is All You Need", NeurIPS 2023, arXiv 2305.11203, Appendix D as summarised
+by third-party re-implementations): dense warm-up for ``s`` epochs, then per-layer pruning targets
+``r_l`` ramped in as ``r_l(e) = min(1, ε (e - s + 1)) · r_l``. Here everything is counted in
+optimizer steps, as in the rest of ``sparsecore`` (``begin_step = s · steps_per_epoch``,
+``update_every = steps_per_epoch``, ``end_step - begin_step = steps_per_epoch / ε``);
+:meth:`PDPConfig.for_epochs` does this conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sparsecore import MethodConfig
+
+__all__ = ["DISTRIBUTIONS", "PDPConfig", "ramp_fraction"]
+
+#: How the per-layer targets are allocated: one global magnitude ranking (the paper), or the same
+#: sparsity in every layer.
+DISTRIBUTIONS = ("global", "uniform")
+
+
+def _check_int(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def ramp_fraction(step: int, begin: int, end: int, every: int) -> float:
+    """Fraction of the per-layer target in force after ``step`` completed optimizer steps.
+
+    ``0`` before ``begin`` (dense warm-up). From ``begin`` on, the ramp has
+    ``K = max(1, ceil((end - begin) / every))`` stages of ``every`` steps; stage
+    ``j = (step - begin) // every`` uses ``min(1, (j + 1) / K)``. With ``every`` = one epoch this is
+    the paper's ``min(1, ε (e - s + 1))`` with ``ε = 1 / K``: the first pruning stage already prunes
+    ``1/K`` of the target, and the full target is in force from stage ``K - 1`` (which ends at
+    ``end``) on.
+
+    Args:
+        step: Completed optimizer steps.
+        begin: First step of pruning (end of the dense warm-up).
+        end: Step by which the ramp is complete.
+        every: Steps per ramp stage.
+    """
+    if step < begin:
+        return 0.0
+    stages = max(1, math.ceil((end - begin) / every))
+    return min(1.0, ((step - begin) // every + 1) / stages)
+
+
+@dataclass(frozen=True)
+class PDPConfig(MethodConfig):
+    """PDP options.
+
+    Attributes:
+        sparsity: Overall target sparsity over the targets (ignored for N:M, whose pattern fixes
+            it). For the channel pattern it is the fraction of channels (output slices) removed.
+        pattern: ``"unstructured"``, an N:M pattern (``"1:4"``, ``NM(2, 4)``) or ``"channel"``.
+        tau: Temperature τ of the soft mask ``m(w) = σ((w² − t²)/τ)`` (absolute, in units of
+            squared weight magnitude, as in the paper). Smaller is sharper.
+        relative_tau: Interpret ``tau`` relative to each threshold: the temperature is
+            ``tau · t²``, so ``m = σ(((w/t)² − 1)/tau)`` does not depend on the weight scale
+            (not in the paper; see the method docstring for why it exists).
+        begin_step: Dense warm-up steps; the per-layer targets are ranked from the weights after
+            this many steps and pruning starts.
+        end_step: Step by which the per-layer targets are fully ramped in (``>= begin_step``;
+            equal means no ramp).
+        update_every: Steps per ramp stage (one epoch reproduces the paper's per-epoch ramp; 1 is a
+            smooth per-step ramp).
+        harden_step: If set (``>= end_step``), :meth:`PDP.harden` runs automatically after this
+            many steps: the rest of training fine-tunes with the final hard mask.
+        distribution: ``"global"``: per-layer targets from one magnitude ranking over all targets
+            (the paper); ``"uniform"``: every layer at ``sparsity``. Ignored for N:M.
+    """
+
+    tau: float = 1e-4
+    relative_tau: bool = False
+    begin_step: int = 0
+    end_step: int = 1000
+    update_every: int = 1
+    distribution: str = "global"
+    harden_step: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.tau, bool) or not isinstance(self.tau, int | float):
+            raise TypeError(f"tau must be a number, got {self.tau!r}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"tau must be a positive finite number, got {self.tau}")
+        object.__setattr__(self, "tau", float(self.tau))
+        if not isinstance(self.relative_tau, bool):
+            raise TypeError(f"relative_tau must be a bool, got {self.relative_tau!r}")
+        _check_int(self.begin_step, "begin_step", 0)
+        _check_int(self.end_step, "end_step", 0)
+        _check_int(self.update_every, "update_every", 1)
+        if self.end_step < self.begin_step:
+            raise ValueError(
+                f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
+            )
+        if self.harden_step is not None:
+            _check_int(self.harden_step, "harden_step", 0)
+            if self.harden_step < self.end_step:
+                raise ValueError(
+                    f"harden_step ({self.harden_step}) must be >= end_step ({self.end_step})"
+                )
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+            )
+
+    @classmethod
+    def for_epochs(
+        cls,
+        steps_per_epoch: int,
+        warmup_epochs: int,
+        ramp_epochs: int,
+        finetune_from_epoch: int | None = None,
+        **kwargs: Any,
+    ) -> PDPConfig:
+        """Build a config from the paper's epoch-based schedule.
+
+        Args:
+            steps_per_epoch: Optimizer steps per epoch.
+            warmup_epochs: Dense epochs ``s``.
+            ramp_epochs: Epochs until the full target, ``1/ε`` (the paper: ``ε`` = 0.015, so ≈ 67).
+            finetune_from_epoch: Epoch (0-based) from which to fine-tune with the hard mask
+                (sets ``harden_step``); ``None``: soft masks until the end.
+            **kwargs: Other fields (``sparsity``, ``pattern``, ``tau``...).
+        """
+        _check_int(steps_per_epoch, "steps_per_epoch", 1)
+        _check_int(warmup_epochs, "warmup_epochs", 0)
+        _check_int(ramp_epochs, "ramp_epochs", 0)
+        begin = warmup_epochs * steps_per_epoch
+        if finetune_from_epoch is not None:
+            _check_int(finetune_from_epoch, "finetune_from_epoch", 0)
+            kwargs["harden_step"] = finetune_from_epoch * steps_per_epoch
+        return cls(
+            begin_step=begin,
+            end_step=begin + ramp_epochs * steps_per_epoch,
+            update_every=steps_per_epoch,
+            **kwargs,
+        )
+
+    def fraction(self, step: int) -> float:
+        """:func:`ramp_fraction` of this config after ``step`` completed steps."""
+        return ramp_fraction(step, self.begin_step, self.end_step, self.update_every)
