@@ -305,8 +305,8 @@ class DynamicSparseMethod(PruningMethod):
     Initial masks are random at the per-layer densities of ``distribution``. At every update step,
     per layer: ``r = drop_count(nnz, fraction)`` active entries with the lowest drop score are
     removed, and the ``r`` inactive entries (including the ones just dropped) with the highest
-    grow score are added. Per-layer nnz is unchanged. Newly grown weights start at zero with zeroed
-    optimizer state.
+    grow score are added. Per-layer nnz is unchanged. Newly grown weights (inactive before the
+    update) start at zero with zeroed optimizer state.
     """
 
     config_class: ClassVar[type[MethodConfig]] = DynamicSparseConfig
@@ -368,8 +368,10 @@ class DynamicSparseMethod(PruningMethod):
                 continue
             after_drop = drop_lowest(self.drop_scores(name, weight, grad), mask, count)
             grown = grow_highest(self.grow_scores(name, weight, grad), after_drop, count)
-            self.masks.update(name, after_drop)  # zeroes dropped weights and their state
-            self.masks.update(name, grown)  # grown entries were masked: they start at zero
+            # One update: dropped-and-not-regrown entries are zeroed with their state; newly
+            # grown entries were masked, so they start at exactly zero; an entry dropped and
+            # regrown in the same round keeps its value (as in the RigL and GraNet code).
+            self.masks.update(name, grown)
             replaced[name] = count
         return replaced
 

@@ -166,8 +166,13 @@ def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.T
     active = int(mask.sum())
     if not 0 <= count <= active:
         raise ValueError(f"count must lie in [0, {active}] (active entries), got {count}")
-    ranked = torch.where(mask, scores.detach().to(torch.float64), -math.inf)
-    return topk_mask(ranked, active - count) & mask
+    flat = mask.reshape(-1)
+    active_idx = flat.nonzero().squeeze(1)  # ascending positions
+    values = scores.detach().reshape(-1)[active_idx]
+    order = torch.sort(values, descending=True, stable=True).indices
+    keep = torch.zeros_like(flat)
+    keep[active_idx[order[: active - count]]] = True  # ties: lower index kept first
+    return keep.reshape(mask.shape)
 
 
 def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
@@ -176,5 +181,10 @@ def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.
     inactive = int((~mask).sum())
     if not 0 <= count <= inactive:
         raise ValueError(f"count must lie in [0, {inactive}] (inactive entries), got {count}")
-    ranked = torch.where(mask, -math.inf, scores.detach().to(torch.float64))
-    return topk_mask(ranked, count) | mask
+    flat = mask.reshape(-1)
+    inactive_idx = (~flat).nonzero().squeeze(1)
+    values = scores.detach().reshape(-1)[inactive_idx]
+    order = torch.sort(values, descending=True, stable=True).indices
+    grown = flat.clone()
+    grown[inactive_idx[order[:count]]] = True
+    return grown.reshape(mask.shape)

@@ -1,0 +1,149 @@
+"""Configuration of GraNet: a frozen dataclass validated when it is built.
+
+Every option maps to an argument of the official code (Shiweiliuiiiiiii/GraNet,
+``CIFAR/sparselearning/core.py`` and ``CIFAR/main.py``); the mapping is given per field. Times
+are counted in optimizer steps (the official code counts epochs and multiplies by the number of
+batches per epoch), so the same config drives a plain loop, a Hugging Face ``Trainer`` and DDP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sparsecore import MethodConfig
+from sparsecore.schedules import Cosine, Polynomial
+
+__all__ = ["INIT_DISTRIBUTIONS", "GraNetConfig"]
+
+#: Layer-wise distributions accepted for the sparse initialisation (``init_density < 1``).
+INIT_DISTRIBUTIONS = ("erk", "uniform")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_fraction(value: Any, name: str) -> None:
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class GraNetConfig(MethodConfig):
+    """Options of :class:`~sparse_granet.GraNet`.
+
+    Attributes:
+        sparsity: Final sparsity ``1 - d_f`` over all targets (official ``--final-density``
+            is ``1 - sparsity``).
+        init_density: Initial density ``d_i`` (official ``--init-density``). ``1.0`` is the
+            dense-to-sparse variant (training starts dense); ``0.5`` (the official default and
+            the CIFAR scripts' value) is the sparse-to-sparse variant: a random mask at
+            ``init_distribution`` layer densities. Must exceed ``1 - sparsity``.
+        init_distribution: Layer densities of the sparse initialisation: ``"erk"`` (official
+            ``--sparse-init ERK``) or ``"uniform"``. Ignored when ``init_density == 1``.
+        update_every: ΔT, optimizer steps between mask updates (official
+            ``--update-frequency``; 100 in the code, 1000 in the CIFAR scripts).
+        begin_step: t₀ in steps: no pruning or regeneration before it (official
+            ``--init-prune-epoch`` × batches per epoch).
+        end_step: t_f in steps: the last pruning step; the final sparsity holds from there on
+            (official ``--final-prune-epoch`` × batches per epoch).
+        drop_fraction: p₀, the initial fraction of each layer's active weights replaced by
+            neuroregeneration (official ``--prune-rate``, 0.5).
+        final_drop_fraction: The floor of the cosine decay of the fraction (official
+            ``CosineDecay(..., eta_min=0.005)``).
+        total_steps: T_max of the cosine decay of the fraction: the whole training length in
+            steps (official ``len(train_loader) * epochs``). ``None``: ``2 * end_step``, the
+            official scripts' ratio (pruning ends at epoch 80 of 160).
+        regenerate: ``False`` turns zero-cost neuroregeneration off, leaving GraNet's gradual
+            global magnitude pruning alone (the official ``--method GMP``), for ablations.
+    """
+
+    init_density: float = 0.5
+    init_distribution: str = "erk"
+    update_every: int = 100
+    begin_step: int = 0
+    end_step: int = 1000
+    drop_fraction: float = 0.5
+    final_drop_fraction: float = 0.005
+    total_steps: int | None = None
+    regenerate: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _is_number(self.init_density):
+            raise TypeError(f"init_density must be a number, got {self.init_density!r}")
+        if math.isnan(self.init_density) or not 0.0 < self.init_density <= 1.0:
+            raise ValueError(f"init_density must lie in (0, 1], got {self.init_density}")
+        if not self.density < self.init_density:
+            raise ValueError(
+                f"final density 1 - sparsity = {self.density:g} must be below init_density "
+                f"= {self.init_density:g} (sparsity={self.sparsity:g}): GraNet prunes from "
+                f"d_i down to d_f"
+            )
+        if self.init_distribution not in INIT_DISTRIBUTIONS:
+            raise ValueError(
+                f"init_distribution must be one of {INIT_DISTRIBUTIONS}, "
+                f"got {self.init_distribution!r}"
+            )
+        _check_int(self.update_every, "update_every", 1)
+        _check_int(self.begin_step, "begin_step", 0)
+        _check_int(self.end_step, "end_step", 0)
+        if self.end_step < self.begin_step:
+            raise ValueError(
+                f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
+            )
+        if self.end_step // self.update_every <= self.begin_step // self.update_every:
+            raise ValueError(
+                f"end_step ({self.end_step}) must leave at least one pruning update after "
+                f"begin_step ({self.begin_step}) at update_every={self.update_every}"
+            )
+        _check_fraction(self.drop_fraction, "drop_fraction")
+        _check_fraction(self.final_drop_fraction, "final_drop_fraction")
+        if self.total_steps is not None:
+            _check_int(self.total_steps, "total_steps", 1)
+        if not isinstance(self.regenerate, bool):
+            raise TypeError(f"regenerate must be a bool, got {self.regenerate!r}")
+
+    # ------------------------------------------------------------------ derived schedules
+    @property
+    def first_update(self) -> int:
+        """c₀ = ⌊t₀ / ΔT⌋, the pruning-update index where the cubic schedule starts."""
+        return self.begin_step // self.update_every
+
+    @property
+    def last_update(self) -> int:
+        """c_f = ⌊t_f / ΔT⌋, the pruning-update index where the final sparsity is reached."""
+        return self.end_step // self.update_every
+
+    @property
+    def sparsity_schedule(self) -> Polynomial:
+        """s_c as a function of the update index c (not of the step).
+
+        ``s_c = (1 - d_i) + (d_i - d_f) * (1 - (1 - (c - c0) / (cf - c0))^3)``, which is
+        Zhu–Gupta's cubic from ``1 - d_i`` to ``1 - d_f`` over ``[c0, cf]``.
+        """
+        return Polynomial(
+            initial=1.0 - self.init_density,
+            final=self.sparsity,
+            begin=self.first_update,
+            end=self.last_update,
+            every=1,
+            power=3.0,
+        )
+
+    @property
+    def fraction_schedule(self) -> Cosine:
+        """p_t: cosine annealing of the regeneration fraction over ``total_steps``."""
+        total = self.total_steps if self.total_steps is not None else 2 * self.end_step
+        return Cosine(self.drop_fraction, max(total, 1), self.final_drop_fraction)
