@@ -36,6 +36,7 @@ hooks, leaving a plain model.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -64,7 +65,7 @@ class Target:
     param_name: str
     pattern: Pattern
 
-    @property
+    @functools.cached_property
     def buffer_name(self) -> str:
         """Name of the mask buffer on the owning module."""
         return f"{self.param_name}_mask"
@@ -219,16 +220,16 @@ class MaskSet:
 
     def mask(self, name: str) -> torch.Tensor:
         """The live mask buffer of ``name`` (update it only through :meth:`update`)."""
-        t = self.targets[name]
-        return getattr(self._modules[name], t.buffer_name)
+        return self._modules[name]._buffers[self.targets[name].buffer_name]  # hot path: no getattr
 
     def param(self, name: str) -> nn.Parameter:
         """The underlying (dense, trainable) parameter of ``name``."""
         t = self.targets[name]
         module = self._modules[name]
-        if parametrize.is_parametrized(module, t.param_name):
-            return module.parametrizations[t.param_name].original
-        return getattr(module, t.param_name)
+        param = module._parameters.get(t.param_name)  # hot path: a dict lookup
+        if param is None:  # parametrized (ste / soft): the dense tensor is the original
+            param = module.parametrizations[t.param_name].original
+        return param
 
     def masks(self) -> dict[str, torch.Tensor]:
         """All live mask buffers by name."""
@@ -270,22 +271,48 @@ class MaskSet:
         for name, keep in keeps.items():
             self.update(name, keep)
 
+    def _mul_factors(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The masks in each parameter's dtype and device, cached until a mask changes.
+
+        Multiplying by a same-dtype factor is about 2.5x faster on CPU than by a ``bool`` tensor
+        (no per-element cast), which keeps hard-mode overhead near dense. The cache costs one
+        parameter-sized tensor per target. Any in-place change of a mask buffer (through
+        :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's version
+        counter, which invalidates the cache and marks the optimizer state for re-masking.
+        """
+        masks = list(self.masks().values())
+        versions = [m._version for m in masks]
+        factors = self._factors
+        stale = (
+            factors is None
+            or versions != self._factor_versions
+            or any(
+                f.device != p.device or f.dtype != p.dtype
+                for f, p in zip(factors, params, strict=True)
+            )
+        )
+        if stale:
+            if factors is not None:
+                self._state_dirty = True
+            factors = [m.to(p.dtype) for m, p in zip(masks, params, strict=True)]
+            self._factors = factors
+            self._factor_versions = versions
+        return factors
+
     @torch.no_grad()
     def apply(self) -> None:
         """Zero the masked weights (hard mode; a no-op in ste/soft where the forward masks)."""
         if self.mode != "hard":
             return
-        params, masks = list(self.params().values()), list(self.masks().values())
-        torch._foreach_mul_(params, masks)
+        params = list(self.params().values())
+        torch._foreach_mul_(params, self._mul_factors(params))
 
     @torch.no_grad()
     def mask_grads(self) -> None:
         """Zero the gradients of masked entries."""
-        pairs = [
-            (p.grad, m)
-            for p, m in zip(self.params().values(), self.masks().values(), strict=True)
-            if p.grad is not None
-        ]
+        params = list(self.params().values())
+        factors = self._mul_factors(params)
+        pairs = [(p.grad, f) for p, f in zip(params, factors, strict=True) if p.grad is not None]
         if pairs:
             grads, masks = zip(*pairs, strict=True)
             torch._foreach_mul_(list(grads), list(masks))
