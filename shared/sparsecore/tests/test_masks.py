@@ -291,3 +291,22 @@ def test_imp_removes_fraction_per_round_and_rewinds():
         mask = method.masks.mask(name)
         assert torch.equal(param[mask], init[name][mask])
         assert not param[~mask].any()
+
+
+def test_mask_changes_outside_update_are_honoured():
+    """load_state_dict or a direct copy_ into a mask buffer invalidates the cached factors."""
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    method = OneShotMagnitude(sparsity=0.5).setup(model, opt)
+    train(model, opt, steps=2)
+    other = tiny_mlp(seed=7)
+    OneShotMagnitude(sparsity=0.9).setup(other)
+    model.load_state_dict(other.state_dict())
+    method.masks.mask("2.weight").zero_()  # a direct in-place edit
+    train(model, opt, steps=2, seed=3)
+    assert not method.masks.param("2.weight").any()
+    for name, param in method.masks.params().items():
+        mask = method.masks.mask(name)
+        assert torch.equal(mask, other.state_dict()[f"{name}_mask"]) or name == "2.weight"
+        assert not param[~mask].any()
+        assert not opt.state[param]["momentum_buffer"][~mask].any()
