@@ -222,6 +222,8 @@ class IMPConfig(OneShotConfig):
         super().__post_init__()
         if not 0.0 < self.fraction < 1.0:
             raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
+        if isinstance(self.rewind_step, bool) or not isinstance(self.rewind_step, int):
+            raise TypeError(f"rewind_step must be an integer, got {self.rewind_step!r}")
         if self.rewind_step < 0:
             raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step}")
 
