@@ -1,0 +1,168 @@
+"""Which layers AST prunes, in which layout, and how their N:M masks are scored.
+
+Choices (official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py``):
+
+* **Targets.** The official GPT-2 code replaces ``c_attn``, ``c_proj``, ``c_fc`` and the MLP
+  ``c_proj`` of every block by ``SparseLinear`` and leaves ``lm_head`` (tied to the token
+  embedding) dense; the LLaMA code wraps every ``nn.Linear`` except the output layer. By default
+  we therefore target every ``nn.Linear`` and Hugging Face ``Conv1D`` weight except the model's
+  output embedding (``get_output_embeddings()``) and any weight shared with an ``nn.Embedding``.
+* **Layout.** nanoGPT stores GPT-2 weights as ``(out, in)`` (it transposes the HF ``Conv1D``
+  checkpoints on load) and groups 4 consecutive *inputs* of each output row. HF's ``Conv1D``
+  keeps ``(in, out)``, so for it the N:M groups run along dim 0. Everything here works on the
+  stored tensor and knows its layout; :func:`linear_view` gives the ``(out, in)`` view.
+* **Scores.** ``magnitude``: ``|W|``. ``wanda``: ``|W| * sqrt(scaler_row)`` where the official
+  ``scaler_row`` is a running mean over calibration *sequences* of ``sum_tokens x_j**2``; that
+  equals ``||X_j||_2**2`` up to a positive factor per layer, which cannot change a per-row N:M
+  choice, so we keep the exact ``||X_j||_2`` (sum of squares over all calibration tokens).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from sparsecore import NM
+
+__all__ = [
+    "ActivationNorms",
+    "default_lm_targets",
+    "is_conv1d",
+    "layout_pattern",
+    "linear_view",
+    "mask_scores",
+]
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is a Hugging Face ``Conv1D`` (``weight`` stored ``(in, out)``).
+
+    transformers is not imported here: if its ``pytorch_utils`` module was never imported, no
+    ``Conv1D`` can exist (this keeps plain-PyTorch users free of the import cost).
+    """
+    utils = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(utils, "Conv1D", None)
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def _tied_ids(model: nn.Module) -> set[int]:
+    tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    get_out = getattr(model, "get_output_embeddings", None)
+    if callable(get_out):
+        out = get_out()
+        if out is not None and isinstance(getattr(out, "weight", None), nn.Parameter):
+            tied.add(id(out.weight))
+    return tied
+
+
+def default_lm_targets(model: nn.Module) -> list[str]:
+    """Qualified weight names of every ``nn.Linear`` / ``Conv1D`` except the LM head.
+
+    Args:
+        model: Any module; Hugging Face models are recognised by ``get_output_embeddings``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    skip = _tied_ids(model)
+    names = []
+    for name, module in model.named_modules():
+        if not (isinstance(module, nn.Linear) or is_conv1d(module)):
+            continue
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and id(weight) not in skip:
+            names.append(f"{name}.weight" if name else "weight")
+    return names
+
+
+def layout_pattern(pattern: NM, conv1d: bool) -> NM:
+    """The stored-tensor pattern for an input-dimension N:M ``pattern``."""
+    return NM(pattern.n, pattern.m, dim=0 if conv1d else 1)
+
+
+def linear_view(weight: torch.Tensor, conv1d: bool) -> torch.Tensor:
+    """``weight`` as ``(out_features, in_features)`` (a transpose view for ``Conv1D``)."""
+    return weight.t() if conv1d else weight
+
+
+def mask_scores(
+    weight: torch.Tensor, conv1d: bool, input_norm: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-entry scores in the stored layout: ``|W|`` or Wanda's ``|W| * ||X_j||_2``.
+
+    Args:
+        weight: The dense weight (stored layout).
+        conv1d: Whether ``weight`` is ``(in, out)``.
+        input_norm: ``||X_j||_2`` per input feature (Wanda); ``None`` for magnitude.
+    """
+    scores = weight.detach().abs().float()
+    if input_norm is None:
+        return scores
+    norm = input_norm.to(scores.device, scores.dtype)
+    return scores * (norm[:, None] if conv1d else norm[None, :])
+
+
+class ActivationNorms:
+    """Collects ``sum over tokens of x_j**2`` of the inputs of some modules (forward hooks).
+
+    Use as a context manager around dense forward passes over calibration data; afterwards
+    :meth:`norms` gives ``||X_j||_2`` per module name.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        self.modules = modules
+        self.sq_sums: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, int] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: object) -> None:
+            x = inputs[0].detach()
+            flat = x.reshape(-1, x.shape[-1]).to(torch.float64)
+            total = flat.pow(2).sum(0)
+            if name in self.sq_sums:
+                self.sq_sums[name] += total
+                self.tokens[name] += flat.shape[0]
+            else:
+                self.sq_sums[name] = total
+                self.tokens[name] = flat.shape[0]
+
+        return hook
+
+    def __enter__(self) -> ActivationNorms:
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def norms(self) -> dict[str, torch.Tensor]:
+        """``||X_j||_2`` (float32) per module that saw at least one input."""
+        return {n: s.sqrt().float() for n, s in self.sq_sums.items()}
+
+
+def run_batches(model: nn.Module, batches: Iterable[object]) -> int:
+    """Forward ``model`` on each batch (tensor, ``(x, y)`` pair or dict of kwargs) without grad.
+
+    Returns:
+        The number of batches seen.
+    """
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            if isinstance(batch, dict):
+                model(**batch)
+            elif isinstance(batch, tuple | list):
+                model(batch[0])
+            elif isinstance(batch, torch.Tensor):
+                model(batch)
+            else:
+                raise TypeError(
+                    f"batches: expected tensors, (x, y) pairs or dicts, got {type(batch).__name__}"
+                )
+            seen += 1
+    return seen
