@@ -1,0 +1,98 @@
+"""Configuration of LAPP (see :mod:`sparse_lapp.method` for what each option does and why)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sparsecore import MethodConfig
+from sparsecore.patterns import Channel, Pattern
+
+__all__ = ["LAPPConfig"]
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LAPPConfig(MethodConfig):
+    """Options of :class:`~sparse_lapp.LAPP`.
+
+    Attributes:
+        sparsity: Target FLOPs *reduction*: the compacted network (bypasses included) has at
+            most ``(1 - sparsity)`` times the MACs of the original model without bypasses.
+            (LAPP's budget is FLOPs, not a fraction of weights; see the package docs.)
+        pattern: Must be ``"channel"`` (output channels / filters).
+        targets: Convolutions to prune (module names or globs); ``None``: every convolution
+            whose output channels are free (not tied to another layer by a residual sum).
+        exclude: Convolutions left at full width.
+        input_shape: Shape of one input example, without the batch dimension (required: the
+            FLOPs of a convolution depend on its spatial size).
+        prune_steps: Optimizer steps of the progressive pruning phase (the paper's "first few
+            epochs"): thresholds learn during these steps, then the masks freeze (required).
+        flops_weight: Weight ``λ`` of the FLOPs constraint term in the loss.
+        threshold_lr: Learning rate of the thresholds' own Adam optimizer.
+        temperature: Width ``T`` of the sigmoid surrogate gradient, in units of the per-layer
+            standardised importance score.
+        init_threshold: Initial threshold (standardised score units; low enough to keep every
+            channel at the start).
+        schedule_power: Exponent of the FLOPs-target ramp over the pruning phase (3: cubic,
+            Zhu–Gupta; 1: linear).
+        min_channels: Fewest channels a layer keeps.
+        bypass: Whether every pruned convolution must carry a bypass (see
+            :func:`~sparse_lapp.add_bypasses`).
+    """
+
+    sparsity: float = 0.5
+    pattern: Pattern | str = "channel"
+    input_shape: tuple[int, ...] | None = None
+    prune_steps: int = 0
+    flops_weight: float = 2.0
+    threshold_lr: float = 0.1
+    temperature: float = 0.5
+    init_threshold: float = -3.0
+    schedule_power: float = 3.0
+    min_channels: int = 1
+    bypass: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.pattern, Channel) or self.pattern.dim != 0:
+            raise ValueError(f"pattern must be 'channel' (output channels), got {self.pattern}")
+        if self.input_shape is None:
+            raise ValueError(
+                "input_shape is required: the shape of one input example, e.g. (1, 8, 8)"
+            )
+        shape = self.input_shape
+        if isinstance(shape, int | str) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+        ):
+            raise ValueError(f"input_shape must be a tuple of positive integers, got {shape!r}")
+        object.__setattr__(self, "input_shape", tuple(shape))
+        steps = self.prune_steps
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(f"prune_steps must be an integer, got {steps!r}")
+        if steps < 1:
+            raise ValueError(
+                f"prune_steps must be >= 1 (optimizer steps of the pruning phase), got {steps}"
+            )
+        _positive(self.flops_weight, "flops_weight")
+        _positive(self.threshold_lr, "threshold_lr")
+        _positive(self.temperature, "temperature")
+        _positive(self.schedule_power, "schedule_power")
+        if isinstance(self.init_threshold, bool) or not isinstance(
+            self.init_threshold, int | float
+        ):
+            raise TypeError(f"init_threshold must be a number, got {self.init_threshold!r}")
+        if not math.isfinite(self.init_threshold):
+            raise ValueError(f"init_threshold must be finite, got {self.init_threshold}")
+        mc = self.min_channels
+        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
+            raise ValueError(f"min_channels must be an integer >= 1, got {mc!r}")
+        if not isinstance(self.bypass, bool):
+            raise TypeError(f"bypass must be a bool, got {self.bypass!r}")

@@ -1,0 +1,256 @@
+"""LAPP's own properties: FLOPs model, budget, threshold gradients, compaction, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sparse_lapp import LAPP, BypassConv, add_bypasses, compact
+from sparsecore.bench.models import ResNet
+from sparsecore.evaluation import count_flops
+
+torch.set_num_threads(1)
+
+SHAPE = (1, 8, 8)
+
+
+def model_with_bypass(seed: int = 0, width: int = 8) -> nn.Module:
+    torch.manual_seed(seed)
+    model = ResNet(SHAPE, 4, width=width)
+    add_bypasses(model, LAPP.prunable_convs(model, SHAPE), torch.Generator().manual_seed(seed))
+    return model
+
+
+def batch(step: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(step)
+    return torch.randn(n, *SHAPE, generator=gen), torch.randint(0, 4, (n,), generator=gen)
+
+
+def train(model: nn.Module, method: LAPP, opt: torch.optim.Optimizer, steps: int) -> None:
+    model.train()
+    for step in range(steps):
+        x, y = batch(step)
+        loss = F.cross_entropy(model(x), y) + method.regularization()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def trained(sparsity: float, steps: int = 12, prune_steps: int = 8) -> tuple[nn.Module, LAPP]:
+    model = model_with_bypass()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    method = LAPP(
+        sparsity=sparsity, input_shape=SHAPE, prune_steps=prune_steps, threshold_lr=0.3
+    ).setup(model, opt)
+    train(model, method, opt, steps)
+    return model, method
+
+
+def test_original_macs_is_count_flops_of_the_model_without_bypass() -> None:
+    torch.manual_seed(0)
+    plain = ResNet(SHAPE, 4, width=8)
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4, bypass=False).setup(plain)
+    assert method.flops_model.original_macs == count_flops(plain, torch.zeros(1, *SHAPE)).dense
+    with_bypass = model_with_bypass()
+    other = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4).setup(with_bypass)
+    assert other.flops_model.original_macs == method.flops_model.original_macs
+    full = [float(u.channels) for u in other.flops_model.units]
+    assert (
+        float(other.flops_model.macs(full))
+        == count_flops(with_bypass, torch.zeros(1, *SHAPE)).dense
+    )
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.7])
+def test_flops_from_masks_equal_count_flops_of_compacted_network(sparsity: float) -> None:
+    _, method = trained(sparsity)
+    kept = [float(k.sum()) for k in method.current_keep()]
+    from_masks = float(method.flops_model.macs(kept))
+    small = compact(method)
+    measured = count_flops(small, torch.zeros(1, *SHAPE)).dense
+    assert from_masks == measured
+    widths = [small.get_submodule(u.name).conv.out_channels for u in method.flops_model.units]
+    assert widths == [int(k) for k in kept]
+    assert all(k < u.channels for k, u in zip(kept, method.flops_model.units, strict=True))
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+def test_final_flops_within_budget(sparsity: float) -> None:
+    _, method = trained(sparsity)
+    assert method.frozen
+    ratio = method.flops_ratio()
+    assert ratio <= 1.0 - sparsity  # the projection makes the budget exact (tolerance 0)
+    # ... and tight: adding back any masked channel would exceed it.
+    fm = method.flops_model
+    keeps = method.current_keep()
+    for u, keep in enumerate(keeps):
+        if bool(keep.all()):
+            continue
+        kept = [float(k.sum()) for k in keeps]
+        kept[u] += 1
+        assert float(fm.macs(kept)) / fm.original_macs > 1.0 - sparsity
+
+
+def test_every_threshold_gets_gradient_from_task_and_flops_terms() -> None:
+    model = model_with_bypass()
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10).setup(model)
+    x, y = batch(0)
+    F.cross_entropy(model(x), y).backward()
+    task_grad = method.thresholds.grad.clone()
+    assert torch.all(task_grad != 0) and torch.all(torch.isfinite(task_grad))
+    method.thresholds.grad = None
+    method.regularization().backward()
+    flops_grad = method.thresholds.grad.clone()
+    # Raising a threshold removes channels, and FLOPs are above the ramp at step 0: negative.
+    assert torch.all(flops_grad < 0)
+    # The FLOPs term is active at step 0 (bypasses push the ratio above 1 > a_1).
+    assert method.regularization().item() > 0
+
+
+def test_masks_progress_then_freeze() -> None:
+    model = model_with_bypass()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    method = LAPP(sparsity=0.6, input_shape=SHAPE, prune_steps=10, threshold_lr=0.3).setup(
+        model, opt
+    )
+    ratios = []
+    for step in range(10):
+        train(model, method, opt, 1) if step else None
+        ratios.append(method.flops_ratio())
+    train(model, method, opt, 1)
+    assert method.frozen and method.step == 10
+    assert ratios[0] > 1.0  # bypasses included, nothing pruned yet
+    assert min(ratios[1:]) < ratios[0]  # thresholds rose during the phase
+    frozen = [m.clone() for m in method.masks.masks().values()]
+    train(model, method, opt, 3)
+    assert all(
+        torch.equal(a, b) for a, b in zip(frozen, method.masks.masks().values(), strict=True)
+    )
+    assert method.regularization().item() == 0.0
+    ramp = [method.allowed_ratio(s) for s in range(12)]
+    assert ramp[0] == 1.0 and ramp[10] == pytest.approx(0.4) and ramp == sorted(ramp, reverse=True)
+
+
+def test_gate_zeroes_masked_channels_during_pruning_phase() -> None:
+    model = model_with_bypass()
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10).setup(model)
+    with torch.no_grad():
+        method.thresholds.fill_(10.0)  # everything below: only min_channels survive
+    seen = {}
+    bn = model.get_submodule(method.flops_model.units[0].norm)
+    handle = bn.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
+    model.eval()
+    model(batch(0)[0])
+    handle.remove()
+    alive = seen["out"].abs().flatten(2).sum((0, 2)) != 0
+    assert int(alive.sum()) == 1
+
+
+def test_compacted_network_reproduces_masked_one_with_bypasses() -> None:
+    model, method = trained(0.5, steps=14)
+    x = batch(99, 32)[0]
+    model.eval()
+    with torch.no_grad():
+        masked = model(x)
+    small = compact(method, x)
+    small.eval()
+    with torch.no_grad():
+        out = small(x)
+    assert (out - masked).abs().max() <= 1e-5
+    wrappers = [m for m in small.modules() if isinstance(m, BypassConv)]
+    assert len(wrappers) == 3
+    for w in wrappers:
+        assert w.bypass.out_channels == w.conv.out_channels < 8 * 4
+        assert w.bypass.weight.abs().sum() > 0  # the bypass is part of the compact model
+    assert not any(k.endswith("_mask") for k in small.state_dict())
+
+
+def test_bypass_keeps_shapes_and_adds_a_1x1_branch() -> None:
+    torch.manual_seed(0)
+    plain = ResNet(SHAPE, 4, width=8)
+    reference = copy.deepcopy(plain)
+    wrapped = add_bypasses(plain, ["stages.*.conv1"])
+    assert wrapped == ["stages.0.conv1", "stages.1.conv1", "stages.2.conv1"]
+    x = batch(0)[0]
+    plain.eval()
+    reference.eval()
+    assert plain(x).shape == reference(x).shape
+    with torch.no_grad():
+        for name in wrapped:
+            plain.get_submodule(name).bypass.weight.zero_()
+        assert torch.allclose(plain(x), reference(x), atol=1e-6)
+    assert add_bypasses(plain, ["stages.*.conv1"]) == []  # idempotent
+    with pytest.raises(ValueError, match="nothing"):
+        add_bypasses(nn.Sequential(nn.Conv2d(1, 2, 2)), ["nothing"])
+    with pytest.raises(ValueError, match="0"):
+        add_bypasses(nn.Sequential(nn.Conv2d(1, 2, 2)), ["0"])
+
+
+def _unchanged(model: nn.Module, before: dict) -> bool:
+    after = model.state_dict()
+    return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"sparsity": 0.99}, "sparsity"),
+        ({"targets": ("stages.0.conv2",)}, "stages.0.conv2"),
+        ({"targets": ("stem.0",)}, "stem.0"),
+        ({"targets": ("nope*",)}, "nope"),
+        ({"input_shape": (1, 2)}, "input_shape"),
+    ],
+)
+def test_bad_targets_raise_before_touching_the_model(options: dict, match: str) -> None:
+    model = model_with_bypass()
+    before = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = LAPP(**{"sparsity": 0.5, "input_shape": SHAPE, "prune_steps": 4, **options})
+    with pytest.raises(ValueError, match=match):
+        method.setup(model, opt)
+    assert _unchanged(model, before) and not opt._optimizer_step_pre_hooks
+
+
+def test_missing_bypass_is_a_clear_error() -> None:
+    torch.manual_seed(0)
+    plain = ResNet(SHAPE, 4, width=8)
+    with pytest.raises(ValueError, match="add_bypasses"):
+        LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4).setup(plain)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"input_shape": None}, ValueError, "input_shape"),
+        ({"prune_steps": 0}, ValueError, "prune_steps"),
+        ({"prune_steps": 2.5}, TypeError, "prune_steps"),
+        ({"pattern": "unstructured"}, ValueError, "pattern"),
+        ({"flops_weight": -1.0}, ValueError, "flops_weight"),
+        ({"temperature": 0}, ValueError, "temperature"),
+        ({"min_channels": 0}, ValueError, "min_channels"),
+        ({"sparsity": 1.0}, ValueError, "sparsity"),
+    ],
+)
+def test_bad_options(options: dict, error: type, match: str) -> None:
+    base = {"sparsity": 0.5, "input_shape": SHAPE, "prune_steps": 4}
+    with pytest.raises(error, match=match):
+        LAPP(**{**base, **options})
+
+
+def test_cuda_path() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model = model_with_bypass().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=2).setup(model, opt)
+    for step in range(3):
+        x, y = batch(step)
+        loss = F.cross_entropy(model(x.cuda()), y.cuda()) + method.regularization()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert method.frozen and method.flops_ratio() <= 0.5
