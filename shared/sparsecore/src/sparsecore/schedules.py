@@ -113,8 +113,8 @@ class Polynomial(Schedule):
     power: float = 3.0
 
     def __post_init__(self) -> None:
-        _check_unit(self.initial, "initial", closed=False)
-        _check_unit(self.final, "final", closed=False)
+        _check_unit(self.initial, "initial")
+        _check_unit(self.final, "final")
         _check_nonneg_int(self.begin, "begin")
         if self.end <= self.begin:
             raise ValueError(f"end ({self.end}) must be > begin ({self.begin})")
