@@ -155,12 +155,10 @@ class AdaptiveSparseTrainer(PruningMethod):
 
     def init_masks(self) -> None:  # noqa: D102
         assert self.model is not None
-        for name, t in list(self.masks.targets.items()):
+        for name, t in self.masks.targets.items():
             module = self.model.get_submodule(t.module_name)
             self._layers[name] = module
             self._conv1d[name] = is_conv1d(module)
-            pattern = layout_pattern(self.config.pattern, self._conv1d[name])  # type: ignore[arg-type]
-            self.masks.targets[name] = dataclasses.replace(t, pattern=pattern)
         self.masks.update_all(self.compute_masks())
         if self.config.slorb:
             self._init_slorb()
@@ -186,6 +184,11 @@ class AdaptiveSparseTrainer(PruningMethod):
             optimizer.set_masks({self.masks.param(n): self.masks.mask(n) for n in self.masks.names})
 
     # ------------------------------------------------------------------ masks
+    def pattern_for(self, model: nn.Module, name: str) -> Pattern:
+        """N:M groups along the input dimension: dim 1 of ``Linear``, dim 0 of GPT-2 ``Conv1D``."""
+        module = model.get_submodule(name.rpartition(".")[0])
+        return layout_pattern(self.config.pattern, is_conv1d(module))  # type: ignore[arg-type]
+
     def target_pattern(self, name: str) -> NM:
         """The N:M pattern of ``name`` in its stored layout (dim 0 for ``Conv1D``)."""
         return self.masks.targets[name].pattern  # type: ignore[return-value]

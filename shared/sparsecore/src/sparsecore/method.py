@@ -159,7 +159,9 @@ class PruningMethod:
             raise ValueError(f"{type(self).__name__} supports patterns [{names}], got {pattern}")
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        targets = resolve_targets(model, self.config.targets, self.config.exclude, pattern)
+        names = resolve_targets(model, self.config.targets, self.config.exclude, Unstructured())
+        patterns = {t.name: self.pattern_for(model, t.name) for t in names}
+        targets = resolve_targets(model, self.config.targets, self.config.exclude, patterns)
         self.validate(model, targets)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
@@ -213,6 +215,14 @@ class PruningMethod:
         self.dense_grads = None
 
     # ------------------------------------------------------------------ hooks to override
+    def pattern_for(self, model: nn.Module, name: str) -> Pattern:
+        """The pattern of target ``name`` (default: the config's pattern for every target).
+
+        Override when the layout differs per layer, e.g. N:M groups along dim 0 of a transposed
+        weight such as Hugging Face GPT-2's ``Conv1D``.
+        """
+        return self.config.pattern  # type: ignore[return-value]
+
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Raise on method-specific bad input, before the model is touched."""
 
