@@ -78,9 +78,8 @@ import torch
 
 from sparse_granet.config import GraNetConfig
 from sparsecore import MethodConfig, PruningMethod, Unstructured
-from sparsecore.distribution import layer_densities
 from sparsecore.patterns import Pattern
-from sparsecore.select import drop_lowest, grow_highest, keep_count, select_global, topk_mask
+from sparsecore.select import drop_lowest, grow_highest, select_global
 
 __all__ = ["GraNet", "global_magnitude_prune", "regenerate_layer", "regeneration_count"]
 
@@ -212,13 +211,7 @@ class GraNet(PruningMethod):
         """Dense (``init_density = 1``) or random at ERK/uniform layer densities."""
         if self.config.init_density >= 1.0:
             return
-        params = self.masks.params()
-        shapes = {name: p.shape for name, p in params.items()}
-        densities = layer_densities(self.config.init_distribution, shapes, self.config.init_density)
-        assert densities is not None
-        for name, param in params.items():
-            scores = torch.rand(param.shape, generator=self.generator).to(param.device)
-            self.masks.update(name, topk_mask(scores, keep_count(param.numel(), densities[name])))
+        self.random_masks(self.config.init_distribution, self.config.init_density)
 
     def wants_dense_grads(self, step: int) -> bool:  # noqa: D102
         return self.config.regenerate and self.is_update_step(step)

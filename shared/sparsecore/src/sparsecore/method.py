@@ -214,6 +214,19 @@ class PruningMethod:
         self.on_after_optimizer_step()
         self.dense_grads = None
 
+    def random_masks(self, distribution: str, density: float) -> None:
+        """Random masks with exactly ``keep_count`` entries per layer at the layer densities of
+        ``distribution`` (``"uniform"`` or ``"erk"``), drawn from the method's own generator so
+        every DDP rank draws the same masks.
+        """
+        shapes = {n: p.shape for n, p in self.masks.params().items()}
+        densities = layer_densities(distribution, shapes, density)
+        if densities is None:
+            raise ValueError("random masks need per-layer densities: use 'uniform' or 'erk'")
+        for name, param in self.masks.params().items():
+            scores = torch.rand(param.shape, generator=self.generator).to(param.device)
+            self.masks.update(name, topk_mask(scores, keep_count(param.numel(), densities[name])))
+
     # ------------------------------------------------------------------ hooks to override
     def pattern_for(self, model: nn.Module, name: str) -> Pattern:
         """The pattern of target ``name`` (default: the config's pattern for every target).
@@ -323,13 +336,7 @@ class DynamicSparseMethod(PruningMethod):
     config: DynamicSparseConfig
 
     def init_masks(self) -> None:  # noqa: D102
-        shapes = {n: p.shape for n, p in self.masks.params().items()}
-        densities = layer_densities(self.config.distribution, shapes, self.config.density)
-        assert densities is not None
-        for name, param in self.masks.params().items():
-            scores = torch.rand(param.shape, generator=self.generator).to(param.device)
-            k = keep_count(param.numel(), densities[name])
-            self.masks.update(name, topk_mask(scores, k))
+        self.random_masks(self.config.distribution, self.config.density)
 
     @property
     def schedule(self) -> Periodic:
