@@ -1,1 +1,31 @@
-"""DynST (Wu et al., KDD): dynamic sparse training over the sensors of spatio-temporal forecasting, on sparsecore."""
+"""DynST (Wu et al., KDD): dynamic sparse training over the sensors of spatio-temporal
+forecasting, on sparsecore.
+
+Public API:
+
+* :class:`DynST` / :class:`DynSTConfig`: the method (entry point ``dynst``);
+* :class:`SensorGate`, :func:`stream_morph`, :func:`dimension_map`: the model-agnostic input
+  wrapper holding one spatial sensor mask for every timestamp and channel;
+* :func:`advection_diffusion_grid`, :func:`diffusion_graph`, :class:`SpatioTemporalData`: seeded
+  synthetic data with a known block of noise sensors;
+* :class:`GridConvForecaster`, :class:`GraphForecaster`: small reference forecasters.
+"""
+
+from sparse_dynst.config import DynSTConfig
+from sparse_dynst.data import SpatioTemporalData, advection_diffusion_grid, diffusion_graph
+from sparse_dynst.gate import SensorGate, dimension_map, stream_morph
+from sparse_dynst.method import DynST
+from sparse_dynst.models import GraphForecaster, GridConvForecaster
+
+__all__ = [
+    "DynST",
+    "DynSTConfig",
+    "GraphForecaster",
+    "GridConvForecaster",
+    "SensorGate",
+    "SpatioTemporalData",
+    "advection_diffusion_grid",
+    "diffusion_graph",
+    "dimension_map",
+    "stream_morph",
+]
