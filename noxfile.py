@@ -132,7 +132,7 @@ def build(session: nox.Session) -> None:
     failed = []
     for name in selected:
         wheel = next(dist.glob(f"{_import_name(name)}-*.whl"))
-        venv = Path(session.create_tmp()) / f"venv-{name}"
+        venv = Path(session.create_tmp()).absolute() / f"venv-{name}"
         python = str(venv / "bin" / "python")
         readme = MEMBERS[name] / "README.md"
         quickstart = name in METHOD_PACKAGES

@@ -1,1 +1,44 @@
-"""SHRP: specialized head routing and pruning for encoder compression, on sparsecore."""
+"""SHRP: specialized head routing and pruning for encoder compression, on sparsecore.
+
+Su et al., "SHRP: Specialized Head Routing and Pruning for Efficient Encoder Compression",
+arXiv 2512.20635 (2025). Each head of a pretrained BERT encoder becomes a Top-1-routed expert
+followed by a shared expander; after a load-balancing and a specialisation stage the heads the
+router does not use are removed and a physically smaller BERT is deployed.
+"""
+
+from sparse_shrp.config import SHRPConfig
+from sparse_shrp.deploy import (
+    NoHeadSelfAttention,
+    ShrpBertConfig,
+    ShrpBertModel,
+    prune_bert_heads,
+    remove_dead_heads,
+    to_plain_bert,
+)
+from sparse_shrp.expert_attention import (
+    ExpertAttention,
+    balance_loss,
+    expert_layers,
+    to_expert_attention,
+    valid_tokens,
+)
+from sparse_shrp.method import SHRP
+from sparse_shrp.usage import measure_usage, select_heads
+
+__all__ = [
+    "SHRP",
+    "ExpertAttention",
+    "NoHeadSelfAttention",
+    "SHRPConfig",
+    "ShrpBertConfig",
+    "ShrpBertModel",
+    "balance_loss",
+    "expert_layers",
+    "measure_usage",
+    "prune_bert_heads",
+    "remove_dead_heads",
+    "select_heads",
+    "to_expert_attention",
+    "to_plain_bert",
+    "valid_tokens",
+]

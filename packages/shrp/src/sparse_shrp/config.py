@@ -1,0 +1,88 @@
+"""Configuration of :class:`~sparse_shrp.SHRP`.
+
+Schedule (in optimizer steps, reconstructed; the abstracts name the two stages but give no
+lengths):
+
+* ``[0, balance_steps)``: stage 1, load balancing: the Switch loss ``aux_coef · Σ_layers L_aux``
+  is returned by :meth:`SHRP.regularization <sparse_shrp.SHRP.regularization>`.
+* ``[balance_steps, prune_step)``: stage 2, specialisation: no balancing term, routing is free to
+  concentrate; Top-1 usage is counted over this window (``usage_start`` moves its start).
+* at ``prune_step``: usage-driven pruning. With ``sparsity > 0`` exactly
+  ``N - floor((1 - sparsity) · N)`` heads (over all layers, ``N`` heads in all) with the lowest
+  usage are removed (budget mode, for comparisons at equal head counts); with ``sparsity == 0``
+  the heads whose usage fraction in their layer is ``<= usage_threshold`` are removed (the
+  paper's threshold mode; ``usage_threshold=0`` removes exactly the never-chosen heads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sparsecore import MethodConfig
+from sparsecore.patterns import Head
+
+__all__ = ["SHRPConfig"]
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(value: object, name: str, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
+
+
+@dataclass(frozen=True)
+class SHRPConfig(MethodConfig):
+    """Options of SHRP.
+
+    Attributes:
+        sparsity: Fraction of attention heads removed at ``prune_step`` (over all layers); 0
+            selects threshold mode (see the module docstring).
+        pattern: ``"head"`` (default) or a :class:`~sparsecore.patterns.Head`; the head count is
+            taken from the model at setup.
+        targets: Router weights to prune (default: every ``*.router.weight``).
+        balance_steps: Length of stage 1 (load balancing).
+        prune_step: Step at which usage-driven pruning happens (must be > ``usage_start``).
+        usage_start: First step whose forwards count usage (default ``balance_steps``).
+        aux_coef: Coefficient α of the Switch balancing loss (Switch Transformer default 0.01).
+        usage_threshold: Threshold mode: heads with usage fraction ``<=`` this are removed.
+    """
+
+    sparsity: float = 0.5
+    pattern: Head | str = "head"  # type: ignore[assignment]
+    balance_steps: int = 100
+    prune_step: int = 200
+    usage_start: int | None = None
+    aux_coef: float = 0.01
+    usage_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pattern, str) and self.pattern.strip().lower() == "head":
+            object.__setattr__(self, "pattern", Head(1))  # resolved from the model at setup
+        super().__post_init__()
+        if not isinstance(self.pattern, Head):
+            raise ValueError(f"pattern: SHRP prunes whole heads ('head'), got {self.pattern}")
+        _check_int(self.balance_steps, "balance_steps", 0)
+        _check_int(self.prune_step, "prune_step", 1)
+        if self.usage_start is not None:
+            _check_int(self.usage_start, "usage_start", 0)
+        if self.prune_step <= self.first_usage_step:
+            raise ValueError(
+                f"prune_step ({self.prune_step}) must be > usage_start "
+                f"({self.first_usage_step}): usage is counted before pruning"
+            )
+        _check_float(self.aux_coef, "aux_coef", 0.0, math.inf)
+        _check_float(self.usage_threshold, "usage_threshold", 0.0, 1.0)
+
+    @property
+    def first_usage_step(self) -> int:
+        """First step of the usage window."""
+        return self.balance_steps if self.usage_start is None else self.usage_start
