@@ -310,3 +310,24 @@ def test_mask_changes_outside_update_are_honoured():
         assert torch.equal(mask, other.state_dict()[f"{name}_mask"]) or name == "2.weight"
         assert not param[~mask].any()
         assert not opt.state[param]["momentum_buffer"][~mask].any()
+
+
+class NoisySGD(torch.optim.SGD):
+    """An optimizer that moves every weight, gradient or not (not zero-preserving)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(torch.full_like(p, 1e-3))
+        return loss
+
+
+def test_other_optimizers_get_weights_remasked_after_every_step():
+    model = tiny_mlp()
+    opt = NoisySGD(model.parameters(), lr=0.1)
+    method = OneShotMagnitude(sparsity=0.8).setup(model, opt)
+    train(model, opt, steps=5)
+    for name, param in method.masks.params().items():
+        assert not param[~method.masks.mask(name)].any()

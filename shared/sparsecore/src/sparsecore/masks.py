@@ -52,6 +52,15 @@ __all__ = ["MaskMode", "MaskSet", "Target", "default_targets", "resolve_targets"
 MaskMode = Literal["hard", "ste", "soft"]
 SoftMaskFn = Callable[[str, torch.Tensor], torch.Tensor]
 
+#: Optimizers whose update of an entry with zero weight, zero gradient and zero state is exactly
+#: zero (SGD with momentum / weight decay / Nesterov, Adam, AdamW, Adagrad, RMSprop). With them the
+#: masked gradients and state already keep pruned weights at exactly 0, so hard mode skips the
+#: post-step re-masking of the weights (one pass over every target per step); it still re-masks
+#: after any mask change. Subclasses and other optimizers are always re-masked.
+ZERO_PRESERVING_OPTIMIZERS: frozenset[type[torch.optim.Optimizer]] = frozenset(
+    {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad, torch.optim.RMSprop}
+)
+
 #: Module types whose ``weight`` is a default pruning target.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -209,6 +218,7 @@ class MaskSet:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._state_dirty = True
         self._factors: list[torch.Tensor] | None = None
+        self._weights_dirty = True
         self._factor_versions: list[int] = []
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -294,6 +304,7 @@ class MaskSet:
         if stale:
             if factors is not None:
                 self._state_dirty = True
+                self._weights_dirty = True
             factors = [m.to(p.dtype) for m, p in zip(masks, params, strict=True)]
             self._factors = factors
             self._factor_versions = versions
@@ -350,6 +361,7 @@ class MaskSet:
         self.detach()
         self.optimizer = optimizer
         self._state_dirty = True
+        self._weights_dirty = True
         hard = self.mode == "hard"
 
         def pre_hook(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
@@ -360,9 +372,12 @@ class MaskSet:
                 if self._state_dirty:
                     self.mask_optimizer_state()
 
+        zero_preserving = type(optimizer) in ZERO_PRESERVING_OPTIMIZERS
+
         def post_hook(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
-            if hard:
+            if hard and (not zero_preserving or self._weights_dirty):
                 self.apply()
+                self._weights_dirty = False
             if after_step is not None:
                 after_step()
 
