@@ -282,9 +282,7 @@ class LotteryTicket(IMP):
         """
         assert self.model is not None
         state = fresh.state_dict() if isinstance(fresh, nn.Module) else dict(fresh)
-        mask_keys = {
-            f"{t.module_name}.{t.buffer_name}".lstrip(".") for t in self.masks.targets.values()
-        }
+        mask_keys = self.masks.state_keys()
         state = {k: v for k, v in state.items() if k not in mask_keys}
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         missing = [k for k in missing if k not in mask_keys]

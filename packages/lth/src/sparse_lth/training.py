@@ -178,7 +178,7 @@ def train_steps(
 
 def mask_keys(method: LotteryTicket) -> set[str]:
     """``state_dict`` keys of the method's mask buffers."""
-    return {f"{t.module_name}.{t.buffer_name}".lstrip(".") for t in method.masks.targets.values()}
+    return method.masks.state_keys()
 
 
 def train_subnetwork(

@@ -256,7 +256,7 @@ class IMP(PruningMethod):
     def capture_rewind_point(self) -> None:
         """Store the model's state (weights and buffers, not masks) as the rewind point."""
         assert self.model is not None
-        masks = {f"{t.name}_mask" for t in self.masks.targets.values()}
+        masks = self.masks.state_keys()
         self.rewind_state = {
             k: v.detach().clone() for k, v in self.model.state_dict().items() if k not in masks
         }

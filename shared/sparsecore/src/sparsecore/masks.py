@@ -74,6 +74,11 @@ class Target:
     param_name: str
     pattern: Pattern
 
+    @property
+    def state_key(self) -> str:
+        """Key of the mask buffer in the model's ``state_dict`` (``"layer.weight_mask"``)."""
+        return f"{self.name}_mask"
+
     @functools.cached_property
     def buffer_name(self) -> str:
         """Name of the mask buffer on the owning module."""
@@ -248,6 +253,10 @@ class MaskSet:
     def params(self) -> dict[str, nn.Parameter]:
         """All underlying parameters by name."""
         return {name: self.param(name) for name in self.targets}
+
+    def state_keys(self) -> set[str]:
+        """The model ``state_dict`` keys that hold masks (to skip them when loading weights)."""
+        return {t.state_key for t in self.targets.values()}
 
     def nnz(self) -> dict[str, int]:
         """Kept entries per tensor."""

@@ -136,7 +136,7 @@ class MethodConformance:
         state = model.state_dict()
         assert method.masks.names
         for target in method.masks.targets.values():
-            key = f"{target.module_name}.{target.buffer_name}".lstrip(".")
+            key = target.state_key
             assert key in state and state[key].dtype == torch.bool
 
     def test_target_sparsity_and_pattern(self) -> None:
