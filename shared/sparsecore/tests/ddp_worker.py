@@ -1,16 +1,25 @@
 """One rank of the DDP test (run by test_distributed.py as a plain script, two at once).
 
-Usage: ddp_worker.py RANK WORLD PORT OUT_DIR
+Usage: ddp_worker.py RANK WORLD STORE_FILE OUT_DIR
 
 Trains a small MLP with RigL under DistributedDataParallel (gloo, CPU) on rank-specific data,
 records a digest of the masks after every mask update, then exercises the distributed helpers.
 Writes OUT_DIR/rank{RANK}.json.
+
+The ranks meet through a file store (no port to race for). Each stage prints a ``stage:`` line
+so that a crash inside the C++ backend, which prints no Python traceback, still shows where it
+happened. After the result is written and both ranks have passed a final barrier, the process
+leaves with ``os._exit(0)``: the result is on disk, and the interpreter's teardown of gloo's
+threads is not what this test is about.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -26,12 +35,24 @@ from sparsecore.distributed import (
 )
 
 
+def stage(name: str) -> None:
+    """Print a progress marker that survives an abort of the process."""
+    print(f"stage: {name}", flush=True)
+
+
 def main() -> None:
-    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+    stage("init_process_group")
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=90),
     )
+    stage("ddp")
     torch.manual_seed(0)  # same model on every rank
     model = nn.Sequential(
         nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
@@ -41,6 +62,7 @@ def main() -> None:
     # setup after wrapping: setup unwraps DDP; broadcast_buffers=False so that DDP does not
     # overwrite the masks from rank 0: agreement must come from the method itself.
     method = sc.RigL(sparsity=0.8, update_every=3, drop_fraction=0.3).setup(ddp, opt)
+    stage("train")
     data = torch.Generator().manual_seed(100 + rank)  # different data per rank
     digests, changed = [], []
     previous = {k: v.clone() for k, v in method.masks.masks().items()}
@@ -60,6 +82,7 @@ def main() -> None:
     identical_after_training = masks_identical(method.masks)
 
     # cross-rank averaging: rank-specific perturbation of the kept weights, then the mean
+    stage("average")
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=data))
@@ -84,6 +107,7 @@ def main() -> None:
     )
 
     # divergence is detected, and broadcast_masks repairs it
+    stage("repair")
     if rank == 1:
         mask = method.masks.mask("0.weight")
         flipped = mask.clone()
@@ -112,8 +136,13 @@ def main() -> None:
         "refused_when_identical": refused,
     }
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    stage("written")
+    dist.barrier()
     dist.destroy_process_group()
+    stage("done")
 
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)
