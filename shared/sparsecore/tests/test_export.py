@@ -251,6 +251,34 @@ def test_to_sparse_inference_matches_dense():
         to_sparse_inference(model, 1.5)
 
 
+def test_csr_linear_without_bias_other_dtypes_and_empty_batches():
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for bias in (True, False):
+            linear = nn.Linear(48, 24, bias=bias, dtype=dtype)
+            with torch.no_grad():
+                linear.weight.mul_(torch.rand_like(linear.weight) < 0.2)
+            layer = CSRLinear.from_linear(linear)
+            assert layer.nnz == int(linear.weight.count_nonzero())
+            for shape in ((5, 48), (2, 3, 48), (0, 48)):
+                x = torch.randn(shape, dtype=dtype)
+                got = layer(x)
+                assert got.shape == (*shape[:-1], 24) and got.dtype == dtype
+                torch.testing.assert_close(got, linear(x), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected last dim 48"):
+        layer(torch.randn(2, 47, dtype=torch.float64))
+
+
+def test_csr_chain_passes_transposed_outputs_without_copies():
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+    pruned(model, sparsity=0.8)
+    fast = to_sparse_inference(model)
+    x = torch.randn(6, 32)
+    hidden = fast[1](fast[0](x))
+    assert hidden.t().is_contiguous(), "a CSRLinear output is the transposed (out, N) product"
+    torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- structured surgery
 def test_remove_channels_mlp_with_bias_folding():
     model = mlp(64, depth=3)

@@ -193,6 +193,32 @@ def _with_int_param() -> nn.Module:
     return module
 
 
+class _TiedLM(nn.Module):
+    """A toy language model whose output head shares the embedding matrix (like GPT-2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.body = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(self.embed(ids))))
+
+
+def test_tied_weights_left_out_by_default_and_refused_by_name():
+    model = _TiedLM()
+    before = copy.deepcopy(model.state_dict())
+    assert [t.name for t in resolve_targets(model)] == ["body.weight"]
+    method = OneShotMagnitude(sparsity=0.5).setup(model)
+    assert set(method.masks.masks()) == {"body.weight"}
+    assert torch.equal(model.embed.weight, before["embed.weight"])
+    for name in ("head.weight", "embed.weight"):
+        with pytest.raises(ValueError, match=rf"'{name}' is tied to"):
+            OneShotMagnitude(targets=(name,)).setup(_TiedLM())
+
+
 def test_setup_twice_and_finalize_without_setup():
     model = tiny_mlp()
     method = OneShotMagnitude().setup(model)

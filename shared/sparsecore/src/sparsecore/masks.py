@@ -85,12 +85,36 @@ class Target:
         return f"{self.param_name}_mask"
 
 
+def tied_parameters(model: nn.Module) -> dict[str, list[str]]:
+    """Every parameter name that shares its tensor with another name, mapped to those others.
+
+    Tied weights (a language model's ``lm_head.weight`` and its input embedding) are one
+    ``nn.Parameter`` reachable under two names; ``named_parameters()`` reports only the first.
+    """
+    names_by_id: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_by_id.setdefault(id(param), []).append(name)
+    return {
+        name: [other for other in names if other != name]
+        for names in names_by_id.values()
+        if len(names) > 1
+        for name in names
+    }
+
+
 def default_targets(model: nn.Module) -> list[str]:
-    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module."""
+    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module.
+
+    Weights tied to another parameter (``lm_head`` sharing the input embedding) are left out: a
+    mask on them would also prune the embedding, which is not what a default should do.
+    """
+    tied = tied_parameters(model)
     return [
         f"{name}.weight" if name else "weight"
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES) and isinstance(module.weight, nn.Parameter)
+        if isinstance(module, PRUNABLE_TYPES)
+        and isinstance(module.weight, nn.Parameter)
+        and (f"{name}.weight" if name else "weight") not in tied
     ]
 
 
@@ -111,13 +135,14 @@ def resolve_targets(
             :class:`Unstructured`).
 
     Raises:
-        ValueError: A name or glob matches no parameter, nothing is left to prune, or a pattern
-            does not fit a tensor's shape.
+        ValueError: A name or glob matches no parameter, nothing is left to prune, a pattern
+            does not fit a tensor's shape, or a chosen parameter is tied to another name.
         TypeError: A target is not a floating-point parameter.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))
+    tied = tied_parameters(model)
     if targets is None:
         chosen = default_targets(model)
     else:
@@ -138,6 +163,11 @@ def resolve_targets(
     resolved = []
     for name in chosen:
         tensor = params[name]
+        if name in tied:
+            raise ValueError(
+                f"targets: {name!r} is tied to {', '.join(map(repr, tied[name]))} (one shared "
+                "parameter); masking it would prune both. Exclude it, or untie the weights first"
+            )
         if not tensor.is_floating_point():
             raise TypeError(f"target {name!r} is not a floating-point parameter")
         if isinstance(pattern, Mapping):
