@@ -57,3 +57,12 @@ def test_config_object_and_defaults() -> None:
     assert config.fraction_schedule.total == 1000  # default T = 2 * end_step
     with pytest.raises(TypeError, match="config"):
         GraNet(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5])
+def test_bench_config_uses_the_dense_start_when_the_target_is_not_below_init_density(sparsity):
+    overrides = GraNet.bench_config(1000, sparsity)
+    assert overrides == {"init_density": 1.0}
+    method = GraNet(sparsity=sparsity, end_step=600, **overrides).setup(tiny_mlp())
+    assert method.masks.sparsity() == 0.0  # dense start: GraNet's dense-to-sparse variant
+    assert GraNet.bench_config(1000, 0.9) == {} and GraNet.bench_config(1000, None) == {}

@@ -83,7 +83,8 @@ class SRSTE(PruningMethod):
 
     def _recompute(self) -> None:
         for name, param in self.masks.params().items():
-            self.masks.update(name, select(param.detach().abs(), 1.0, self.config.pattern))
+            pattern = self.masks.targets[name].pattern  # stored layout (Conv1D: transposed)
+            self.masks.update(name, select(param.detach().abs(), 1.0, pattern))
 
     def init_masks(self) -> None:  # noqa: D102
         self._recompute()

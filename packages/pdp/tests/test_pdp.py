@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sparse_pdp import PDP, PDPConfig, allocate_keep, hard_mask, ramp_fraction, soft_mask, threshold
-from sparsecore import NM, Channel, Unstructured, keep_count
+from sparsecore import NM, Channel, Unstructured, keep_count, transpose_pattern
 
 torch.set_num_threads(1)
 U = Unstructured()
@@ -340,3 +340,41 @@ def test_harden_step_switches_to_hard_fine_tuning_automatically() -> None:
     )
     with pytest.raises(ValueError, match="harden_step"):
         PDP(begin_step=0, end_step=10, harden_step=5)
+
+
+def test_bench_config_scales_the_papers_warmup_and_ramp():
+    overrides = PDP.bench_config(1000, 0.9)
+    assert overrides == {"begin_step": 160, "end_step": 830}  # s = 16 and 16 + 1/ε of 100 epochs
+    config = PDPConfig(sparsity=0.9, **overrides)
+    assert config.begin_step < config.end_step
+
+
+# ---------------------------------------------------------------------- per-target layouts
+class _TransposedPDP(PDP):
+    """PDP whose targets are stored transposed (as Hugging Face ``Conv1D`` weights are)."""
+
+    def pattern_for(self, model: nn.Module, name: str):
+        return transpose_pattern(self.config.pattern, name)
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "channel"])
+def test_every_step_uses_the_per_target_stored_pattern(pattern: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    method = _TransposedPDP(sparsity=0.5, pattern=pattern, begin_step=0, end_step=2)
+    method.setup(model, opt)
+    stored = transpose_pattern(method.config.pattern)
+    assert all(t.pattern == stored for t in method.masks.targets.values())
+    for _ in range(3):
+        loss = model(torch.randn(4, 16)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for name, mask in method.masks.masks().items():
+            assert stored.is_valid(mask), name
+    final = method.final_masks()
+    for name, param in method.masks.params().items():
+        keep = method.full_keep[name]
+        assert torch.equal(final[name], hard_mask(param, stored, keep)), name
+        assert stored.is_valid(final[name]) and not method.config.pattern.is_valid(final[name])

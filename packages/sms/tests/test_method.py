@@ -185,3 +185,8 @@ def test_prune_to_reaches_exact_count_and_only_shrinks():
     method.prune_to(0.6)
     assert sum(method.masks.nnz().values()) == math.floor(0.4 * total + 1e-6)
     assert all(not (m & ~first[n]).any() for n, m in method.masks.masks().items())
+
+
+def test_declares_its_multi_run_procedure():
+    # one training run with the mask method attached is not SMS: `sparse bench` must skip it
+    assert SparseModelSoup.procedure is not None and "soup" in SparseModelSoup.procedure

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,7 +42,6 @@ def stage(name: str) -> None:
 def main() -> None:
     rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
     stage("init_process_group")
     dist.init_process_group(
         "gloo",
@@ -58,9 +56,11 @@ def main() -> None:
         nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-    # setup after wrapping: setup unwraps DDP; broadcast_buffers=False so that DDP does not
-    # overwrite the masks from rank 0: agreement must come from the method itself.
+    ddp = nn.parallel.DistributedDataParallel(model)
+    # setup after wrapping: setup unwraps DDP. DDP copies rank 0's buffers (the masks) to every
+    # rank at the start of each forward, so the digests are taken right after the optimizer
+    # step that updated the masks, before the next forward: agreement there comes from the
+    # method itself (identical all-reduced gradients, seeded choices), not from DDP.
     method = sc.RigL(sparsity=0.8, update_every=3, drop_fraction=0.3).setup(ddp, opt)
     stage("train")
     data = torch.Generator().manual_seed(100 + rank)  # different data per rank

@@ -208,6 +208,34 @@ def test_train_calibrates_methods_that_need_it(small: Task) -> None:
     assert result.sparsity == pytest.approx(0.9, abs=0.01)
 
 
+class _WithExtraParams(OneShotMagnitude):
+    """A method that adds its own parameter group at setup (as AST's SLoRB does)."""
+
+    def setup(self, model, optimizer=None):
+        super().setup(model, optimizer)
+        self.extra = nn.Parameter(torch.ones(3))
+        self.optimizer = optimizer
+        optimizer.add_param_group({"params": [self.extra], "lr": 0.5})
+        return self
+
+
+def test_train_schedules_parameter_groups_a_method_adds_at_setup(small: Task) -> None:
+    model = make_model("mlp", small, seed=0, width=32)
+    method = _WithExtraParams(sparsity=0.5)
+    lrs: list[float] = []
+    train(
+        model,
+        small,
+        method,
+        epochs=2,
+        lr_schedule="linear",
+        progress=False,
+        callbacks=[lambda step, m: lrs.append(method.optimizer.param_groups[1]["lr"])],
+    )
+    steps = len(lrs)
+    assert lrs[0] == pytest.approx(0.5 * (1 - 1 / steps)) and lrs[-1] == pytest.approx(0.0)
+
+
 def test_train_with_a_set_up_method_attaches_and_validates(small: Task) -> None:
     model = make_model("mlp", small, seed=0, width=32)
     method = OneShotMagnitude(sparsity=0.5).setup(model)

@@ -10,7 +10,10 @@ Choices (official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py``):
 * **Layout.** nanoGPT stores GPT-2 weights as ``(out, in)`` (it transposes the HF ``Conv1D``
   checkpoints on load) and groups 4 consecutive *inputs* of each output row. HF's ``Conv1D``
   keeps ``(in, out)``, so for it the N:M groups run along dim 0. Everything here works on the
-  stored tensor and knows its layout; :func:`linear_view` gives the ``(out, in)`` view.
+  stored tensor and knows its layout; :func:`linear_view` gives the ``(out, in)`` view. The
+  layout logic is sparsecore's (:mod:`sparsecore.layouts`: ``is_hf_conv1d``, ``linear_view``,
+  and the automatic transpose of the config's pattern in ``PruningMethod.pattern_for``);
+  ``is_conv1d``, ``linear_view`` and ``layout_pattern`` are kept here as aliases.
 * **Scores.** ``magnitude``: ``|W|``. ``wanda``: ``|W| * sqrt(scaler_row)`` where the official
   ``scaler_row`` is a running mean over calibration *sequences* of ``sum_tokens x_j**2``; that
   equals ``||X_j||_2**2`` up to a positive factor per layer, which cannot change a per-row N:M
@@ -19,13 +22,13 @@ Choices (official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py``):
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from sparsecore import NM
+from sparsecore import NM, transpose_pattern
+from sparsecore.layouts import is_hf_conv1d, linear_view
 
 __all__ = [
     "ActivationNorms",
@@ -37,15 +40,8 @@ __all__ = [
 ]
 
 
-def is_conv1d(module: nn.Module) -> bool:
-    """Whether ``module`` is a Hugging Face ``Conv1D`` (``weight`` stored ``(in, out)``).
-
-    transformers is not imported here: if its ``pytorch_utils`` module was never imported, no
-    ``Conv1D`` can exist (this keeps plain-PyTorch users free of the import cost).
-    """
-    utils = sys.modules.get("transformers.pytorch_utils")
-    conv1d = getattr(utils, "Conv1D", None)
-    return conv1d is not None and isinstance(module, conv1d)
+#: Alias of :func:`sparsecore.layouts.is_hf_conv1d` (kept for backward compatibility).
+is_conv1d = is_hf_conv1d
 
 
 def _tied_ids(model: nn.Module) -> set[int]:
@@ -78,13 +74,12 @@ def default_lm_targets(model: nn.Module) -> list[str]:
 
 
 def layout_pattern(pattern: NM, conv1d: bool) -> NM:
-    """The stored-tensor pattern for an input-dimension N:M ``pattern``."""
-    return NM(pattern.n, pattern.m, dim=0 if conv1d else 1)
+    """The stored-tensor pattern for an input-dimension N:M ``pattern``.
 
-
-def linear_view(weight: torch.Tensor, conv1d: bool) -> torch.Tensor:
-    """``weight`` as ``(out_features, in_features)`` (a transpose view for ``Conv1D``)."""
-    return weight.t() if conv1d else weight
+    :func:`sparsecore.transpose_pattern` for ``Conv1D``, the pattern itself otherwise (kept for
+    backward compatibility; methods get this from ``PruningMethod.pattern_for``).
+    """
+    return transpose_pattern(pattern) if conv1d else pattern  # type: ignore[return-value]
 
 
 def mask_scores(

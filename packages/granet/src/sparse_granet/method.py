@@ -190,6 +190,19 @@ class GraNet(PruningMethod):
         super().__init__(config, **overrides)
         self.history: list[dict[str, Any]] = []
 
+    @classmethod
+    def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
+        """Config overrides for one ``sparse bench`` run (see ``sparsecore.bench.build_method``).
+
+        The sparse start (``init_density = 0.5``) needs a final density below 0.5. At lower
+        target sparsities the run uses the paper's dense-to-sparse variant (``init_density =
+        1``), which the paper reports beside the sparse-to-sparse one.
+        """
+        default = cls.config_class().init_density  # type: ignore[attr-defined]
+        if sparsity is not None and 1.0 - sparsity >= default:
+            return {"init_density": 1.0}
+        return {}
+
     # ------------------------------------------------------------------ schedules
     def is_update_step(self, step: int) -> bool:
         """Whether a mask update runs after ``step`` completed steps (every ΔT from t₀ on)."""

@@ -51,6 +51,12 @@ determined"]:
   channel. ``sparsity`` is then the fraction of channels removed (one global ranking by norm, or
   per layer with ``distribution="uniform"``).
 
+Layouts [choice]: the pattern is written in ``nn.Linear``'s ``(out, in)`` convention; every
+computation uses the per-target, stored-layout pattern ``masks.targets[name].pattern``
+(:meth:`PDP.pattern`), which sparsecore transposes for Hugging Face ``Conv1D`` weights (GPT-2,
+stored ``(in, out)``): N:M groups still run along the inputs and channels are still output
+features there.
+
 Hyperparameters: τ = 1e-4 by default [3rd-party: the Appendix D summary; PQuant's default is
 1e-5]; τ is absolute (in squared-weight units), as in the paper, so it interacts with the
 weight scale: near ``t`` the gradient is amplified by about ``t²/(2τ)``. ``s`` = 16 of 100 epochs
@@ -119,6 +125,16 @@ class PDP(PruningMethod):
         self.hardened = False
 
     @classmethod
+    def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
+        """Config overrides for one ``sparse bench`` run: the paper's schedule, scaled.
+
+        The paper trains 100 epochs: dense warm-up for ``s = 16``, then the per-layer targets
+        ramp in over ``1 / ε ≈ 67`` epochs. Starting at step 0 would rank the layers by their
+        *initial* magnitudes, which on an MLP gives almost every weight to the first layer.
+        """
+        return {"begin_step": int(0.16 * total_steps), "end_step": int(0.83 * total_steps)}
+
+    @classmethod
     def for_epochs(
         cls,
         steps_per_epoch: int,
@@ -136,9 +152,9 @@ class PDP(PruningMethod):
 
     # ------------------------------------------------------------------ lifecycle hooks
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
-        pattern = self.config.pattern
         params = dict(model.named_parameters())
         for t in targets:
+            pattern = t.pattern
             if isinstance(pattern, Channel) and params[t.name].dim() < 1:
                 raise ValueError(f"PDP: channel pattern needs a tensor with a dimension: {t.name}")
             if F.num_units(params[t.name].shape, pattern) < 2:
@@ -169,27 +185,30 @@ class PDP(PruningMethod):
             return torch.ones((), dtype=weight.dtype, device=weight.device)
         keep = self._keep_one(name, weight.shape, self.config.fraction(self.step))
         cfg = self.config
-        return F.soft_mask(weight, cfg.pattern, keep, cfg.tau, cfg.relative_tau)
+        return F.soft_mask(weight, self.pattern(name), keep, cfg.tau, cfg.relative_tau)
 
     # ------------------------------------------------------------------ targets
+    def pattern(self, name: str) -> Pattern:
+        """The pattern of target ``name`` in its stored layout (transposed for HF ``Conv1D``)."""
+        return self.masks.targets[name].pattern
+
     def rank_targets(self) -> dict[str, int]:
         """Fix the per-layer targets from the current weights (one global ranking).
 
         Returns:
             Kept units per target at the full target (also stored in :attr:`full_keep`).
         """
-        pattern = self.config.pattern
         params = self.masks.params()
-        if isinstance(pattern, NM):
-            self.full_keep = dict.fromkeys(params, pattern.n)
+        if isinstance(self.config.pattern, NM):
+            self.full_keep = {n: self.pattern(n).n for n in params}  # type: ignore[attr-defined]
         else:
-            mags = {n: F.unit_magnitudes(p, pattern) for n, p in params.items()}
+            mags = {n: F.unit_magnitudes(p, self.pattern(n)) for n, p in params.items()}
             self.full_keep = F.allocate_keep(mags, self.config.density, self.config.distribution)
         return dict(self.full_keep)
 
     def _keep_one(self, name: str, shape: torch.Size, fraction: float) -> int:
         assert self.full_keep is not None
-        units = F.num_units(shape, self.config.pattern)
+        units = F.num_units(shape, self.pattern(name))
         pruned = math.floor(fraction * (units - self.full_keep[name]) + 1e-9)
         return units - pruned
 
@@ -205,15 +224,14 @@ class PDP(PruningMethod):
         if self.full_keep is None:
             raise RuntimeError("PDP: targets are not ranked yet (before begin_step)")
         return {
-            n: 1.0 - float(F.hard_mask(p, self.config.pattern, self.full_keep[n]).float().mean())
+            n: 1.0 - float(F.hard_mask(p, self.pattern(n), self.full_keep[n]).float().mean())
             for n, p in self.masks.params().items()
         }
 
     # ------------------------------------------------------------------ hard masks
     def _write_hard(self, keeps: dict[str, int]) -> None:
-        pattern = self.config.pattern
         for name, param in self.masks.params().items():
-            self.masks.update(name, F.hard_mask(param, pattern, keeps[name]))
+            self.masks.update(name, F.hard_mask(param, self.pattern(name), keeps[name]))
 
     def final_masks(self) -> dict[str, torch.Tensor]:
         """The final hard masks (``m >= 0.5`` at the full target, exact counts), not applied.
@@ -223,8 +241,7 @@ class PDP(PruningMethod):
         if self.hardened:
             return {n: m.clone() for n, m in self.masks.masks().items()}
         full = self.full_keep if self.full_keep is not None else self.rank_targets()
-        pattern = self.config.pattern
-        return {n: F.hard_mask(p, pattern, full[n]) for n, p in self.masks.params().items()}
+        return {n: F.hard_mask(p, self.pattern(n), full[n]) for n, p in self.masks.params().items()}
 
     @torch.no_grad()
     def harden(self) -> None:

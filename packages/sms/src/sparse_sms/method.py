@@ -24,7 +24,9 @@ code (``strategies/strategies.py``):
 * **Targets.** The official code prunes the ``weight`` of every module that has one except
   ``BatchNorm2d`` (so Linear and Conv layers, classifier included). sparsecore's default targets
   are exactly the Linear/Conv weights; LayerNorm/Embedding weights (pruned by the official code
-  in transformer runs) can be added through ``targets``.
+  in transformer runs) can be added through ``targets``. Hugging Face ``Conv1D`` weights (GPT-2)
+  are default targets too; selection uses the per-target, stored-layout pattern
+  (``masks.targets[name].pattern``), which only matters for structured patterns.
 * **Fixed masks while retraining.** ``setup(model, optimizer, masks=shared)`` installs a given
   mask without pruning: every ingredient of a phase gets the *same* mask object computed once on
   the previous soup. The hard-mask hooks zero gradients, momentum and weights at pruned entries
@@ -41,7 +43,8 @@ import torch
 from torch import nn
 
 from sparse_sms.config import SMSConfig
-from sparsecore import MethodConfig, PruningMethod
+from sparsecore import MethodConfig, Pattern, PruningMethod
+from sparsecore.layouts import common_pattern
 from sparsecore.masks import Target
 from sparsecore.select import select, select_global
 
@@ -72,6 +75,9 @@ class SparseModelSoup(PruningMethod):
 
     name = "sms"
     config_class: ClassVar[type[MethodConfig]] = SMSConfig
+    procedure: ClassVar[str | None] = (
+        "phases of pruning, m retrained ingredients per phase and their soup: sparse_sms.run"
+    )
     config: SMSConfig
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
@@ -193,7 +199,7 @@ class SparseModelSoup(PruningMethod):
             keeps = {}
             for name, score in scores.items():
                 keep = nnz[name] - removal_count(nnz[name], fraction)
-                keeps[name] = self._keep_top(score, keep)
+                keeps[name] = self._keep_top(name, score, keep)
         else:
             active = sum(nnz.values())
             keep = active - removal_count(active, fraction)
@@ -201,7 +207,7 @@ class SparseModelSoup(PruningMethod):
             if keep == 0:
                 keeps = {n: torch.zeros_like(s, dtype=torch.bool) for n, s in scores.items()}
             else:
-                keeps = select_global(scores, keep / total, self.config.pattern)
+                keeps = select_global(scores, keep / total, self._global_pattern())
         self.masks.update_all(keeps)
 
     @torch.no_grad()
@@ -224,13 +230,17 @@ class SparseModelSoup(PruningMethod):
         if keep == 0:
             keeps = {n: torch.zeros_like(s, dtype=torch.bool) for n, s in scores.items()}
         else:
-            keeps = select_global(scores, keep / total, self.config.pattern)
+            keeps = select_global(scores, keep / total, self._global_pattern())
         self.masks.update_all(keeps)
 
-    def _keep_top(self, score: torch.Tensor, keep: int) -> torch.Tensor:
+    def _global_pattern(self) -> Pattern:
+        targets = self.masks.targets
+        return common_pattern({n: t.pattern for n, t in targets.items()}, "SMS global ranking")
+
+    def _keep_top(self, name: str, score: torch.Tensor, keep: int) -> torch.Tensor:
         if keep == 0:
             return torch.zeros_like(score, dtype=torch.bool)
-        return select(score, keep / score.numel(), self.config.pattern)
+        return select(score, keep / score.numel(), self.masks.targets[name].pattern, name=name)
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:  # noqa: D102

@@ -6,6 +6,7 @@ The public API is re-exported here; see the concepts page of the documentation f
 
 from sparsecore.baselines import GMP, IMP, SET, SNIP, OneShotMagnitude, RandomPruning, RigL
 from sparsecore.distribution import erk, layer_densities, uniform
+from sparsecore.layouts import is_hf_conv1d
 from sparsecore.masks import MaskSet, Target, default_targets, resolve_targets
 from sparsecore.method import (
     DynamicSparseConfig,
@@ -16,7 +17,16 @@ from sparsecore.method import (
     get_method,
     register_method,
 )
-from sparsecore.patterns import NM, Block, Channel, Head, Pattern, Unstructured, parse_pattern
+from sparsecore.patterns import (
+    NM,
+    Block,
+    Channel,
+    Head,
+    Pattern,
+    Unstructured,
+    parse_pattern,
+    transpose_pattern,
+)
 from sparsecore.select import keep_count, select, select_global, topk_mask
 
 __version__ = "0.1.0"
@@ -46,6 +56,7 @@ __all__ = [
     "default_targets",
     "erk",
     "get_method",
+    "is_hf_conv1d",
     "keep_count",
     "layer_densities",
     "parse_pattern",
@@ -54,5 +65,6 @@ __all__ = [
     "select",
     "select_global",
     "topk_mask",
+    "transpose_pattern",
     "uniform",
 ]

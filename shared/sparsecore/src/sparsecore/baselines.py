@@ -11,6 +11,12 @@
   1803.03635; Frankle et al., arXiv 1903.01611): :meth:`IMP.prune_round` then :meth:`IMP.rewind`.
 * :class:`SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
 * :class:`RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
+
+Layouts: every selection uses the per-target, stored-layout pattern
+``method.masks.targets[name].pattern`` (patterns are written in ``nn.Linear``'s ``(out, in)``
+convention and transposed for Hugging Face ``Conv1D`` weights, see :mod:`sparsecore.layouts`). A
+global ranking with a structured pattern needs the same stored pattern on every target; mixing
+layouts (``Channel`` over ``Linear`` and ``Conv1D``) raises ``ValueError`` in ``validate``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
+from sparsecore.layouts import common_pattern
+from sparsecore.masks import Target
 from sparsecore.method import (
     Batch,
     DynamicSparseMethod,
@@ -47,6 +56,7 @@ __all__ = [
     "OneShotMagnitude",
     "RandomPruning",
     "RigL",
+    "check_scope_layouts",
     "prune_by_scores",
 ]
 
@@ -62,25 +72,46 @@ def prune_by_scores(
 ) -> None:
     """Set every mask of ``method`` from ``scores`` at ``sparsity``.
 
+    Each tensor is selected with its own stored-layout pattern
+    (``method.masks.targets[name].pattern``, e.g. ``NM(2, 4, dim=0)`` on a GPT-2 ``Conv1D``).
+
     Args:
         method: A set-up method.
         scores: Scores per target name.
         sparsity: Target sparsity over the targets (ignored for N:M patterns).
         scope: ``"layer"`` (each tensor at ``sparsity``) or ``"global"`` (one ranking).
         only_active: Rank currently masked entries last, so masks only shrink.
+
+    Raises:
+        ValueError: ``scope="global"`` with a structured pattern whose stored layout differs
+            between targets (``Channel`` / ``Block`` over both ``Linear`` and ``Conv1D``).
     """
-    pattern = method.config.pattern
+    targets = method.masks.targets
+    patterns = {n: targets[n].pattern for n in scores}
     if only_active:
         scores = {
             n: torch.where(method.masks.mask(n), s.to(torch.float64), -math.inf)
             for n, s in scores.items()
         }
     density = 1.0 - sparsity
-    if scope == "global" and not isinstance(pattern, NM):
+    if scope == "global" and not isinstance(method.config.pattern, NM):
+        pattern = common_pattern(patterns, "scope='global'")
         keeps = select_global(scores, density, pattern)
     else:
-        keeps = {n: select(s, density, pattern, name=n) for n, s in scores.items()}
+        keeps = {n: select(s, density, patterns[n], name=n) for n, s in scores.items()}
     method.masks.update_all(keeps)
+
+
+def check_scope_layouts(method: PruningMethod, targets: list[Target]) -> None:
+    """Raise (before the model is touched) if a global ranking would mix stored layouts.
+
+    ``scope="global"`` with a structured pattern needs one stored-layout pattern for all targets
+    (see :func:`~sparsecore.layouts.common_pattern`); N:M is per group and always fine.
+    """
+    if getattr(method.config, "scope", "layer") == "global" and not isinstance(
+        method.config.pattern, NM
+    ):
+        common_pattern({t.name: t.pattern for t in targets}, "scope='global'")
 
 
 def _magnitudes(method: PruningMethod) -> dict[str, torch.Tensor]:
@@ -110,6 +141,9 @@ class OneShotMagnitude(PruningMethod):
     config_class: ClassVar[type[MethodConfig]] = OneShotConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
 
+    def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
+        check_scope_layouts(self, targets)
+
     def init_masks(self) -> None:  # noqa: D102
         prune_by_scores(self, _magnitudes(self), self.config.sparsity, self.config.scope, False)
 
@@ -135,6 +169,9 @@ class SNIP(PruningMethod):
     config_class: ClassVar[type[MethodConfig]] = OneShotConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel)
     needs_calibration = True
+
+    def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
+        check_scope_layouts(self, targets)
 
     def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:  # noqa: D102
         assert self.model is not None
@@ -189,6 +226,9 @@ class GMP(PruningMethod):
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel, Block)
     config: GMPConfig
 
+    def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
+        check_scope_layouts(self, targets)
+
     def init_masks(self) -> None:  # noqa: D102
         if self.config.initial_sparsity > 0 and self.config.begin_step == 0:
             self.prune_to(self.config.initial_sparsity)
@@ -239,8 +279,12 @@ class IMP(PruningMethod):
 
     name = "imp"
     config_class: ClassVar[type[MethodConfig]] = IMPConfig
+    procedure: ClassVar[str | None] = "iterative rounds with rewinding"
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel)
     config: IMPConfig
+
+    def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
+        check_scope_layouts(self, targets)
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

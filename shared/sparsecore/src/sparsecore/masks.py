@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from sparsecore.layouts import is_hf_conv1d
 from sparsecore.patterns import Pattern, Unstructured
 
 __all__ = ["MaskMode", "MaskSet", "Target", "default_targets", "resolve_targets"]
@@ -103,7 +104,8 @@ def tied_parameters(model: nn.Module) -> dict[str, list[str]]:
 
 
 def default_targets(model: nn.Module) -> list[str]:
-    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module.
+    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module and
+    every Hugging Face ``Conv1D`` (GPT-2; stored ``(in, out)``, see :mod:`sparsecore.layouts`).
 
     Weights tied to another parameter (``lm_head`` sharing the input embedding) are left out: a
     mask on them would also prune the embedding, which is not what a default should do.
@@ -112,8 +114,8 @@ def default_targets(model: nn.Module) -> list[str]:
     return [
         f"{name}.weight" if name else "weight"
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES)
-        and isinstance(module.weight, nn.Parameter)
+        if (isinstance(module, PRUNABLE_TYPES) or is_hf_conv1d(module))
+        and isinstance(getattr(module, "weight", None), nn.Parameter)
         and (f"{name}.weight" if name else "weight") not in tied
     ]
 
@@ -159,7 +161,9 @@ def resolve_targets(
             raise ValueError(f"exclude: {spec!r} matches no parameter of the model")
         chosen = [n for n in chosen if not fnmatch.fnmatchcase(n, spec)]
     if not chosen:
-        raise ValueError("targets: nothing to prune (no Linear/Conv weight or all excluded)")
+        raise ValueError(
+            "targets: nothing to prune (no Linear/Conv/Conv1D weight, or all excluded)"
+        )
     resolved = []
     for name in chosen:
         tensor = params[name]

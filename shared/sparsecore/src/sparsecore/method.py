@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from sparsecore.distribution import DISTRIBUTIONS, layer_densities
+from sparsecore.layouts import stored_pattern
 from sparsecore.masks import MaskMode, MaskSet, Target, resolve_targets
 from sparsecore.patterns import Pattern, Unstructured, parse_pattern
 from sparsecore.schedules import Cosine, Periodic
@@ -76,8 +77,9 @@ class MethodConfig:
     Attributes:
         sparsity: Target fraction of removed entries over the targets, in ``[0, 1)``. For N:M
             patterns the pattern fixes it (``1 - n/m``) and this field is ignored.
-        pattern: A :class:`~sparsecore.patterns.Pattern` or a short string (``"2:4"``).
-        targets: Parameter names or globs to prune; ``None``: every Linear/Conv weight.
+        pattern: A :class:`~sparsecore.patterns.Pattern` or a short string (``"2:4"``), in
+            ``nn.Linear``'s ``(out, in)`` convention (transposed automatically for HF ``Conv1D``).
+        targets: Parameter names or globs to prune; ``None``: every Linear/Conv/HF-Conv1D weight.
         exclude: Names or globs left dense (e.g. the classifier).
         seed: Seed of the method's own random generator (random masks, random growth), so that
             every DDP rank draws the same numbers.
@@ -121,6 +123,10 @@ class PruningMethod:
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured,)
     #: Whether :meth:`calibrate` must run on data before training (one-shot / SNIP-like methods).
     needs_calibration: ClassVar[bool] = False
+    #: ``None`` when the method *is* one training run with it attached. Otherwise the procedure
+    #: of several runs that the method needs (iterative rounds, phases of ingredients, ...),
+    #: in words: ``sparse bench`` then skips it rather than report a single run under its name.
+    procedure: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -229,12 +235,19 @@ class PruningMethod:
 
     # ------------------------------------------------------------------ hooks to override
     def pattern_for(self, model: nn.Module, name: str) -> Pattern:
-        """The pattern of target ``name`` (default: the config's pattern for every target).
+        """The pattern of target ``name`` in its stored layout.
 
-        Override when the layout differs per layer, e.g. N:M groups along dim 0 of a transposed
-        weight such as Hugging Face GPT-2's ``Conv1D``.
+        Default: the config's pattern (written in ``nn.Linear``'s ``(out, in)`` convention),
+        transposed by :func:`~sparsecore.patterns.transpose_pattern` for the ``weight`` of a
+        Hugging Face ``Conv1D`` (stored ``(in, out)``), so ``"2:4"`` groups inputs and
+        ``Channel()`` removes output features on every layer. The result is
+        ``self.masks.targets[name].pattern``; select masks with that, not ``config.pattern``.
+        Override for other per-layer patterns.
+
+        Raises:
+            ValueError: The config's pattern has no transpose (``Head`` on a ``Conv1D``).
         """
-        return self.config.pattern  # type: ignore[return-value]
+        return stored_pattern(model, name, self.config.pattern)  # type: ignore[arg-type]
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Raise on method-specific bad input, before the model is touched."""

@@ -14,6 +14,10 @@ Conventions (chosen to match PyTorch weight layouts):
   neurons).
 * :class:`Block` tiles the first two dimensions with ``(rows, cols)`` blocks.
 * :class:`Head` groups the output dimension into ``num_heads`` contiguous heads.
+
+Patterns are always written in ``nn.Linear``'s ``(out, in)`` convention. For weights stored
+transposed (Hugging Face ``Conv1D``: ``(in, out)``), :func:`transpose_pattern` gives the pattern of
+the stored tensor; methods apply it automatically (see :mod:`sparsecore.layouts`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "Pattern",
     "Unstructured",
     "parse_pattern",
+    "transpose_pattern",
 ]
 
 
@@ -256,6 +261,37 @@ class Head(Pattern):
 
     def __str__(self) -> str:
         return f"head({self.num_heads})"
+
+
+def transpose_pattern(pattern: Pattern, name: str = "tensor") -> Pattern:
+    """The pattern of the transpose of a 2-D tensor: what ``pattern`` means on ``W.T``.
+
+    ``Unstructured`` is unchanged; ``NM(n, m, dim=d)`` becomes ``dim=1-d`` and ``Channel(dim=d)``
+    becomes ``Channel(dim=1-d)`` (``d`` taken mod 2); ``Block(rows, cols)`` becomes
+    ``Block(cols, rows)``. Transposing twice gives back an equal pattern (up to ``d`` mod 2).
+
+    Args:
+        pattern: The pattern in the untransposed (``nn.Linear``) layout.
+        name: The tensor's name, for error messages.
+
+    Raises:
+        ValueError: ``Head`` (it splits dim 0 only, which is the input dimension of a transposed
+            weight), or a pattern type this function does not know.
+    """
+    if isinstance(pattern, Unstructured):
+        return pattern
+    if isinstance(pattern, NM):
+        return NM(pattern.n, pattern.m, dim=1 - pattern.dim % 2)
+    if isinstance(pattern, Channel):
+        return Channel(dim=1 - pattern.dim % 2)
+    if isinstance(pattern, Block):
+        return Block(pattern.cols, pattern.rows)
+    if isinstance(pattern, Head):
+        raise ValueError(
+            f"{pattern} cannot be used on {name}: it is stored transposed ((in, out), a Hugging "
+            "Face Conv1D weight) and Head splits dim 0 only"
+        )
+    raise ValueError(f"pattern {pattern!r} has no known transpose (needed for {name})")
 
 
 _NM_RE = re.compile(r"^(\d+):(\d+)$")

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sparsecore.baselines import IMP
 from sparsecore.bench.tasks import Task
 from sparsecore.masks import default_targets
 from sparsecore.method import PruningMethod
@@ -220,7 +219,6 @@ def train(
     opt = _optimizer(optimizer, model, lr, momentum, weight_decay)
     steps_per_epoch = math.ceil(task.num_train / batch_size)
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(lr_schedule, total))
     if method is not None:
         if method._masks is None:
             method.setup(model, opt)
@@ -230,6 +228,8 @@ def train(
                 method.calibrate(first, F.cross_entropy)
         else:
             method.attach(opt)
+    # after setup: a method may add parameter groups (AST's SLoRB) that the schedule must cover
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(lr_schedule, total))
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     bar = _progress(total, progress, method)
@@ -289,7 +289,8 @@ def build_method(
     Schedule fields found on the config are fitted to the run: ``end_step`` at 75% of the steps,
     ``update_every`` at 5% (so GMP reaches its target and RigL/SET stop updating before the
     end, as in their papers) and ``total_steps`` at the run's length. A class may refine this
-    with a classmethod ``bench_config(total_steps) -> dict`` of config overrides.
+    with a classmethod ``bench_config(total_steps, sparsity) -> dict`` of config overrides
+    (``sparsity`` as passed here, ``None`` for the config's default).
 
     Args:
         cls: The method class.
@@ -310,7 +311,7 @@ def build_method(
     options.update({k: v for k, v in fitted.items() if k in fields})
     hook = getattr(cls, "bench_config", None)
     if callable(hook):
-        options.update(hook(total_steps))
+        options.update(hook(total_steps, sparsity))
     return cls(**options)
 
 
@@ -331,10 +332,10 @@ def fixed_sparsity(cls: type[PruningMethod]) -> bool:
 def applicability(cls: type[PruningMethod], task: str, model: nn.Module) -> str | None:
     """Why ``cls`` cannot run in one :func:`train` call on ``task`` with ``model``, or ``None``.
 
-    Rules: a class may restrict itself with a ``tasks`` ``ClassVar`` of task names; iterative
-    pruning (:class:`~sparsecore.baselines.IMP` and its subclasses) needs its own procedure of
-    rounds and rewinds; otherwise the method is set up with its default config on a copy of
-    ``model`` and anything it raises is the reason.
+    Rules: a class may restrict itself with a ``tasks`` ``ClassVar`` of task names; a method
+    whose :attr:`~sparsecore.method.PruningMethod.procedure` is set (IMP's rounds and rewinds,
+    SMS's phases of ingredients) is more than one training run; otherwise the method is set up
+    with its default config on a copy of ``model`` and anything it raises is the reason.
 
     Args:
         cls: A method class.
@@ -344,8 +345,8 @@ def applicability(cls: type[PruningMethod], task: str, model: nn.Module) -> str 
     tasks = getattr(cls, "tasks", None)
     if tasks is not None and task not in tasks:
         return f"only for tasks {', '.join(tasks)}"
-    if issubclass(cls, IMP):
-        return "own procedure (iterative rounds with rewinding)"
+    if cls.procedure is not None:
+        return f"own procedure ({cls.procedure})"
     try:
         trial = copy.deepcopy(model)
         optimizer = torch.optim.SGD(trial.parameters(), lr=0.1)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from sparsecore.layouts import is_hf_conv1d, stored_pattern
 from sparsecore.masks import PRUNABLE_TYPES, MaskSet
 from sparsecore.method import PruningMethod
 from sparsecore.patterns import Pattern, Unstructured
@@ -154,20 +155,22 @@ class SparsityReport:
         pattern: Pattern | Mapping[str, Pattern] | None = None,
         previous: Mapping[str, torch.Tensor] | None = None,
     ) -> SparsityReport:
-        """Report on every Linear / Conv weight of ``model``.
+        """Report on every Linear / Conv / Hugging Face ``Conv1D`` weight of ``model``.
 
         Where a module carries a mask buffer (``weight_mask``, a method is set up) the mask is
         reported; otherwise the nonzeros of the (effective) weight.
 
         Args:
             model: The model.
-            pattern: Pattern to check the masks against (one for all, or per name);
-                default :class:`~sparsecore.patterns.Unstructured`.
+            pattern: Pattern to check the masks against: one for all, in ``nn.Linear``'s
+                ``(out, in)`` convention (transposed for ``Conv1D`` weights, as methods do), or
+                a mapping of name to stored-layout pattern; default
+                :class:`~sparsecore.patterns.Unstructured`.
             previous: Earlier masks to compute the changed fraction.
         """
         masks: dict[str, torch.Tensor] = {}
         for module_name, module in model.named_modules():
-            if not isinstance(module, PRUNABLE_TYPES):
+            if not (isinstance(module, PRUNABLE_TYPES) or is_hf_conv1d(module)):
                 continue
             name = f"{module_name}.weight" if module_name else "weight"
             buffer = getattr(module, "weight_mask", None)
@@ -175,6 +178,8 @@ class SparsityReport:
                 masks[name] = buffer.to(torch.bool)
             else:
                 masks[name] = effective_tensor(module, "weight") != 0
+        if isinstance(pattern, Pattern):
+            pattern = {name: stored_pattern(model, name, pattern) for name in masks}
         return cls._with_patterns(masks, pattern, previous)
 
     @classmethod
