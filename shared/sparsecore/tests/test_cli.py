@@ -243,6 +243,25 @@ def test_build_method_fits_schedules_and_applicability() -> None:
     reason = applicability(BlockOnly, "mnist1d", model)  # 10x256 classifier: no 8x8 tiling
     assert reason is not None and "does not fit" in reason
 
+    @dataclass(frozen=True)
+    class ShapeConfig(OneShotConfig):
+        input_shape: tuple[int, ...] | None = None
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.input_shape is None:
+                raise ValueError("input_shape is required")
+
+    class NeedsShape(OneShotMagnitude):
+        name = "shape-test"
+        config_class = ShapeConfig
+
+    assert build_method(NeedsShape, 0.5, 0, 100, input_shape=[40]).config.input_shape == (40,)
+    assert build_method(GMP, 0.5, 0, 100, input_shape=(40,)).config.sparsity == 0.5  # no field
+    assert applicability(NeedsShape, "mnist1d", model) is None  # the task's shape is passed
+    with pytest.raises(ValueError, match="input_shape"):
+        build_method(NeedsShape, 0.5, 0, 100)
+
 
 def test_bench_time_limit_fails_rows_not_the_bench(
     capsys: pytest.CaptureFixture[str], tmp_path: Path

@@ -117,6 +117,15 @@ class LAPP(PruningMethod):
         self.projection_added = 0
         self.learned_ratio = float("nan")
 
+    @classmethod
+    def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
+        """Config overrides for one ``sparse bench`` run: prune during the first quarter.
+
+        The same split as ``benchmarks/reproduce.py`` (the paper's "first few epochs" of
+        progressive pruning, then training at the frozen widths).
+        """
+        return {"prune_steps": max(1, total_steps // 4)}
+
     @staticmethod
     def prunable_convs(
         model: nn.Module,

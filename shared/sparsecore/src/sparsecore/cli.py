@@ -90,7 +90,9 @@ def run_variant(
     method = None
     if name != "dense":
         steps = args.epochs * math.ceil(task.num_train / args.batch_size)
-        method = build_method(available_methods()[name], sparsity, seed, steps)
+        method = build_method(
+            available_methods()[name], sparsity, seed, steps, input_shape=task.input_shape
+        )
     start = time.process_time()
 
     def guard(step: int, _model: torch.nn.Module) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sparsecore.bench.tasks import Task
+from sparsecore.bench.tasks import TASKS, Task, task_spec
 from sparsecore.masks import default_targets
 from sparsecore.method import PruningMethod
 from sparsecore.patterns import NM
@@ -282,7 +282,11 @@ def _progress(total: int, enabled: bool, method: PruningMethod | None) -> Any:
 
 # ---------------------------------------------------------------------- fitting methods to a run
 def build_method(
-    cls: type[PruningMethod], sparsity: float | None, seed: int, total_steps: int
+    cls: type[PruningMethod],
+    sparsity: float | None,
+    seed: int,
+    total_steps: int,
+    input_shape: tuple[int, ...] | None = None,
 ) -> PruningMethod:
     """Instantiate ``cls`` for one training run of ``total_steps`` optimizer steps.
 
@@ -298,6 +302,8 @@ def build_method(
             :func:`fixed_sparsity`).
         seed: The method's seed.
         total_steps: Optimizer steps of the run.
+        input_shape: Shape of one input example, given to configs with an ``input_shape``
+            field (methods that count FLOPs on the model, such as LAPP).
     """
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     options: dict[str, Any] = {"seed": seed}
@@ -309,6 +315,8 @@ def build_method(
         "total_steps": total_steps,
     }
     options.update({k: v for k, v in fitted.items() if k in fields})
+    if input_shape is not None and "input_shape" in fields:
+        options["input_shape"] = tuple(input_shape)
     hook = getattr(cls, "bench_config", None)
     if callable(hook):
         options.update(hook(total_steps, sparsity))
@@ -350,7 +358,8 @@ def applicability(cls: type[PruningMethod], task: str, model: nn.Module) -> str 
     try:
         trial = copy.deepcopy(model)
         optimizer = torch.optim.SGD(trial.parameters(), lr=0.1)
-        build_method(cls, None, 0, 100).setup(trial, optimizer)
+        shape = task_spec(task).input_shape if task in TASKS else None
+        build_method(cls, None, 0, 100, shape).setup(trial, optimizer)
     except Exception as err:  # any failure means "cannot host it"
         reason = " ".join(str(err).split()) or type(err).__name__
         return f"does not fit the model: {reason[:200]}"
