@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from sparsecore import GMP, IMP, NM, SET, OneShotMagnitude, RigL
-from sparsecore.masks import MaskSet, resolve_targets
+from sparsecore.masks import MaskSet
+from sparsecore.targets import resolve_targets
 from sparsecore.testing import tiny_mlp
 
 torch.set_num_threads(1)

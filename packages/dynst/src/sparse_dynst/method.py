@@ -60,10 +60,10 @@ from torch import nn
 from sparse_dynst.config import DynSTConfig
 from sparse_dynst.gate import SensorGate
 from sparsecore import MethodConfig, PruningMethod
-from sparsecore.masks import Target
 from sparsecore.method import Batch, LossFn
 from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
+from sparsecore.targets import Target
 
 __all__ = ["DynST"]
 

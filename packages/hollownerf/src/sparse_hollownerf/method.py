@@ -55,7 +55,7 @@ from torch import nn
 from sparse_hollownerf.config import HollowNeRFConfig
 from sparse_hollownerf.saliency import SaliencyGrid
 from sparsecore import MethodConfig, PruningMethod, keep_count, topk_mask
-from sparsecore.masks import Target
+from sparsecore.targets import Target
 
 __all__ = ["HollowNeRF", "project_topk"]
 

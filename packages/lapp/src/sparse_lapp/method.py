@@ -79,10 +79,11 @@ from sparse_lapp.config import LAPPConfig
 from sparse_lapp.units import FlopsModel, analyze
 from sparsecore import PruningMethod
 from sparsecore.export import remove_channels
-from sparsecore.masks import MaskSet, resolve_targets
+from sparsecore.masks import MaskSet
 from sparsecore.patterns import Channel, Pattern
 from sparsecore.schedules import Polynomial
 from sparsecore.select import topk_mask
+from sparsecore.targets import resolve_targets
 
 __all__ = ["LAPP", "compact"]
 

@@ -63,10 +63,10 @@ from torch import nn
 
 from sparse_lth.config import LotteryTicketConfig
 from sparsecore.baselines import IMP, prune_by_scores
-from sparsecore.masks import Target
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Pattern, Unstructured
 from sparsecore.select import keep_count
+from sparsecore.targets import Target
 
 __all__ = ["RANDOM_PRUNE_STRATEGIES", "LotteryTicket", "advance_scheduler", "shuffled_masks"]
 

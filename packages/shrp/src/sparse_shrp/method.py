@@ -52,8 +52,8 @@ from sparse_shrp.config import SHRPConfig
 from sparse_shrp.expert_attention import ExpertAttention, expert_layers
 from sparse_shrp.usage import select_heads
 from sparsecore import MethodConfig, PruningMethod
-from sparsecore.masks import Target
 from sparsecore.patterns import Head
+from sparsecore.targets import Target
 
 __all__ = ["SHRP"]
 

@@ -45,8 +45,8 @@ from torch import nn
 from sparse_sms.config import SMSConfig
 from sparsecore import MethodConfig, Pattern, PruningMethod
 from sparsecore.layouts import common_pattern
-from sparsecore.masks import Target
 from sparsecore.select import select, select_global
+from sparsecore.targets import Target
 
 __all__ = ["SparseModelSoup", "removal_count"]
 

@@ -54,9 +54,9 @@ from torch import nn
 from sparse_trp.config import TRPConfig
 from sparse_trp.decompose import check_layer, decompose, eligible_layers, plan_ranks
 from sparse_trp.lowrank import EnergyThreshold, RankCriterion, ValueThreshold, svd_truncate
-from sparsecore.masks import Target
 from sparsecore.method import MethodConfig, PruningMethod
 from sparsecore.patterns import Pattern, Unstructured
+from sparsecore.targets import Target
 
 __all__ = ["TRP"]
 

@@ -7,7 +7,7 @@ The public API is re-exported here; see the concepts page of the documentation f
 from sparsecore.baselines import GMP, IMP, SET, SNIP, OneShotMagnitude, RandomPruning, RigL
 from sparsecore.distribution import erk, layer_densities, uniform
 from sparsecore.layouts import is_hf_conv1d
-from sparsecore.masks import MaskSet, Target, default_targets, resolve_targets
+from sparsecore.masks import MaskSet
 from sparsecore.method import (
     DynamicSparseConfig,
     DynamicSparseMethod,
@@ -28,6 +28,7 @@ from sparsecore.patterns import (
     transpose_pattern,
 )
 from sparsecore.select import keep_count, select, select_global, topk_mask
+from sparsecore.targets import Target, default_targets, resolve_targets
 
 __version__ = "0.1.0"
 

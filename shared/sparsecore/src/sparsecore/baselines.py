@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from sparsecore.layouts import common_pattern
-from sparsecore.masks import Target
 from sparsecore.method import (
     Batch,
     DynamicSparseMethod,
@@ -44,6 +43,7 @@ from sparsecore.patterns import NM, Block, Channel, Pattern, Unstructured
 from sparsecore.schedules import Polynomial
 from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
+from sparsecore.targets import Target
 
 __all__ = [
     "GMP",

@@ -41,10 +41,11 @@ from torch import nn
 
 from sparsecore.distribution import DISTRIBUTIONS, layer_densities
 from sparsecore.layouts import stored_pattern
-from sparsecore.masks import MaskMode, MaskSet, Target, resolve_targets
+from sparsecore.masks import MaskMode, MaskSet
 from sparsecore.patterns import Pattern, Unstructured, parse_pattern
 from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
+from sparsecore.targets import Target, resolve_targets
 
 __all__ = [
     "DynamicSparseConfig",

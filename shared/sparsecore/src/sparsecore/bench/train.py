@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from sparsecore.bench.tasks import TASKS, Task, task_spec
-from sparsecore.masks import default_targets
 from sparsecore.method import PruningMethod
 from sparsecore.patterns import NM
+from sparsecore.targets import default_targets
 
 __all__ = [
     "OPTIMIZERS",

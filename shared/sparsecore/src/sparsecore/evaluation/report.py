@@ -19,9 +19,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsecore.layouts import is_hf_conv1d, stored_pattern
-from sparsecore.masks import PRUNABLE_TYPES, MaskSet
+from sparsecore.masks import MaskSet
 from sparsecore.method import PruningMethod
 from sparsecore.patterns import Pattern, Unstructured
+from sparsecore.targets import PRUNABLE_TYPES
 
 __all__ = ["SparsityReport", "TensorReport", "effective_tensor", "load_checkpoint", "snapshot"]
 

@@ -1,0 +1,143 @@
+"""Targets: which parameters a method masks, resolved and validated before the model is touched.
+
+* :func:`default_targets`: the ``weight`` of every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
+  Hugging Face ``Conv1D``, minus weights tied to another parameter name.
+* :func:`resolve_targets`: names or ``fnmatch`` globs, exclusions and patterns into a list of
+  :class:`Target`, raising on anything that would go wrong later (unknown names, tied or
+  non-floating parameters, patterns that do not fit a shape).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from sparsecore.layouts import is_hf_conv1d
+from sparsecore.patterns import Pattern, Unstructured
+
+__all__ = ["PRUNABLE_TYPES", "Target", "default_targets", "resolve_targets", "tied_parameters"]
+
+#: Module types whose ``weight`` is a default pruning target.
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One masked tensor: ``module.<param_name>`` known in the model as ``name``."""
+
+    name: str
+    module_name: str
+    param_name: str
+    pattern: Pattern
+
+    @property
+    def state_key(self) -> str:
+        """Key of the mask buffer in the model's ``state_dict`` (``"layer.weight_mask"``)."""
+        return f"{self.name}_mask"
+
+    @functools.cached_property
+    def buffer_name(self) -> str:
+        """Name of the mask buffer on the owning module."""
+        return f"{self.param_name}_mask"
+
+
+def tied_parameters(model: nn.Module) -> dict[str, list[str]]:
+    """Every parameter name that shares its tensor with another name, mapped to those others.
+
+    Tied weights (a language model's ``lm_head.weight`` and its input embedding) are one
+    ``nn.Parameter`` reachable under two names; ``named_parameters()`` reports only the first.
+    """
+    names_by_id: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_by_id.setdefault(id(param), []).append(name)
+    return {
+        name: [other for other in names if other != name]
+        for names in names_by_id.values()
+        if len(names) > 1
+        for name in names
+    }
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module and
+    every Hugging Face ``Conv1D`` (GPT-2; stored ``(in, out)``, see :mod:`sparsecore.layouts`).
+
+    Weights tied to another parameter (``lm_head`` sharing the input embedding) are left out: a
+    mask on them would also prune the embedding, which is not what a default should do.
+    """
+    tied = tied_parameters(model)
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if (isinstance(module, PRUNABLE_TYPES) or is_hf_conv1d(module))
+        and isinstance(getattr(module, "weight", None), nn.Parameter)
+        and (f"{name}.weight" if name else "weight") not in tied
+    ]
+
+
+def resolve_targets(
+    model: nn.Module,
+    targets: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    pattern: Pattern | Mapping[str, Pattern] | None = None,
+) -> list[Target]:
+    """Validate and resolve target parameter names, without touching the model.
+
+    Args:
+        model: The model.
+        targets: Qualified parameter names or ``fnmatch`` globs (``"encoder.*.weight"``).
+            ``None`` means :func:`default_targets`.
+        exclude: Names or globs removed from the selection.
+        pattern: One pattern for all targets, or a mapping from name to pattern (missing names get
+            :class:`Unstructured`).
+
+    Raises:
+        ValueError: A name or glob matches no parameter, nothing is left to prune, a pattern
+            does not fit a tensor's shape, or a chosen parameter is tied to another name.
+        TypeError: A target is not a floating-point parameter.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = dict(model.named_parameters(remove_duplicate=False))
+    tied = tied_parameters(model)
+    if targets is None:
+        chosen = default_targets(model)
+    else:
+        if isinstance(targets, str):
+            targets = [targets]
+        chosen = []
+        for spec in targets:
+            hits = [n for n in params if fnmatch.fnmatchcase(n, spec)]
+            if not hits:
+                raise ValueError(f"targets: {spec!r} matches no parameter of the model")
+            chosen.extend(h for h in hits if h not in chosen)
+    for spec in exclude:
+        if not any(fnmatch.fnmatchcase(n, spec) for n in params):
+            raise ValueError(f"exclude: {spec!r} matches no parameter of the model")
+        chosen = [n for n in chosen if not fnmatch.fnmatchcase(n, spec)]
+    if not chosen:
+        raise ValueError(
+            "targets: nothing to prune (no Linear/Conv/Conv1D weight, or all excluded)"
+        )
+    resolved = []
+    for name in chosen:
+        tensor = params[name]
+        if name in tied:
+            raise ValueError(
+                f"targets: {name!r} is tied to {', '.join(map(repr, tied[name]))} (one shared "
+                "parameter); masking it would prune both. Exclude it, or untie the weights first"
+            )
+        if not tensor.is_floating_point():
+            raise TypeError(f"target {name!r} is not a floating-point parameter")
+        if isinstance(pattern, Mapping):
+            pat = pattern.get(name, Unstructured())
+        else:
+            pat = pattern or Unstructured()
+        pat.check_shape(tensor.shape, name)
+        module_name, _, param_name = name.rpartition(".")
+        resolved.append(Target(name, module_name, param_name, pat))
+    return resolved
