@@ -17,7 +17,7 @@ from sparsecore import OneShotMagnitude, Pattern, PruningMethod
 from sparsecore.baselines import OneShotConfig
 from sparsecore.bench import make_model, task_spec
 from sparsecore.cli import applicability, build_method, main
-from sparsecore.method import _REGISTRY, register_method
+from sparsecore.registry import _REGISTRY, register_method
 
 torch.set_num_threads(1)
 

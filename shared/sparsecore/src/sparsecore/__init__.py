@@ -13,9 +13,6 @@ from sparsecore.method import (
     DynamicSparseMethod,
     MethodConfig,
     PruningMethod,
-    available_methods,
-    get_method,
-    register_method,
 )
 from sparsecore.patterns import (
     NM,
@@ -27,6 +24,7 @@ from sparsecore.patterns import (
     parse_pattern,
     transpose_pattern,
 )
+from sparsecore.registry import available_methods, get_method, register_method
 from sparsecore.select import keep_count, select, select_global, topk_mask
 from sparsecore.targets import Target, default_targets, resolve_targets
 

@@ -29,7 +29,7 @@ import torch
 
 from sparsecore import __version__
 from sparsecore.bench.train import applicability, build_method, fixed_sparsity
-from sparsecore.method import available_methods
+from sparsecore.registry import available_methods
 
 __all__ = ["DEFAULT_MODELS", "applicability", "build_method", "main", "run_variant"]
 

@@ -30,7 +30,8 @@ import pytest
 import torch
 from torch import nn
 
-from sparsecore.method import PruningMethod, available_methods
+from sparsecore.method import PruningMethod
+from sparsecore.registry import available_methods
 
 __all__ = ["MethodConformance", "tiny_mlp"]
 
