@@ -1,16 +1,17 @@
 """One rank of the DDP test (run by test_distributed.py as a plain script, two at once).
 
-Usage: ddp_worker.py RANK WORLD STORE_FILE OUT_DIR
+Usage: ``torchrun --standalone --nproc-per-node 2 ddp_worker.py OUT_DIR``, or one process per
+rank: ``ddp_worker.py RANK WORLD STORE_FILE OUT_DIR``.
 
 Trains a small MLP with RigL under DistributedDataParallel (gloo, CPU) on rank-specific data,
 records a digest of the masks after every mask update, then exercises the distributed helpers.
 Writes OUT_DIR/rank{RANK}.json.
 
-The ranks meet through a file store (no port to race for). Each stage prints a ``stage:`` line
-so that a crash inside the C++ backend, which prints no Python traceback, still shows where it
-happened. After the result is written and both ranks have passed a final barrier, the process
-leaves with ``os._exit(0)``: the result is on disk, and the interpreter's teardown of gloo's
-threads is not what this test is about.
+Started by hand, the ranks meet through a file store (no port to race for). Each stage prints
+a ``stage:`` line so that a crash inside the C++ backend, which prints no Python traceback, still
+shows where it happened. After the result is written and both ranks have passed a final barrier,
+the process leaves with ``os._exit(0)``: the result is on disk, and the interpreter's teardown of
+gloo's threads is not what this test is about.
 """
 
 from __future__ import annotations
@@ -40,16 +41,21 @@ def stage(name: str) -> None:
 
 
 def main() -> None:
-    rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
     stage("init_process_group")
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=90),
-    )
+    if len(sys.argv) == 2:  # under torchrun: rank, world size and rendezvous come from the env
+        out = sys.argv[1]
+        dist.init_process_group("gloo", timeout=timedelta(seconds=90))
+    else:
+        rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{store}",
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(seconds=90),
+        )
+    rank, world = dist.get_rank(), dist.get_world_size()
     stage("ddp")
     torch.manual_seed(0)  # same model on every rank
     model = nn.Sequential(
