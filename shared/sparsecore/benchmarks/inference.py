@@ -1,6 +1,7 @@
 """CSR inference vs dense on CPU: a 4-layer MLP of width 1024, batch 32.
 
-Run:  python shared/sparsecore/benchmarks/inference.py [--threads 2] [--repeats 7] [--out r.json]
+Run:  python shared/sparsecore/benchmarks/inference.py [--threads 2] [--repeats 7] [--runs 5]
+      [--out r.json]
 
 For each sparsity, the model is pruned by magnitude (every layer, unstructured), finalized, and
 converted with ``sparsecore.export.to_sparse_inference``. Dense and CSR are timed side by side,
@@ -80,6 +81,9 @@ def main() -> int:
     parser.add_argument(
         "--orientations", action="store_true", help="also time x @ W_csr^T (slow on CPU)"
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="independent runs (fresh models); medians reported"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -87,7 +91,9 @@ def main() -> int:
     x = torch.randn(args.batch, args.width, generator=torch.Generator().manual_seed(1))
     rows = []
     with torch.no_grad():
-        for sparsity in (float(s) for s in args.sparsities.split(",")):
+        for run, sparsity in (
+            (r, float(s)) for r in range(args.runs) for s in args.sparsities.split(",")
+        ):
             dense = build(args.width, args.depth, seed=0)
             sc.OneShotMagnitude(sparsity=sparsity).setup(dense).finalize()
             csr = to_sparse_inference(dense, min_sparsity=0.5)
@@ -102,6 +108,7 @@ def main() -> int:
             assert err <= 1e-5, f"CSR output differs from dense by {err}"
             t = measure(models, x, args.repeats, args.iters)
             row = {
+                "run": run,
                 "sparsity": sparsity,
                 "dense_ms": t["dense"] * 1e3,
                 "csr_ms": t["csr"] * 1e3,
@@ -117,19 +124,28 @@ def main() -> int:
         f"median of {args.repeats} x {args.iters} forwards, torch {torch.__version__}"
     )
     extra = f" {'x@Wt ms':>8} {'speedup':>8}" if args.orientations else ""
-    print(f"{'sparsity':>8} {'dense ms':>9} {'CSR ms':>8} {'speedup':>8}{extra}")
+    print(f"{'run':>3} {'sparsity':>8} {'dense ms':>9} {'CSR ms':>8} {'speedup':>8}{extra}")
     for r in rows:
         line = (
-            f"{r['sparsity']:>8.2f} {r['dense_ms']:>9.3f} {r['csr_ms']:>8.3f} {r['speedup']:>7.2f}x"
+            f"{r['run']:>3} {r['sparsity']:>8.2f} {r['dense_ms']:>9.3f} {r['csr_ms']:>8.3f} "
+            f"{r['speedup']:>7.2f}x"
         )
         if args.orientations:
             line += f" {r['csr_xWt_ms']:>8.3f} {r['speedup_xWt']:>7.2f}x"
         print(line)
+    medians = {
+        sparsity: statistics.median(r["speedup"] for r in rows if r["sparsity"] == sparsity)
+        for sparsity in dict.fromkeys(r["sparsity"] for r in rows)
+    }
+    if args.runs > 1:
+        summary = ", ".join(f"{s:.2f}: {m:.2f}x" for s, m in medians.items())
+        print(f"median speed-up over {args.runs} runs: {summary}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(
                 {
                     "rows": rows,
+                    "median_speedup": {str(k): v for k, v in medians.items()},
                     "command": " ".join(sys.argv),
                     "torch": torch.__version__,
                     "python": platform.python_version(),
