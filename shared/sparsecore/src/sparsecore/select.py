@@ -175,12 +175,10 @@ def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.T
     active = int(mask.sum())
     if not 0 <= count <= active:
         raise ValueError(f"count must lie in [0, {active}] (active entries), got {count}")
-    flat = mask.reshape(-1)
-    active_idx = flat.nonzero().squeeze(1)  # ascending positions
-    values = scores.detach().reshape(-1)[active_idx]
-    keep = torch.zeros_like(flat)
-    keep[active_idx[topk_mask(values, active - count)]] = True  # ties: lower index kept first
-    return keep.reshape(mask.shape)
+    # The active scores in ascending position order; the top of them is scattered back in the
+    # same order (ties: lower index kept first).
+    values = scores.detach().reshape(mask.shape).masked_select(mask)
+    return torch.zeros_like(mask).masked_scatter_(mask, topk_mask(values, active - count))
 
 
 def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
@@ -189,9 +187,7 @@ def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.
     inactive = int((~mask).sum())
     if not 0 <= count <= inactive:
         raise ValueError(f"count must lie in [0, {inactive}] (inactive entries), got {count}")
-    flat = mask.reshape(-1)
-    inactive_idx = (~flat).nonzero().squeeze(1)
-    values = scores.detach().reshape(-1)[inactive_idx]
-    grown = flat.clone()
-    grown[inactive_idx[topk_mask(values, count)]] = True  # ties: lower index grown first
-    return grown.reshape(mask.shape)
+    inactive = ~mask
+    values = scores.detach().reshape(mask.shape).masked_select(inactive)
+    grown = torch.zeros_like(mask).masked_scatter_(inactive, topk_mask(values, count))
+    return grown | mask  # ties: lower index grown first
