@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,45 +28,69 @@ from sparsecore.distributed import (
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def run_torchrun(out: Path) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 ddp_worker.py OUT`` (the documented launch)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
-    command += ["--nproc-per-node", "2", str(WORKER), str(out)]
-    try:
-        return subprocess.run(
-            command, env=_env(), capture_output=True, text=True, timeout=240, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("torchrun DDP workers timed out")
-
-
-def run_by_hand(out: Path) -> list[subprocess.CompletedProcess]:
-    """Start the two ranks of ``ddp_worker.py`` directly (a file store, no launcher)."""
-    store = out / "store"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(rank), "2", str(store), str(out)],
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    finished = []
-    for proc in procs:
-        try:
-            log = proc.communicate(timeout=240)[0]
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("DDP workers timed out")
-        finished.append(subprocess.CompletedProcess(proc.args, proc.returncode, log))
-    return finished
+#: Seconds for one launch of both ranks, whatever happens (gloo's own timeout is 90 s).
+DEADLINE_S = 240
+#: How gloo's threads took a rank down in the sandboxed CI run (std::terminate on a joinable
+#: thread, SIGABRT): the one abort that is retried, and skipped if it persists. Any other abort,
+#: e.g. gloo's ``EnforceNotMet`` on mismatched collectives (a real bug), fails the tests.
+ENV_ABORT = "terminate called without an active exception"
+#: What a rank prints when its peer vanished: a consequence, not a bug of its own.
+PEER_LOST = re.compile(r"Connection (reset|closed) by peer")
 
 
 def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+
+
+def _wait(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
+    """Wait for every process under one deadline; on timeout kill their process groups."""
+    deadline = time.monotonic() + DEADLINE_S
+    finished = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(other.pid, signal.SIGKILL)  # the launcher and its workers
+            pytest.fail("DDP workers timed out")
+        finished.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err or ""))
+    return finished
+
+
+def run_torchrun(out: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 ddp_worker.py OUT`` (the documented launch)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+    command += ["--nproc-per-node", "2", str(WORKER), str(out)]
+    proc = subprocess.Popen(
+        command,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return _wait([proc])[0]
+
+
+def run_by_hand(out: Path) -> list[subprocess.CompletedProcess]:
+    """Start the two ranks of ``ddp_worker.py`` directly (a file store, no launcher)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(rank), "2", str(out / "store"), str(out)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for rank in range(2)
+    ]
+    return _wait(procs)
+
+
+def _written(out: Path) -> bool:
+    return all((out / f"rank{r}.json").exists() for r in range(2))
 
 
 def _results(out: Path) -> list[dict]:
@@ -78,32 +105,32 @@ def describe(procs: list[subprocess.CompletedProcess]) -> str:
     )
 
 
-#: A rank killed by SIGABRT or SIGSEGV, as torchrun reports it (its own SIGTERMs do not count).
-ABORTED = re.compile(r"exitcode\s*:\s*-(6|11)\b")
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> list[dict]:
     """Results of both ranks, launched with torchrun. A Python error in a worker fails the tests.
 
-    A rank killed by SIGABRT/SIGSEGV (an abort inside the C++ gloo backend, seen once in a
-    sandboxed CI run, never locally) is not a failure of the code under test: the ranks are then
-    started by hand, twice at most, and if gloo aborts again the DDP tests are skipped with the
-    logs.
+    Both ranks write their results before a final barrier; once both files exist, a crash while
+    the processes shut down does not matter. Before that, only the abort seen once in a
+    sandboxed CI run (never locally) is forgiven: gloo's threads hitting ``std::terminate``
+    (:data:`ENV_ABORT`). The ranks are then started by hand, twice at most. A rank that exits
+    with a Python error other than losing its aborted peer, or any other abort, fails the
+    tests; if that gloo abort happens on both retries, the DDP tests are skipped with the logs.
     """
     out = tmp_path_factory.mktemp("torchrun")
     launched = run_torchrun(out)
-    if launched.returncode == 0:
+    if launched.returncode == 0 or _written(out):
         return _results(out)
-    if not ABORTED.search(launched.stdout + launched.stderr):
+    if ENV_ABORT not in launched.stdout + launched.stderr:
         pytest.fail(f"torchrun DDP run failed:\n{describe([launched])}")
     procs = [launched]
     for attempt in range(2):
         out = tmp_path_factory.mktemp(f"by_hand{attempt}")
         procs = run_by_hand(out)
-        if all(p.returncode == 0 for p in procs):
+        if all(p.returncode == 0 for p in procs) or _written(out):
             return _results(out)
-        if not any(p.returncode in (-6, -11) for p in procs):
+        aborted = any(p.returncode == -signal.SIGABRT and ENV_ABORT in p.stdout for p in procs)
+        own_error = any(p.returncode > 0 and not PEER_LOST.search(p.stdout) for p in procs)
+        if own_error or not aborted:
             pytest.fail(f"DDP worker failed:\n{describe(procs)}")
     pytest.skip(f"gloo aborted in this environment:\n{describe([launched, *procs])}")
 

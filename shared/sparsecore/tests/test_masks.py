@@ -220,6 +220,16 @@ def test_tied_weights_left_out_by_default_and_refused_by_name():
             OneShotMagnitude(targets=(name,)).setup(_TiedLM())
 
 
+def test_a_module_reused_under_two_names_is_one_target():
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(8, 2))
+    assert [t.name for t in resolve_targets(model)] == ["0.weight", "3.weight"]
+    assert [t.name for t in resolve_targets(model, ["*.weight"])] == ["0.weight", "3.weight"]
+    method = OneShotMagnitude(sparsity=0.5).setup(model)
+    assert int(method.masks.mask("0.weight").sum()) == 32
+    assert torch.equal(model[2].weight, model[0].weight)  # both uses see the one masked weight
+
+
 def test_setup_twice_and_finalize_without_setup():
     model = tiny_mlp()
     method = OneShotMagnitude().setup(model)

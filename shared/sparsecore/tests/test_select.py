@@ -128,6 +128,65 @@ def test_drop_and_grow_counts(scores, seed, data):
     assert int(grown.sum()) == active and bool((dropped <= grown).all())
 
 
+@SETTINGS
+@given(score_tensors(ties=True), st.integers(0, 2**31 - 1), st.data())
+def test_drop_and_grow_equal_brute_force_with_ties(scores, seed, data):
+    mask = torch.rand(scores.shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+    active = [i for i, m in enumerate(mask.flatten().tolist()) if m]
+    inactive = [i for i, m in enumerate(mask.flatten().tolist()) if not m]
+    values = scores.flatten().tolist()
+    r = data.draw(st.integers(0, min(len(active), len(inactive))))
+    kept = brute_topk([values[i] for i in active], len(active) - r)
+    want_drop = {active[j] for j in kept}
+    dropped = drop_lowest(scores, mask, r)
+    assert set(dropped.flatten().nonzero().flatten().tolist()) == want_drop
+    grown_idx = brute_topk([values[i] for i in inactive], r)
+    want_grow = set(active) | {inactive[j] for j in grown_idx}
+    grown = grow_highest(scores, mask, r)
+    assert set(grown.flatten().nonzero().flatten().tolist()) == want_grow
+    # transposed (non-contiguous) inputs give the same answer as contiguous copies
+    assert torch.equal(
+        drop_lowest(scores.t(), mask.t(), r),
+        drop_lowest(scores.t().contiguous(), mask.t().contiguous(), r),
+    )
+    assert dropped.dtype == torch.bool and grown.dtype == torch.bool
+
+
+def test_topk_edge_cases():
+    with pytest.raises(ValueError, match="NaN"):
+        topk_mask(torch.tensor([3.0, float("nan"), 1.0, 2.0]), 2)
+    inf = float("inf")
+    assert topk_mask(torch.tensor([-inf, inf, 0.0, inf, -inf]), 3).tolist() == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert topk_mask(torch.tensor([True, False, True]), 1).tolist() == [True, False, False]
+    assert topk_mask(torch.tensor([1, 5, 5, 2], dtype=torch.int64), 2).tolist() == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert topk_mask(torch.randn(0), 0).shape == (0,)
+    assert topk_mask(torch.tensor(2.0), 1).item() is True
+    float_mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert drop_lowest(torch.tensor([4.0, 3.0, 2.0, 1.0]), float_mask, 1).tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert grow_highest(torch.tensor([4.0, 3.0, 2.0, 1.0]), float_mask, 1).tolist() == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="NaN"):
         select(torch.tensor([1.0, float("nan")]), 0.5)

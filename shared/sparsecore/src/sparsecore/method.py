@@ -400,3 +400,12 @@ class DynamicSparseMethod(PruningMethod):
             self.masks.update(name, grown)
             replaced[name] = count
         return replaced
+
+
+def __getattr__(name: str) -> object:
+    """``sparsecore.method.available_methods`` & co. moved to :mod:`sparsecore.registry`."""
+    if name in ("available_methods", "get_method", "register_method"):
+        from sparsecore import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

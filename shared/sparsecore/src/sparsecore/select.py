@@ -63,15 +63,26 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` highest ``scores`` (ties: lower flat index first).
 
     Args:
-        scores: Any-shaped score tensor.
+        scores: Any-shaped score tensor (bool scores rank ``True`` above ``False``).
         k: How many entries to keep, ``0 <= k <= scores.numel()``.
+
+    Raises:
+        ValueError: ``k`` out of range, or NaN scores (they have no rank).
     """
+    check_scores(scores)
+    return _topk(scores, k)
+
+
+def _topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`topk_mask` for scores already checked for NaN."""
     flat = scores.detach().reshape(-1)
     numel = flat.numel()
     if not 0 <= k <= numel:
         raise ValueError(f"k must lie in [0, {numel}], got {k}")
     if k in (0, numel):
         return torch.full(scores.shape, k > 0, dtype=torch.bool, device=flat.device)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
     # Linear-time selection instead of a full sort (an update of a 78k-weight MLP spent most of
     # its time sorting): the k-th largest value is the threshold, everything above it is kept,
     # and the ties at it are taken by ascending flat index. Same result as a stable sort.
@@ -118,7 +129,7 @@ def select(
         return _select_nm(scores, pattern)
     check_density(density)
     if isinstance(pattern, Unstructured):
-        return topk_mask(scores, keep_count(scores.numel(), density))
+        return _topk(scores, keep_count(scores.numel(), density))
     if isinstance(pattern, Channel | Block | Head):
         units = pattern.reduce(scores.detach())
         keep_units = topk_mask(units, keep_count(units.numel(), density))
@@ -166,28 +177,30 @@ def select_global(
 
 
 def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Remove the ``count`` lowest-scored *active* entries from ``mask`` (returns a new mask).
+    """Remove the ``count`` lowest-scored *active* entries from ``mask`` (a new bool mask).
 
     Ties are broken towards dropping the *higher* flat index first, so that the kept set is exactly
     the top ``nnz - count`` of the active scores under :func:`topk_mask`'s rule.
     """
     check_scores(scores)
+    mask = mask.to(torch.bool)
     active = int(mask.sum())
     if not 0 <= count <= active:
         raise ValueError(f"count must lie in [0, {active}] (active entries), got {count}")
     # The active scores in ascending position order; the top of them is scattered back in the
     # same order (ties: lower index kept first).
     values = scores.detach().reshape(mask.shape).masked_select(mask)
-    return torch.zeros_like(mask).masked_scatter_(mask, topk_mask(values, active - count))
+    return torch.zeros_like(mask).masked_scatter_(mask, _topk(values, active - count))
 
 
 def grow_highest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Add the ``count`` highest-scored *inactive* entries to ``mask`` (returns a new mask)."""
+    """Add the ``count`` highest-scored *inactive* entries to ``mask`` (a new bool mask)."""
     check_scores(scores)
-    inactive = int((~mask).sum())
-    if not 0 <= count <= inactive:
-        raise ValueError(f"count must lie in [0, {inactive}] (inactive entries), got {count}")
+    mask = mask.to(torch.bool)
     inactive = ~mask
+    available = int(inactive.sum())
+    if not 0 <= count <= available:
+        raise ValueError(f"count must lie in [0, {available}] (inactive entries), got {count}")
     values = scores.detach().reshape(mask.shape).masked_select(inactive)
-    grown = torch.zeros_like(mask).masked_scatter_(inactive, topk_mask(values, count))
+    grown = torch.zeros_like(mask).masked_scatter_(inactive, _topk(values, count))
     return grown | mask  # ties: lower index grown first

@@ -46,20 +46,25 @@ class Target:
 
 
 def tied_parameters(model: nn.Module) -> dict[str, list[str]]:
-    """Every parameter name that shares its tensor with another name, mapped to those others.
+    """Every parameter name that shares its tensor with a *different* module, mapped to the others.
 
     Tied weights (a language model's ``lm_head.weight`` and its input embedding) are one
-    ``nn.Parameter`` reachable under two names; ``named_parameters()`` reports only the first.
+    ``nn.Parameter`` owned by two modules; ``named_parameters()`` reports only the first name. A
+    single module registered under two names (a layer reused twice) is not tied in this sense: a
+    mask on it is one mask, whichever name reaches it.
     """
     names_by_id: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names_by_id.setdefault(id(param), []).append(name)
-    return {
-        name: [other for other in names if other != name]
-        for names in names_by_id.values()
-        if len(names) > 1
-        for name in names
-    }
+    tied: dict[str, list[str]] = {}
+    for names in names_by_id.values():
+        if len(names) < 2:
+            continue
+        owners = {id(model.get_submodule(n.rpartition(".")[0])) for n in names}
+        if len(owners) > 1:
+            for name in names:
+                tied[name] = [other for other in names if other != name]
+    return tied
 
 
 def default_targets(model: nn.Module) -> list[str]:
@@ -124,8 +129,12 @@ def resolve_targets(
             "targets: nothing to prune (no Linear/Conv/Conv1D weight, or all excluded)"
         )
     resolved = []
+    seen: set[int] = set()
     for name in chosen:
         tensor = params[name]
+        if id(tensor) in seen and name not in tied:
+            continue  # one module reached under two names: one target, under its first name
+        seen.add(id(tensor))
         if name in tied:
             raise ValueError(
                 f"targets: {name!r} is tied to {', '.join(map(repr, tied[name]))} (one shared "

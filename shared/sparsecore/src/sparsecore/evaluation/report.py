@@ -99,6 +99,16 @@ class TensorReport:
         return 1.0 - self.nnz / self.numel if self.numel else 0.0
 
 
+def _stored_or_given(model: nn.Module, name: str, pattern: Pattern) -> Pattern:
+    """The pattern in ``name``'s stored layout, or ``pattern`` itself when it has no transpose
+    (``Head`` on a ``Conv1D``): the row then reports the mask as not valid for it.
+    """
+    try:
+        return stored_pattern(model, name, pattern)
+    except ValueError:
+        return pattern
+
+
 @dataclass(frozen=True)
 class SparsityReport:
     """Per-tensor and global sparsity figures; ``str(report)`` is a table.
@@ -180,7 +190,7 @@ class SparsityReport:
             else:
                 masks[name] = effective_tensor(module, "weight") != 0
         if isinstance(pattern, Pattern):
-            pattern = {name: stored_pattern(model, name, pattern) for name in masks}
+            pattern = {name: _stored_or_given(model, name, pattern) for name in masks}
         return cls._with_patterns(masks, pattern, previous)
 
     @classmethod
