@@ -10,11 +10,10 @@ True --distill_model True --hardness_task 0.33 --hardness_kldiv 0.67 --hardness_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 from sparsecore import NM, MethodConfig, Pattern
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["MASK_METRICS", "SLORB_INITS", "ASTConfig"]
 
@@ -22,27 +21,6 @@ __all__ = ["MASK_METRICS", "SLORB_INITS", "ASTConfig"]
 MASK_METRICS = ("magnitude", "wanda")
 #: SLoRB initialisations (official ``--SLoRB_init_type``; ``zero`` is in the LLaMA code).
 SLORB_INITS = ("mean", "sum", "zero", "xavier")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(value: Any, name: str, minimum: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    bad = value <= minimum if strict else value < minimum
-    if math.isnan(value) or math.isinf(value) or bad:
-        op = ">" if strict else ">="
-        raise ValueError(f"{name} must be finite and {op} {minimum}, got {value}")
-
-
-def _check_bool(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -108,19 +86,19 @@ class ASTConfig(MethodConfig):
         if self.mask_metric not in MASK_METRICS:
             raise ValueError(f"mask_metric must be one of {MASK_METRICS}, got {self.mask_metric!r}")
         if self.mask_update_every is not None:
-            _check_int(self.mask_update_every, "mask_update_every", 1)
-        _check_float(self.srste_decay, "srste_decay", 0.0)
-        _check_int(self.increase_steps, "increase_steps", 0)
-        _check_bool(self.distill, "distill")
-        _check_float(self.temperature, "temperature", 0.0, strict=True)
-        _check_float(self.alpha_task, "alpha_task", 0.0)
-        _check_float(self.alpha_kl, "alpha_kl", 0.0)
-        _check_float(self.alpha_squarehead, "alpha_squarehead", 0.0)
-        _check_bool(self.slorb, "slorb")
-        _check_int(self.slorb_k, "slorb_k", 1)
+            check_int(self.mask_update_every, "mask_update_every", 1)
+        check_number(self.srste_decay, "srste_decay", 0.0, finite=True)
+        check_int(self.increase_steps, "increase_steps", 0)
+        check_bool(self.distill, "distill")
+        check_number(self.temperature, "temperature", 0.0, open_low=True, finite=True)
+        check_number(self.alpha_task, "alpha_task", 0.0, finite=True)
+        check_number(self.alpha_kl, "alpha_kl", 0.0, finite=True)
+        check_number(self.alpha_squarehead, "alpha_squarehead", 0.0, finite=True)
+        check_bool(self.slorb, "slorb")
+        check_int(self.slorb_k, "slorb_k", 1)
         if self.slorb_init not in SLORB_INITS:
             raise ValueError(f"slorb_init must be one of {SLORB_INITS}, got {self.slorb_init!r}")
-        _check_bool(self.slorb_trainable_projection, "slorb_trainable_projection")
+        check_bool(self.slorb_trainable_projection, "slorb_trainable_projection")
 
     def decay_at(self, step: int) -> float:
         """λ_W(t): the SR-STE decay for the optimizer step whose 0-based index is ``step``.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sparsecore import MethodConfig
 from sparsecore.method import check_sparsity
 from sparsecore.schedules import Polynomial
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["IMPORTANCES", "INITS", "DynSTConfig"]
 
@@ -18,14 +19,6 @@ __all__ = ["IMPORTANCES", "INITS", "DynSTConfig"]
 IMPORTANCES = ("taylor", "gradient", "magnitude")
 #: How the sensor mask starts.
 INITS = ("dense", "random")
-
-
-def _int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -84,10 +77,10 @@ class DynSTConfig(MethodConfig):
             raise ValueError(
                 f"initial_sparsity ({self.initial_sparsity}) must be <= sparsity ({self.sparsity})"
             )
-        _int(self.prune_begin, "prune_begin", 0)
-        _int(self.prune_end, "prune_end", 1)
-        _int(self.update_every, "update_every", 1)
-        _int(self.regrow_end, "regrow_end", 0)
+        check_int(self.prune_begin, "prune_begin", 0)
+        check_int(self.prune_end, "prune_end", 1)
+        check_int(self.update_every, "update_every", 1)
+        check_int(self.regrow_end, "regrow_end", 0)
         if self.prune_end <= self.prune_begin:
             raise ValueError(
                 f"prune_end ({self.prune_end}) must be > prune_begin ({self.prune_begin})"
@@ -96,17 +89,10 @@ class DynSTConfig(MethodConfig):
             raise ValueError(
                 f"regrow_end ({self.regrow_end}) must be >= prune_end ({self.prune_end})"
             )
-        if isinstance(self.power, bool) or not isinstance(self.power, int | float):
-            raise TypeError(f"power must be a number, got {self.power!r}")
-        if not self.power > 0:
-            raise ValueError(f"power must be > 0, got {self.power}")
-        if isinstance(self.drop_fraction, bool) or not isinstance(self.drop_fraction, int | float):
-            raise TypeError(f"drop_fraction must be a number, got {self.drop_fraction!r}")
-        if not 0.0 <= self.drop_fraction <= 1.0:
-            raise ValueError(f"drop_fraction must lie in [0, 1], got {self.drop_fraction}")
-        for flag in ("learn_gate", "dynamic"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        check_number(self.power, "power", 0.0, open_low=True)
+        check_number(self.drop_fraction, "drop_fraction", 0.0, 1.0)
+        check_bool(self.learn_gate, "learn_gate")
+        check_bool(self.dynamic, "dynamic")
         if not self.dynamic and self.init == "dense" and self.sparsity > 0:
             raise ValueError(
                 "dynamic=False with init='dense' never reaches sparsity > 0: use init='random' "

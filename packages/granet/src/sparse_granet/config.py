@@ -8,35 +8,16 @@ batches per epoch), so the same config drives a plain loop, a Hugging Face ``Tra
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 from sparsecore import MethodConfig
 from sparsecore.schedules import Cosine, Polynomial
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["INIT_DISTRIBUTIONS", "GraNetConfig"]
 
 #: Layer-wise distributions accepted for the sparse initialisation (``init_density < 1``).
 INIT_DISTRIBUTIONS = ("erk", "uniform")
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_fraction(value: Any, name: str) -> None:
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -81,10 +62,7 @@ class GraNetConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not _is_number(self.init_density):
-            raise TypeError(f"init_density must be a number, got {self.init_density!r}")
-        if math.isnan(self.init_density) or not 0.0 < self.init_density <= 1.0:
-            raise ValueError(f"init_density must lie in (0, 1], got {self.init_density}")
+        check_number(self.init_density, "init_density", 0.0, 1.0, open_low=True)
         if not self.density < self.init_density:
             raise ValueError(
                 f"final density 1 - sparsity = {self.density:g} must be below init_density "
@@ -96,9 +74,9 @@ class GraNetConfig(MethodConfig):
                 f"init_distribution must be one of {INIT_DISTRIBUTIONS}, "
                 f"got {self.init_distribution!r}"
             )
-        _check_int(self.update_every, "update_every", 1)
-        _check_int(self.begin_step, "begin_step", 0)
-        _check_int(self.end_step, "end_step", 0)
+        check_int(self.update_every, "update_every", 1)
+        check_int(self.begin_step, "begin_step", 0)
+        check_int(self.end_step, "end_step", 0)
         if self.end_step < self.begin_step:
             raise ValueError(
                 f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
@@ -108,12 +86,11 @@ class GraNetConfig(MethodConfig):
                 f"end_step ({self.end_step}) must leave at least one pruning update after "
                 f"begin_step ({self.begin_step}) at update_every={self.update_every}"
             )
-        _check_fraction(self.drop_fraction, "drop_fraction")
-        _check_fraction(self.final_drop_fraction, "final_drop_fraction")
+        check_number(self.drop_fraction, "drop_fraction", 0.0, 1.0)
+        check_number(self.final_drop_fraction, "final_drop_fraction", 0.0, 1.0)
         if self.total_steps is not None:
-            _check_int(self.total_steps, "total_steps", 1)
-        if not isinstance(self.regenerate, bool):
-            raise TypeError(f"regenerate must be a bool, got {self.regenerate!r}")
+            check_int(self.total_steps, "total_steps", 1)
+        check_bool(self.regenerate, "regenerate")
 
     # ------------------------------------------------------------------ derived schedules
     @property

@@ -6,23 +6,9 @@ import math
 from dataclasses import dataclass
 
 from sparsecore import MethodConfig
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["HollowNeRFConfig"]
-
-
-def _int(value: object, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -57,21 +43,18 @@ class HollowNeRFConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        rho = _float(self.rho, "rho")
+        rho = check_number(self.rho, "rho")
         if not rho > 0 or math.isinf(rho):
             raise ValueError(f"rho must be a positive finite number, got {self.rho}")
-        growth = _float(self.rho_growth, "rho_growth")
+        growth = check_number(self.rho_growth, "rho_growth")
         if not 1.0 <= growth < math.inf:
             raise ValueError(f"rho_growth must be >= 1 and finite, got {self.rho_growth}")
-        _int(self.admm_start, "admm_start", 0)
-        _int(self.admm_every, "admm_every", 1)
-        _int(self.prune_step, "prune_step", 1)
+        check_int(self.admm_start, "admm_start", 0)
+        check_int(self.admm_every, "admm_every", 1)
+        check_int(self.prune_step, "prune_step", 1)
         if self.prune_step <= self.admm_start:
             raise ValueError(
                 f"prune_step ({self.prune_step}) must be > admm_start ({self.admm_start})"
             )
-        floor = _float(self.floor, "floor")
-        if not 0.0 <= floor < 1.0:
-            raise ValueError(f"floor must lie in [0, 1), got {self.floor}")
-        if not isinstance(self.clamp, bool):
-            raise TypeError(f"clamp must be a bool, got {self.clamp!r}")
+        check_number(self.floor, "floor", 0.0, 1.0, open_high=True)
+        check_bool(self.clamp, "clamp")

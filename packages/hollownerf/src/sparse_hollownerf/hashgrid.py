@@ -32,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from sparsecore.validation import check_int
+
 __all__ = ["PRIMES", "HashEncoding", "spatial_hash"]
 
 #: tiny-cuda-nn's ``fast_hash`` primes for the first three dimensions.
@@ -63,14 +65,6 @@ def spatial_hash(coords: torch.Tensor, size: int) -> torch.Tensor:
     return h % size
 
 
-def _check_int(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
 class HashEncoding(nn.Module):
     """Multiresolution hash encoding of points in ``[0, 1]^3``.
 
@@ -95,11 +89,11 @@ class HashEncoding(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.levels = _check_int(levels, "levels", 1)
-        self.features = _check_int(features, "features", 1)
-        self.table_size = _check_int(table_size, "table_size", 1)
-        self.base_resolution = _check_int(base_resolution, "base_resolution", 2)
-        self.max_resolution = _check_int(max_resolution, "max_resolution", base_resolution)
+        self.levels = check_int(levels, "levels", 1)
+        self.features = check_int(features, "features", 1)
+        self.table_size = check_int(table_size, "table_size", 1)
+        self.base_resolution = check_int(base_resolution, "base_resolution", 2)
+        self.max_resolution = check_int(max_resolution, "max_resolution", base_resolution)
         if max_resolution > 2**15:
             raise ValueError(f"max_resolution must be <= 32768, got {max_resolution}")
         if not init_scale >= 0:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparsecore.validation import check_int
+
 __all__ = ["SaliencyGrid"]
 
 
@@ -35,11 +37,7 @@ class SaliencyGrid(nn.Module):
 
     def __init__(self, resolution: int = 16, init: float = 1.0) -> None:
         super().__init__()
-        if isinstance(resolution, bool) or not isinstance(resolution, int):
-            raise TypeError(f"resolution must be an integer, got {resolution!r}")
-        if resolution < 2:
-            raise ValueError(f"resolution must be >= 2, got {resolution}")
-        self.resolution = resolution
+        self.resolution = check_int(resolution, "resolution", 2)
         self.values = nn.Parameter(torch.full((resolution,) * 3, float(init)))
         corners = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
         self.register_buffer("_corners", corners, persistent=False)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sparsecore import MethodConfig
 from sparsecore.patterns import Channel, Pattern
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["LAPPConfig"]
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -74,25 +66,11 @@ class LAPPConfig(MethodConfig):
         ):
             raise ValueError(f"input_shape must be a tuple of positive integers, got {shape!r}")
         object.__setattr__(self, "input_shape", tuple(shape))
-        steps = self.prune_steps
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"prune_steps must be an integer, got {steps!r}")
-        if steps < 1:
-            raise ValueError(
-                f"prune_steps must be >= 1 (optimizer steps of the pruning phase), got {steps}"
-            )
-        _positive(self.flops_weight, "flops_weight")
-        _positive(self.threshold_lr, "threshold_lr")
-        _positive(self.temperature, "temperature")
-        _positive(self.schedule_power, "schedule_power")
-        if isinstance(self.init_threshold, bool) or not isinstance(
-            self.init_threshold, int | float
-        ):
-            raise TypeError(f"init_threshold must be a number, got {self.init_threshold!r}")
-        if not math.isfinite(self.init_threshold):
-            raise ValueError(f"init_threshold must be finite, got {self.init_threshold}")
-        mc = self.min_channels
-        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
-            raise ValueError(f"min_channels must be an integer >= 1, got {mc!r}")
-        if not isinstance(self.bypass, bool):
-            raise TypeError(f"bypass must be a bool, got {self.bypass!r}")
+        check_int(self.prune_steps, "prune_steps (optimizer steps of the pruning phase)", 1)
+        check_number(self.flops_weight, "flops_weight", 0.0, open_low=True, finite=True)
+        check_number(self.threshold_lr, "threshold_lr", 0.0, open_low=True, finite=True)
+        check_number(self.temperature, "temperature", 0.0, open_low=True, finite=True)
+        check_number(self.schedule_power, "schedule_power", 0.0, open_low=True, finite=True)
+        check_number(self.init_threshold, "init_threshold", finite=True)
+        check_int(self.min_channels, "min_channels", 1)
+        check_bool(self.bypass, "bypass")

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sparsecore.baselines import IMPConfig
+from sparsecore.validation import check_int, check_number
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "LotteryTicketConfig", "TrainSpec"]
 
@@ -39,19 +40,6 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "LotteryTicketConfig", "TrainSpec"]
 OPTIMIZERS = ("sgd", "adam")
 #: Learning-rate schedules accepted by :class:`TrainSpec`.
 SCHEDULES = ("constant", "cosine", "linear", "step")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    return float(value)
 
 
 def _as_names(value: Any, name: str) -> tuple[str, ...]:
@@ -85,8 +73,8 @@ class LotteryTicketConfig(IMPConfig):
     layers_to_ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_number(self.fraction, "fraction")
-        _check_int(self.rewind_step, "rewind_step", 0)
+        check_number(self.fraction, "fraction")
+        check_int(self.rewind_step, "rewind_step", 0)
         super().__post_init__()
         object.__setattr__(
             self, "layers_to_ignore", _as_names(self.layers_to_ignore, "layers_to_ignore")
@@ -124,14 +112,14 @@ class TrainSpec:
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check_int(self.steps, "steps", 1)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.warmup_steps, "warmup_steps", 0)
-        if not _check_number(self.lr, "lr") > 0:
+        check_int(self.steps, "steps", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.warmup_steps, "warmup_steps", 0)
+        if not check_number(self.lr, "lr") > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= _check_number(self.momentum, "momentum") < 1.0:
+        if not 0.0 <= check_number(self.momentum, "momentum") < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if _check_number(self.weight_decay, "weight_decay") < 0:
+        if check_number(self.weight_decay, "weight_decay") < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -139,13 +127,13 @@ class TrainSpec:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         milestones = tuple(self.milestones)
         for m in milestones:
-            _check_int(m, "milestones", 1)
+            check_int(m, "milestones", 1)
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones must be increasing, got {milestones}")
         if self.schedule == "step" and not milestones:
             raise ValueError("milestones must be given for schedule='step'")
         object.__setattr__(self, "milestones", milestones)
-        if not 0 < _check_number(self.gamma, "gamma") <= 1:
+        if not 0 < check_number(self.gamma, "gamma") <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
 
     def lr_factor(self, step: int) -> float:

@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparsecore import MethodConfig
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["DISTRIBUTIONS", "PDPConfig", "ramp_fraction"]
 
 #: How the per-layer targets are allocated: one global magnitude ranking (the paper), or the same
 #: sparsity in every layer.
 DISTRIBUTIONS = ("global", "uniform")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def ramp_fraction(step: int, begin: int, end: int, every: int) -> float:
@@ -88,22 +82,18 @@ class PDPConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.tau, bool) or not isinstance(self.tau, int | float):
-            raise TypeError(f"tau must be a number, got {self.tau!r}")
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"tau must be a positive finite number, got {self.tau}")
-        object.__setattr__(self, "tau", float(self.tau))
-        if not isinstance(self.relative_tau, bool):
-            raise TypeError(f"relative_tau must be a bool, got {self.relative_tau!r}")
-        _check_int(self.begin_step, "begin_step", 0)
-        _check_int(self.end_step, "end_step", 0)
-        _check_int(self.update_every, "update_every", 1)
+        tau = check_number(self.tau, "tau", 0.0, open_low=True, finite=True)
+        object.__setattr__(self, "tau", tau)
+        check_bool(self.relative_tau, "relative_tau")
+        check_int(self.begin_step, "begin_step", 0)
+        check_int(self.end_step, "end_step", 0)
+        check_int(self.update_every, "update_every", 1)
         if self.end_step < self.begin_step:
             raise ValueError(
                 f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
             )
         if self.harden_step is not None:
-            _check_int(self.harden_step, "harden_step", 0)
+            check_int(self.harden_step, "harden_step", 0)
             if self.harden_step < self.end_step:
                 raise ValueError(
                     f"harden_step ({self.harden_step}) must be >= end_step ({self.end_step})"
@@ -132,12 +122,12 @@ class PDPConfig(MethodConfig):
                 (sets ``harden_step``); ``None``: soft masks until the end.
             **kwargs: Other fields (``sparsity``, ``pattern``, ``tau``...).
         """
-        _check_int(steps_per_epoch, "steps_per_epoch", 1)
-        _check_int(warmup_epochs, "warmup_epochs", 0)
-        _check_int(ramp_epochs, "ramp_epochs", 0)
+        check_int(steps_per_epoch, "steps_per_epoch", 1)
+        check_int(warmup_epochs, "warmup_epochs", 0)
+        check_int(ramp_epochs, "ramp_epochs", 0)
         begin = warmup_epochs * steps_per_epoch
         if finetune_from_epoch is not None:
-            _check_int(finetune_from_epoch, "finetune_from_epoch", 0)
+            check_int(finetune_from_epoch, "finetune_from_epoch", 0)
             kwargs["harden_step"] = finetune_from_epoch * steps_per_epoch
         return cls(
             begin_step=begin,

@@ -21,22 +21,9 @@ from dataclasses import dataclass
 
 from sparsecore import MethodConfig
 from sparsecore.patterns import Head
+from sparsecore.validation import check_int, check_number
 
 __all__ = ["SHRPConfig"]
-
-
-def _check_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(value: object, name: str, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if math.isnan(value) or not low <= value <= high:
-        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -70,17 +57,17 @@ class SHRPConfig(MethodConfig):
         super().__post_init__()
         if not isinstance(self.pattern, Head):
             raise ValueError(f"pattern: SHRP prunes whole heads ('head'), got {self.pattern}")
-        _check_int(self.balance_steps, "balance_steps", 0)
-        _check_int(self.prune_step, "prune_step", 1)
+        check_int(self.balance_steps, "balance_steps", 0)
+        check_int(self.prune_step, "prune_step", 1)
         if self.usage_start is not None:
-            _check_int(self.usage_start, "usage_start", 0)
+            check_int(self.usage_start, "usage_start", 0)
         if self.prune_step <= self.first_usage_step:
             raise ValueError(
                 f"prune_step ({self.prune_step}) must be > usage_start "
                 f"({self.first_usage_step}): usage is counted before pruning"
             )
-        _check_float(self.aux_coef, "aux_coef", 0.0, math.inf)
-        _check_float(self.usage_threshold, "usage_threshold", 0.0, 1.0)
+        check_number(self.aux_coef, "aux_coef", 0.0, math.inf)
+        check_number(self.usage_threshold, "usage_threshold", 0.0, 1.0)
 
     @property
     def first_usage_step(self) -> int:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from sparsecore import MethodConfig
+from sparsecore.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = ["SCHEDULES", "SELECTORS", "SOUPS", "VARY", "SMSConfig"]
 
@@ -30,29 +30,6 @@ VARY = ("seed", "weight_decay", "retrain_length", "lr")
 SOUPS = ("uniform", "greedy")
 #: Retraining learning-rate schedules (official ``retrain_schedule``), see :mod:`sparse_sms.lr`.
 SCHEDULES = ("llr", "allr", "ft", "lrw", "slr", "clr")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(value: Any, name: str, low: float, high: float, *, open_low: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    ok = (value > low if open_low else value >= low) and value <= high
-    if math.isnan(value) or not ok:
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value}")
-    return value
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -113,31 +90,30 @@ class SMSConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_int(self.n_phases, "n_phases", 1)
+        check_int(self.n_phases, "n_phases", 1)
         if self.phase is not None:
-            _check_int(self.phase, "phase", 0)
+            check_int(self.phase, "phase", 0)
             if self.phase > self.n_phases:
                 raise ValueError(f"phase must be <= n_phases ({self.n_phases}), got {self.phase}")
-        _check_choice(self.selector, "selector", SELECTORS)
-        _check_int(self.n_ingredients, "n_ingredients", 1)
-        _check_choice(self.vary, "vary", VARY)
-        _check_choice(self.soup, "soup", SOUPS)
-        _check_int(self.retrain_epochs, "retrain_epochs", 1)
-        _check_choice(self.retrain_schedule, "retrain_schedule", SCHEDULES)
+        check_choice(self.selector, "selector", SELECTORS)
+        check_int(self.n_ingredients, "n_ingredients", 1)
+        check_choice(self.vary, "vary", VARY)
+        check_choice(self.soup, "soup", SOUPS)
+        check_int(self.retrain_epochs, "retrain_epochs", 1)
+        check_choice(self.retrain_schedule, "retrain_schedule", SCHEDULES)
         if self.max_lr is not None:
-            _check_float(self.max_lr, "max_lr", 0.0, math.inf, open_low=True)
-        _check_float(self.warmup_fraction, "warmup_fraction", 0.0, 1.0, open_low=False)
+            check_number(self.max_lr, "max_lr", 0.0, math.inf, open_low=True)
+        check_number(self.warmup_fraction, "warmup_fraction", 0.0, 1.0, open_low=False)
         if self.warmup_fraction >= 1.0:
             raise ValueError(f"warmup_fraction must be < 1, got {self.warmup_fraction}")
-        _check_float(self.weight_decay, "weight_decay", 0.0, math.inf, open_low=False)
-        _check_float(self.momentum, "momentum", 0.0, 1.0, open_low=False)
-        _check_float(
+        check_number(self.weight_decay, "weight_decay", 0.0, math.inf, open_low=False)
+        check_number(self.momentum, "momentum", 0.0, 1.0, open_low=False)
+        check_number(
             self.bn_recalibration_fraction, "bn_recalibration_fraction", 0.0, 1.0, open_low=False
         )
-        if not isinstance(self.bn_cumulative, bool):
-            raise TypeError(f"bn_cumulative must be a bool, got {self.bn_cumulative!r}")
+        check_bool(self.bn_cumulative, "bn_cumulative")
         if self.pretrain_epochs is not None:
-            _check_int(self.pretrain_epochs, "pretrain_epochs", 1)
+            check_int(self.pretrain_epochs, "pretrain_epochs", 1)
         self._check_values()
 
     def _check_values(self) -> None:

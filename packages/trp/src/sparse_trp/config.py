@@ -22,27 +22,14 @@ Choices, with reasons:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sparse_trp.lowrank import SCHEMES
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Unstructured
+from sparsecore.validation import check_bool, check_int, check_number
 
 __all__ = ["TRPConfig"]
-
-
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return float(value)
-
-
-def _flag(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -88,20 +75,15 @@ class TRPConfig(MethodConfig):
             raise ValueError(f"pattern must be unstructured for TRP, got {self.pattern}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        energy = _number(self.energy, "energy")
+        energy = check_number(self.energy, "energy")
         if not 0.0 < energy <= 1.0:
             raise ValueError(f"energy must lie in (0, 1], got {self.energy}")
         if self.nuclear_weight is not None:
-            weight = _number(self.nuclear_weight, "nuclear_weight")
-            if weight < 0 or math.isinf(weight):
-                raise ValueError(f"nuclear_weight must be finite and >= 0, got {weight}")
-        if isinstance(self.period, bool) or not isinstance(self.period, int):
-            raise TypeError(f"period must be an integer, got {type(self.period).__name__}")
-        if self.period < 1:
-            raise ValueError(f"period must be >= 1, got {self.period}")
-        _flag(self.substitute, "substitute")
-        _flag(self.include_linear, "include_linear")
-        _flag(self.skip_first_conv, "skip_first_conv")
+            check_number(self.nuclear_weight, "nuclear_weight", 0.0, finite=True)
+        check_int(self.period, "period", 1)
+        check_bool(self.substitute, "substitute")
+        check_bool(self.include_linear, "include_linear")
+        check_bool(self.skip_first_conv, "skip_first_conv")
         if not self.substitute and not self.nuclear_weight:
             raise ValueError(
                 "substitute=False with nuclear_weight 0/None does nothing: enable at least one"

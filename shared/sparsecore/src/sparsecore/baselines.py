@@ -44,6 +44,7 @@ from sparsecore.schedules import Polynomial
 from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
+from sparsecore.validation import check_int
 
 __all__ = [
     "GMP",
@@ -262,10 +263,7 @@ class IMPConfig(OneShotConfig):
         super().__post_init__()
         if not 0.0 < self.fraction < 1.0:
             raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
-        if isinstance(self.rewind_step, bool) or not isinstance(self.rewind_step, int):
-            raise TypeError(f"rewind_step must be an integer, got {self.rewind_step!r}")
-        if self.rewind_step < 0:
-            raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step}")
+        check_int(self.rewind_step, "rewind_step", 0)
 
 
 class IMP(PruningMethod):

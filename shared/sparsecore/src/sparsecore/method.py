@@ -44,6 +44,7 @@ from sparsecore.patterns import Pattern, Unstructured, parse_pattern
 from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target, resolve_targets
+from sparsecore.validation import check_int, check_number
 
 __all__ = [
     "DynamicSparseConfig",
@@ -59,11 +60,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def check_sparsity(value: float, name: str = "sparsity") -> float:
     """Validate a sparsity in ``[0, 1)`` (``TypeError`` / ``ValueError`` naming ``name``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
-    return float(value)
+    return check_number(value, name, 0.0, 1.0, open_high=True)
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,7 @@ class MethodConfig:
             object.__setattr__(self, "targets", targets)
         exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
         object.__setattr__(self, "exclude", exclude)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an integer, got {self.seed!r}")
+        check_int(self.seed, "seed")
 
     @property
     def density(self) -> float:

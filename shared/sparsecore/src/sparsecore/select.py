@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import torch
 
 from sparsecore.patterns import NM, Block, Channel, Head, Pattern, Unstructured
+from sparsecore.validation import check_number
 
 __all__ = [
     "check_density",
@@ -35,11 +36,7 @@ __all__ = [
 
 def check_density(density: float, name: str = "density") -> float:
     """Validate a density (fraction kept) in ``(0, 1]`` and return it as a float."""
-    if isinstance(density, bool) or not isinstance(density, int | float):
-        raise TypeError(f"{name} must be a number, got {type(density).__name__}")
-    if math.isnan(density) or not 0.0 < density <= 1.0:
-        raise ValueError(f"{name} must lie in (0, 1], got {density}")
-    return float(density)
+    return check_number(density, name, 0.0, 1.0, open_low=True)
 
 
 def keep_count(numel: int, density: float) -> int:
