@@ -213,15 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     targets = [0.5] if args.quick else [0.5, 0.7]
     if args.quick:
-        task = Task(
-            task.name,
-            task.x_train[:256],
-            task.y_train[:256],
-            task.x_test,
-            task.y_test,
-            task.input_shape,
-            task.num_classes,
-        )
+        task = task.subset(num_train=256)
     steps_per_epoch = math.ceil(task.num_train / 128)
     prune_steps = prune_epochs * steps_per_epoch
     x1 = task.x_test[:1]

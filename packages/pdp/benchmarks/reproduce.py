@@ -214,16 +214,7 @@ def _job(spec: tuple[str, str, str | None, int, int, bool, bool]) -> tuple[float
 def _task(quick: bool) -> Any:
     task = load_task("mnist1d")
     if quick:  # the same pipeline on a sixth of the training set
-        task = type(task)(
-            task.name,
-            task.x_train[:600],
-            task.y_train[:600],
-            task.x_test,
-            task.y_test,
-            task.input_shape,
-            task.num_classes,
-            task.seed,
-        )
+        task = task.subset(num_train=600)
     return task
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import shlex
 import sys
 import time
@@ -197,8 +196,7 @@ def run_task(name: str, cfg: dict[str, Any], seeds: list[int], repeats: int) -> 
     exp = EXPERIMENTS[name]
     task = load_task(name)
     if cfg["subset"]:
-        n = cfg["subset"]
-        task = dataclasses.replace(task, x_train=task.x_train[:n], y_train=task.y_train[:n])
+        task = task.subset(num_train=cfg["subset"])
     variants = ["dense", "svd", "svd+ft", *(v for v, _ in exp["trp"]), f"{exp['match']}+ft"]
     # one-time process warm-up (lazy kernel set-up), so it is not charged to the first variant
     warm = make_model(exp["model"], task, seed=0, **cfg["options"])

@@ -36,15 +36,10 @@ def mnist1d() -> Task:
 @pytest.fixture(scope="module")
 def small(mnist1d: Task) -> Task:
     """A 512-sample slice of MNIST-1D for fast training tests."""
-    return Task(
-        "mnist1d",
-        mnist1d.x_train[:512],
-        mnist1d.y_train[:512],
-        mnist1d.x_test[:256],
-        mnist1d.y_test[:256],
-        mnist1d.input_shape,
-        mnist1d.num_classes,
-    )
+    small = mnist1d.subset(num_train=512, num_test=256)
+    assert (small.num_train, small.num_test) == (512, 256)
+    assert torch.equal(small.x_train, mnist1d.x_train[:512]) and small.seed == mnist1d.seed
+    return small
 
 
 def test_mnist1d_standard_split(mnist1d: Task) -> None:
@@ -274,3 +269,12 @@ def test_evaluate_counts_correct_predictions_and_restores_mode() -> None:
     assert model.training
     with pytest.raises(ValueError):
         evaluate(model, x, y[:2])
+
+
+def test_subset_keeps_everything_but_the_cut(mnist1d: Task) -> None:
+    only_train = mnist1d.subset(num_train=10)
+    assert only_train.num_train == 10 and only_train.num_test == mnist1d.num_test
+    assert only_train.input_shape == mnist1d.input_shape and only_train.name == mnist1d.name
+    assert torch.equal(only_train.y_train, mnist1d.y_train[:10])
+    with pytest.raises(ValueError, match="num_test"):
+        mnist1d.subset(num_test=0)

@@ -33,7 +33,6 @@ __all__ = [
     "StepCallback",
     "batch_indices",
     "evaluate",
-    "mask_keys",
     "train_steps",
     "train_subnetwork",
 ]
@@ -176,11 +175,6 @@ def train_steps(
     }
 
 
-def mask_keys(method: LotteryTicket) -> set[str]:
-    """``state_dict`` keys of the method's mask buffers."""
-    return method.masks.state_keys()
-
-
 def train_subnetwork(
     model_fn: Callable[[int], nn.Module],
     data: Data,
@@ -237,7 +231,7 @@ def train_subnetwork(
     method = LotteryTicket(rewind_step=start_step, **dict(method_options or {})).setup(model)
     if masks is not None:
         method.masks.update_all({n: m.to(torch.bool) for n, m in masks.items()})
-    skip = mask_keys(method)
+    skip = method.masks.state_keys()
     method.rewind_state = {k: v.detach().clone() for k, v in state.items() if k not in skip}
     optimizer = spec.make_optimizer(model)
     scheduler = spec.make_scheduler(optimizer)

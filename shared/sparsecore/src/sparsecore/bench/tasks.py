@@ -19,6 +19,7 @@ modifies a task's tensors in place cannot corrupt the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -79,6 +80,25 @@ class Task:
     def num_test(self) -> int:
         """Number of test examples."""
         return int(self.x_test.shape[0])
+
+    def subset(self, num_train: int | None = None, num_test: int | None = None) -> Task:
+        """The same task on the first ``num_train`` training / ``num_test`` test examples.
+
+        For quick runs of a benchmark's code path; ``None`` keeps a split whole.
+
+        Raises:
+            ValueError: A count below 1.
+        """
+        for count, what in ((num_train, "num_train"), (num_test, "num_test")):
+            if count is not None and count < 1:
+                raise ValueError(f"{what} must be >= 1, got {count}")
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:num_train],
+            y_train=self.y_train[:num_train],
+            x_test=self.x_test[:num_test],
+            y_test=self.y_test[:num_test],
+        )
 
 
 def _mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, ...]:
