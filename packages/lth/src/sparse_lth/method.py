@@ -65,7 +65,7 @@ from sparse_lth.config import LotteryTicketConfig
 from sparsecore.baselines import IMP, prune_by_scores
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Pattern, Unstructured
-from sparsecore.select import keep_count
+from sparsecore.select import drop_lowest, keep_count
 from sparsecore.targets import Target
 
 __all__ = ["RANDOM_PRUNE_STRATEGIES", "LotteryTicket", "advance_scheduler", "shuffled_masks"]
@@ -228,12 +228,8 @@ class LotteryTicket(IMP):
     @torch.no_grad()
     def _prune_layer(self, name: str, remove: int) -> None:
         mask = self.masks.mask(name)
-        count = int(mask.sum())
-        score = torch.where(mask, self.masks.param(name).detach().abs().double(), -math.inf)
-        order = torch.sort(score.reshape(-1), descending=True, stable=True).indices
-        new = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
-        new[order[: count - min(remove, count)]] = True
-        self.masks.update(name, new.reshape(mask.shape))
+        remove = min(remove, int(mask.sum()))
+        self.masks.update(name, drop_lowest(self.masks.param(name).detach().abs(), mask, remove))
 
     # ------------------------------------------------------------------ rewinding
     def rewind(

@@ -19,7 +19,16 @@ from collections.abc import Mapping
 
 import torch
 
-from sparsecore import NM, Channel, Pattern, Unstructured, keep_count, select_global, topk_mask
+from sparsecore import (
+    NM,
+    Channel,
+    Pattern,
+    Unstructured,
+    keep_count,
+    select,
+    select_global,
+    topk_mask,
+)
 
 __all__ = [
     "allocate_keep",
@@ -125,11 +134,10 @@ def hard_mask(weight: torch.Tensor, pattern: Pattern, keep: int) -> torch.Tensor
     units = num_units(weight.shape, pattern)
     keep = max(0, min(keep, units))
     if isinstance(pattern, NM):
-        groups = pattern.groups(weight.detach().abs())
-        order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
-        kept = torch.zeros_like(groups, dtype=torch.bool)
-        kept.scatter_(-1, order[:, :keep], True)
-        return pattern.ungroup(kept, weight.shape).contiguous()
+        if keep in (0, pattern.m):
+            return torch.full(weight.shape, keep > 0, dtype=torch.bool, device=weight.device)
+        # sparsecore's exact per-group selection at the ramped count (ties: lower index first)
+        return select(weight.detach().abs(), 1.0, NM(keep, pattern.m, pattern.dim))
     mags = unit_magnitudes(weight, pattern)
     kept = topk_mask(mags, keep)
     if isinstance(pattern, Channel):
