@@ -102,3 +102,17 @@ def test_bad_slorb_k_raises_before_touching_model() -> None:
     with pytest.raises(ValueError, match="slorb_k"):
         AdaptiveSparseTrainer(slorb_k=8).setup(model)
     assert model.state_dict().keys() == before.keys()
+
+
+def test_bench_config_fits_slorb_to_any_2_4_width():
+    from sparsecore.bench import make_model, task_spec
+    from sparsecore.bench.train import applicability, build_method
+
+    model = make_model("mlp", task_spec("mnist1d"))  # 40 inputs: k = 16 does not divide them
+    with pytest.raises(ValueError, match="slorb_k=16"):
+        AdaptiveSparseTrainer().setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert AdaptiveSparseTrainer.bench_config(100, None) == {"slorb_k": 4}
+    assert applicability(AdaptiveSparseTrainer, "mnist1d", model) is None
+    method = build_method(AdaptiveSparseTrainer, None, seed=0, total_steps=100)
+    method.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert method.config.slorb_k == 4 and len(method.slorb_parameters()) > 0

@@ -61,8 +61,13 @@ def test_config_object_and_defaults() -> None:
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5])
 def test_bench_config_uses_the_dense_start_when_the_target_is_not_below_init_density(sparsity):
+    from sparsecore.bench.train import build_method
+
     overrides = GraNet.bench_config(1000, sparsity)
     assert overrides == {"init_density": 1.0}
-    method = GraNet(sparsity=sparsity, end_step=600, **overrides).setup(tiny_mlp())
+    with pytest.raises(ValueError, match="init_density"):
+        GraNet(sparsity=sparsity)  # the default sparse start cannot reach this target
+    method = build_method(GraNet, sparsity, seed=0, total_steps=1000).setup(tiny_mlp())
+    assert method.config.init_density == 1.0 and method.config.end_step == 750
     assert method.masks.sparsity() == 0.0  # dense start: GraNet's dense-to-sparse variant
     assert GraNet.bench_config(1000, 0.9) == {} and GraNet.bench_config(1000, None) == {}

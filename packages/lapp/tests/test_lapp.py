@@ -254,3 +254,11 @@ def test_cuda_path() -> None:
         loss.backward()
         opt.step()
     assert method.frozen and method.flops_ratio() <= 0.5
+
+
+def test_bench_config_prunes_during_the_first_quarter():
+    from sparsecore.bench.train import build_method
+
+    method = build_method(LAPP, 0.5, seed=0, total_steps=400, input_shape=(1, 8, 8))
+    assert method.config.prune_steps == 100 and method.config.input_shape == (1, 8, 8)
+    assert LAPP.bench_config(2, None) == {"prune_steps": 1}

@@ -343,10 +343,12 @@ def test_harden_step_switches_to_hard_fine_tuning_automatically() -> None:
 
 
 def test_bench_config_scales_the_papers_warmup_and_ramp():
+    from sparsecore.bench.train import build_method
+
     overrides = PDP.bench_config(1000, 0.9)
     assert overrides == {"begin_step": 160, "end_step": 830}  # s = 16 and 16 + 1/ε of 100 epochs
-    config = PDPConfig(sparsity=0.9, **overrides)
-    assert config.begin_step < config.end_step
+    config = build_method(PDP, 0.9, seed=0, total_steps=1000).config
+    assert (config.begin_step, config.end_step, config.sparsity) == (160, 830, 0.9)
 
 
 # ---------------------------------------------------------------------- per-target layouts

@@ -189,4 +189,9 @@ def test_prune_to_reaches_exact_count_and_only_shrinks():
 
 def test_declares_its_multi_run_procedure():
     # one training run with the mask method attached is not SMS: `sparse bench` must skip it
+    from sparsecore.bench import make_model, task_spec
+    from sparsecore.bench.train import applicability
+
     assert SparseModelSoup.procedure is not None and "soup" in SparseModelSoup.procedure
+    reason = applicability(SparseModelSoup, "mnist1d", make_model("mlp", task_spec("mnist1d")))
+    assert reason == f"own procedure ({SparseModelSoup.procedure})"
