@@ -127,7 +127,8 @@ def build(session: nox.Session) -> None:
     dist = Path(session.create_tmp()) / "dist"
     shutil.rmtree(dist, ignore_errors=True)  # no stale wheel of an older build is picked up
     session.run("uv", "build", "--all-packages", "--no-sources", "--out-dir", str(dist))
-    core_wheel = next(dist.glob("sparsecore-*.whl"))
+    session.run("python", str(ROOT / "tools" / "check_wheel_requirements.py"), str(dist), *MEMBERS)
+    core_wheel = next(dist.glob("sparse_core-*.whl"))
     tool = str(ROOT / "tools" / "run_readme_quickstart.py")
     failed = []
     for name in selected:

@@ -30,7 +30,7 @@ raise SystemExit("not the quickstart")
 
 ```bash
 # this comment is not a heading
-pip install sparse-demo "sparsecore[bench]"
+pip install sparse-demo "sparse-core[bench]"
 ```
 
 ## Quickstart (plain PyTorch loop)
@@ -55,7 +55,7 @@ raise SystemExit("second block: never run")
 
 ## Options
 
-`sparsecore[hf]` is mentioned here, outside the install and quickstart sections.
+`sparse-core[hf]` is mentioned here, outside the install and quickstart sections.
 """
 
 
@@ -89,8 +89,8 @@ def test_declared_extras_read_the_wheels_unconditional_requirements(tmp_path):
             "Metadata-Version: 2.3",
             "Name: sparse-demo",
             "Requires-Dist: sparsecore>=0.1,<0.2",
-            "Requires-Dist: sparsecore[structured]",
-            "Requires-Dist: sparsecore[hf] ; extra == 'llm'",
+            "Requires-Dist: sparse-core[structured]",
+            "Requires-Dist: sparse-core[hf] ; extra == 'llm'",
             "Requires-Dist: torch>=2.4",
         ]
     )

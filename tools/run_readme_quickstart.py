@@ -17,8 +17,8 @@ Stdlib only: nox runs it from a bare session environment.
 
 ``--extras WHEEL`` prints (comma-separated, possibly empty) the ``sparsecore`` extras the package
 needs for its quickstart: those its wheel's own dependencies declare (``Requires-Dist:
-sparsecore[structured]``) plus those its README documents in the Install or quickstart section
-(e.g. ``pip install "sparsecore[bench]"``). Nothing is guessed from the code: a quickstart that
+sparse-core[structured]``) plus those its README documents in the Install or quickstart section
+(e.g. ``pip install "sparse-core[bench]"``). Nothing is guessed from the code: a quickstart that
 imports an optional dependency its README does not document fails, as it would for a user.
 """
 
@@ -40,7 +40,7 @@ SLOW_S = 30.0
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
-_EXTRA = re.compile(r"sparsecore\s*\[([A-Za-z0-9_,\s-]+)\]")
+_EXTRA = re.compile(r"sparse[-_.]?core\s*\[([A-Za-z0-9_,\s-]+)\]")
 
 
 class QuickstartError(Exception):
@@ -117,7 +117,7 @@ def extract_quickstart(text: str) -> str:
 
 
 def documented_extras(text: str) -> set[str]:
-    """``sparsecore[...]`` extras named in the README's Install and quickstart sections."""
+    """``sparse-core[...]`` extras named in the README's Install and quickstart sections."""
     found: set[str] = set()
     for _level, title, lines in _sections(text):
         lowered = title.lower()
@@ -128,7 +128,7 @@ def documented_extras(text: str) -> set[str]:
 
 
 def declared_extras(wheel: Path) -> set[str]:
-    """``sparsecore`` extras in the wheel's ``Requires-Dist`` (unconditional requirements)."""
+    """``sparse-core`` extras in the wheel's ``Requires-Dist`` (unconditional requirements)."""
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
@@ -139,7 +139,7 @@ def declared_extras(wheel: Path) -> set[str]:
         requirement = line.split(":", 1)[1].strip()
         if ";" in requirement and "extra ==" in requirement.split(";", 1)[1]:
             continue  # needed only for one of the package's own extras
-        match = re.match(r"sparsecore\s*\[([^\]]+)\]", requirement)
+        match = re.match(r"sparse[-_.]?core\s*\[([^\]]+)\]", requirement)
         if match:
             found.update(e.strip() for e in match.group(1).split(",") if e.strip())
     return found

@@ -129,7 +129,7 @@ def _import_tp():
         import torch_pruning as tp
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise ImportError(
-            "sparse-lapp needs Torch-Pruning: pip install 'sparsecore[structured]'"
+            "sparse-lapp needs Torch-Pruning: pip install 'sparse-core[structured]'"
         ) from err
     return tp
 

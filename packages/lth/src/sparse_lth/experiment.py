@@ -283,7 +283,7 @@ class LotteryExperiment:
 
         bar = None
         if self.progress:
-            try:  # tqdm is optional (it comes with sparsecore[bench])
+            try:  # tqdm is optional (it comes with sparse-core[bench])
                 from tqdm.auto import tqdm
             except ImportError:  # pragma: no cover - depends on the environment
                 tqdm = None

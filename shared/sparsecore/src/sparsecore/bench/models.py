@@ -219,7 +219,7 @@ def _transformers() -> Any:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise RuntimeError(
-            "tiny transformers need 'transformers': pip install sparsecore[hf]"
+            "tiny transformers need 'transformers': pip install sparse-core[hf]"
         ) from err
     return transformers
 

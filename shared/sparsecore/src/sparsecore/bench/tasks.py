@@ -106,7 +106,7 @@ def _mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, ...]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise RuntimeError(
-            "the mnist1d tasks need the 'mnist1d' package: pip install 'sparsecore[bench]'"
+            "the mnist1d tasks need the 'mnist1d' package: pip install 'sparse-core[bench]'"
         ) from err
     args = get_dataset_args()
     args.num_samples = num_samples
@@ -126,7 +126,7 @@ def _digits_arrays(seed: int) -> tuple[np.ndarray, ...]:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise RuntimeError(
-            "the digits task needs scikit-learn: pip install 'sparsecore[bench]'"
+            "the digits task needs scikit-learn: pip install 'sparse-core[bench]'"
         ) from err
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]

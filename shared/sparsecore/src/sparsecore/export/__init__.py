@@ -4,7 +4,7 @@
   (a 90 % sparse fp32 model in about 13 % of the dense file).
 * :func:`to_sparse_inference`: sparse ``nn.Linear`` layers become :class:`CSRLinear` modules.
 * :func:`remove_channels`: physically remove pruned channels with Torch-Pruning's dependency graph
-  (optional extra ``sparsecore[structured]``).
+  (optional extra ``sparse-core[structured]``).
 * :func:`to_semi_structured`: 2:4 weights become ``torch.sparse`` semi-structured tensors (CUDA).
 
 See ``docs/export.md`` for a guide with measured numbers.

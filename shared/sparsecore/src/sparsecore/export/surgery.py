@@ -2,7 +2,7 @@
 
 The dependency analysis (which BatchNorm, which next-layer inputs, which residual partners go with
 a channel) is Torch-Pruning's (``torch_pruning.DependencyGraph``, the optional extra
-``sparsecore[structured]``); this module decides *what* may be removed so that the result computes
+``sparse-core[structured]``); this module decides *what* may be removed so that the result computes
 exactly what the masked model computed:
 
 * a channel of a Linear / Conv layer is a candidate when its whole output slice (``weight[i]``) is
@@ -38,7 +38,7 @@ def _import_tp() -> Any:
         import torch_pruning as tp
     except ImportError as err:  # pragma: no cover - exercised only without the extra
         raise ImportError(
-            "remove_channels needs Torch-Pruning: pip install 'sparsecore[structured]'"
+            "remove_channels needs Torch-Pruning: pip install 'sparse-core[structured]'"
         ) from err
     return tp
 

@@ -1,7 +1,7 @@
 """Adapters that let any sparsecore method drive other training loops.
 
 * :mod:`sparsecore.integrations.hf`: a Hugging Face ``transformers.TrainerCallback``
-  (optional extra ``sparsecore[hf]``).
+  (optional extra ``sparse-core[hf]``).
 
 Submodules import their framework lazily, so importing this package costs nothing.
 """

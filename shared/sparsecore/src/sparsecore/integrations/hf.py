@@ -23,7 +23,7 @@ its term in the loss, which a callback cannot add: override ``Trainer.compute_lo
 ``method.regularization()``. Methods that need :meth:`~sparsecore.method.PruningMethod.calibrate`
 must be set up and calibrated before ``train()`` (the callback then only attaches the optimizer).
 
-``transformers`` is an optional extra (``pip install 'sparsecore[hf]'``); the Trainer itself also
+``transformers`` is an optional extra (``pip install 'sparse-core[hf]'``); the Trainer itself also
 needs ``accelerate``.
 """
 
@@ -40,7 +40,7 @@ try:
     from transformers import TrainerCallback
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "sparsecore.integrations.hf needs transformers: pip install 'sparsecore[hf]'"
+        "sparsecore.integrations.hf needs transformers: pip install 'sparse-core[hf]'"
     ) from err
 
 __all__ = ["SparseTrainerCallback", "unwrap_optimizer"]
