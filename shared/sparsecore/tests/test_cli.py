@@ -60,15 +60,15 @@ def test_list_shows_baselines_and_their_tasks(
 ) -> None:
     import logging
 
-    import sparsecore.cli
+    import sparsecore.registry
 
-    real = sparsecore.cli.available_methods
+    real = sparsecore.registry.available_methods
 
     def with_a_broken_plugin() -> dict:
         logging.getLogger("sparsecore.method").warning("method plugin 'zzz' failed to load: x")
         return real()
 
-    monkeypatch.setattr(sparsecore.cli, "available_methods", with_a_broken_plugin)
+    monkeypatch.setattr(sparsecore.registry, "available_methods", with_a_broken_plugin)
     code, out, err = run_main(capsys, "list")
     assert err == ""
     assert "plugins that failed to load:\n  method plugin 'zzz' failed to load: x" in out
