@@ -160,6 +160,19 @@ def build(session: nox.Session) -> None:
         session.error(f"failed from the built wheels: {', '.join(failed)}")
 
 
+def _sparseland_gaps(out_dir: Path, name: str) -> str:
+    """The Sparseland rules (R1-R7) a package's quick results file misses, as one line."""
+    import json
+
+    path = out_dir / f"{name}.json"
+    if not path.is_file():
+        return "no results file"
+    from sparsecore.evaluation.sparseland import check_sparseland
+
+    problems = check_sparseland(json.loads(path.read_text()))
+    return "; ".join(sorted({p.split(":")[0] for p in problems})) or "none"
+
+
 @nox.session
 def reproduce(session: nox.Session) -> None:
     """Every package's ``benchmarks/reproduce.py --quick`` (the same code path, tiny settings).
@@ -193,6 +206,7 @@ def reproduce(session: nox.Session) -> None:
     for name, code, output, seconds in outcomes:
         tail = "\n".join(output.strip().splitlines()[-3:])
         session.log(f"{name}: exit {code} in {seconds:.0f} s\n{tail}")
+        session.log(f"{name}: Sparseland rules not met yet: {_sparseland_gaps(out_dir, name)}")
         if code != 0:
             failed.append(name)
             session.log(output[-4000:])

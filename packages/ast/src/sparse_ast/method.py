@@ -68,6 +68,7 @@ from sparse_ast.slorb import add_slorb, slorb_forward_hook
 from sparsecore import NM, MethodConfig, Pattern, PruningMethod, Target
 from sparsecore.method import Batch, LossFn
 from sparsecore.select import select
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["AdaptiveSparseTrainer"]
 
@@ -79,6 +80,14 @@ class AdaptiveSparseTrainer(PruningMethod):
         config: An :class:`~sparse_ast.ASTConfig`.
         **overrides: Config fields, e.g. ``srste_decay=6e-5, mask_update_every=10``.
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("n:m",),
+        "during",
+        "dense-to-sparse",
+        "dynamic",
+        note="starts from a dense (pretrained) model; N:M masks recomputed from the dense weights",
+    )
 
     name = "ast"
     config_class: ClassVar[type[MethodConfig]] = ASTConfig

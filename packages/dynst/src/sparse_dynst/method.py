@@ -64,6 +64,7 @@ from sparsecore.method import Batch, LossFn
 from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["DynST"]
 
@@ -83,6 +84,15 @@ class DynST(PruningMethod):
         ...  # loss.backward(); opt.step()
         sensors = method.deployed_sensors()
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",),
+        "during",
+        "dense-to-sparse",
+        "dynamic",
+        sparsifies=("inputs",),
+        note="input sensors gated, dropped and regrown",
+    )
 
     name: ClassVar[str] = "dynst"
     config_class: ClassVar[type[MethodConfig]] = DynSTConfig

@@ -80,6 +80,7 @@ from sparse_granet.config import GraNetConfig
 from sparsecore import MethodConfig, PruningMethod, Unstructured
 from sparsecore.patterns import Pattern
 from sparsecore.select import drop_lowest, grow_highest, select_global
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["GraNet", "global_magnitude_prune", "regenerate_layer", "regeneration_count"]
 
@@ -179,6 +180,14 @@ class GraNet(PruningMethod):
             regeneration), ``regrown`` (per layer: weights dropped = weights regrown) and
             ``nnz`` (global, after the update).
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",),
+        "during",
+        "sparse-to-sparse",
+        "dynamic",
+        note="init_density=1.0 makes it dense-to-sparse",
+    )
 
     name = "granet"
     config_class: ClassVar[type[MethodConfig]] = GraNetConfig

@@ -56,6 +56,7 @@ from sparse_hollownerf.config import HollowNeRFConfig
 from sparse_hollownerf.saliency import SaliencyGrid
 from sparsecore import MethodConfig, PruningMethod, keep_count, topk_mask
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["HollowNeRF", "project_topk"]
 
@@ -86,6 +87,14 @@ class HollowNeRF(PruningMethod):
         >>> method = HollowNeRF(sparsity=0.8, prune_step=300).setup(model, optimizer)
         >>> loss = mse + method.regularization()   # in the user's loop
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",),
+        "during",
+        "dense-to-sparse",
+        "static",
+        note="hash-grid entries pruned by a trainable saliency grid",
+    )
 
     name = "hollownerf"
     config_class: ClassVar[type[MethodConfig]] = HollowNeRFConfig

@@ -84,6 +84,7 @@ from sparsecore.patterns import Channel, Pattern
 from sparsecore.schedules import Polynomial
 from sparsecore.select import topk_mask
 from sparsecore.targets import resolve_targets
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["LAPP", "compact"]
 
@@ -100,6 +101,10 @@ class LAPP(PruningMethod):
             ...  # loss = ce + lapp.regularization(); backward; opt.step()
             small = compact(lapp, x[:8])
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("channel",), "during", "dense-to-sparse", "static"
+    )
 
     name: ClassVar[str] = "lapp"
     config_class: ClassVar[type[LAPPConfig]] = LAPPConfig

@@ -67,6 +67,7 @@ from sparsecore.method import MethodConfig
 from sparsecore.patterns import Pattern, Unstructured
 from sparsecore.select import drop_lowest, keep_count
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["RANDOM_PRUNE_STRATEGIES", "LotteryTicket", "advance_scheduler", "shuffled_masks"]
 
@@ -139,6 +140,10 @@ class LotteryTicket(IMP):
         round: Completed pruning levels.
         rewind_state: The rewind point ``θ_k`` (weights and buffers, no masks), once known.
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",), "iterative", "dense-to-sparse", "static"
+    )
 
     name = "lth"
     config_class: ClassVar[type[MethodConfig]] = LotteryTicketConfig

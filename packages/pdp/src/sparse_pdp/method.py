@@ -90,6 +90,7 @@ from sparse_pdp import functional as F
 from sparse_pdp.config import PDPConfig
 from sparsecore import NM, Channel, MethodConfig, Pattern, PruningMethod, Target, Unstructured
 from sparsecore.masks import MaskMode
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["PDP"]
 
@@ -110,6 +111,14 @@ class PDP(PruningMethod):
         config: A :class:`~sparse_pdp.PDPConfig`.
         **overrides: Config fields.
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "n:m", "channel"),
+        "during",
+        "dense-to-sparse",
+        "dynamic",
+        note="soft masks: a pruned weight can come back until the mask is frozen",
+    )
 
     name = "pdp"
     config_class: ClassVar[type[MethodConfig]] = PDPConfig

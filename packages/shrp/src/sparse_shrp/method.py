@@ -54,6 +54,7 @@ from sparse_shrp.usage import select_heads
 from sparsecore import MethodConfig, PruningMethod
 from sparsecore.patterns import Head
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["SHRP"]
 
@@ -65,6 +66,8 @@ class SHRP(PruningMethod):
         config: A :class:`~sparse_shrp.SHRPConfig`.
         **overrides: Config fields (``sparsity``, ``balance_steps``, ``prune_step``, ...).
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(("head",), "during", "dense-to-sparse", "static")
 
     name: ClassVar[str] = "shrp"
     config_class: ClassVar[type[MethodConfig]] = SHRPConfig

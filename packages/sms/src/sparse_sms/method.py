@@ -47,6 +47,7 @@ from sparsecore import MethodConfig, Pattern, PruningMethod
 from sparsecore.layouts import common_pattern
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["SparseModelSoup", "removal_count"]
 
@@ -72,6 +73,14 @@ class SparseModelSoup(PruningMethod):
         >>> method = SparseModelSoup(sparsity=0.9, n_phases=3, phase=1).setup(model, optimizer)
         >>> # ... retrain ...; then method.next_phase(), retrain, ...
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "n:m", "channel"),
+        "iterative",
+        "dense-to-sparse",
+        "static",
+        note="prune-retrain phases whose ingredients are averaged",
+    )
 
     name = "sms"
     config_class: ClassVar[type[MethodConfig]] = SMSConfig

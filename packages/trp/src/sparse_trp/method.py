@@ -57,6 +57,7 @@ from sparse_trp.lowrank import EnergyThreshold, RankCriterion, ValueThreshold, s
 from sparsecore.method import MethodConfig, PruningMethod
 from sparsecore.patterns import Pattern, Unstructured
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 
 __all__ = ["TRP"]
 
@@ -78,6 +79,10 @@ class TRP(PruningMethod):
         config: A :class:`~sparse_trp.config.TRPConfig`.
         **overrides: Config fields (``scheme``, ``energy``, ``nuclear_weight``, ``period``, ...).
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("low-rank",), "during", "dense-to-sparse", "static"
+    )
 
     name: ClassVar[str] = "trp"
     config_class: ClassVar[type[MethodConfig]] = TRPConfig

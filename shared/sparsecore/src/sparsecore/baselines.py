@@ -44,6 +44,7 @@ from sparsecore.schedules import Polynomial
 from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
+from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_int
 
 __all__ = [
@@ -138,6 +139,14 @@ class OneShotConfig(MethodConfig):
 class OneShotMagnitude(PruningMethod):
     """Prune by ``|w|`` at setup, then keep the masks fixed."""
 
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "n:m", "channel", "block"),
+        "after",
+        "dense-to-sparse",
+        "static",
+        note="prunes once at setup: post-training on a trained model, at init otherwise",
+    )
+
     name = "magnitude"
     config_class: ClassVar[type[MethodConfig]] = OneShotConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
@@ -152,6 +161,10 @@ class OneShotMagnitude(PruningMethod):
 class RandomPruning(PruningMethod):
     """A random mask at the target sparsity, layer-wise uniform, fixed afterwards."""
 
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "n:m", "channel", "block"), "before", "sparse-to-sparse", "static"
+    )
+
     name = "random"
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
 
@@ -165,6 +178,10 @@ class RandomPruning(PruningMethod):
 
 class SNIP(PruningMethod):
     """Single-shot pruning at initialisation by ``|w * g|`` on calibration batches (global)."""
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "channel"), "before", "sparse-to-sparse", "static"
+    )
 
     name = "snip"
     config_class: ClassVar[type[MethodConfig]] = OneShotConfig
@@ -222,6 +239,10 @@ class GMPConfig(OneShotConfig):
 class GMP(PruningMethod):
     """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``."""
 
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "channel", "block"), "during", "dense-to-sparse", "static"
+    )
+
     name = "gmp"
     config_class: ClassVar[type[MethodConfig]] = GMPConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel, Block)
@@ -274,6 +295,10 @@ class IMP(PruningMethod):
     setup when it is 0). Rebuilding the optimizer and the LR schedule after a rewind is the
     caller's (see ``sparse-lth`` for the complete procedure).
     """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured", "channel"), "iterative", "dense-to-sparse", "static"
+    )
 
     name = "imp"
     config_class: ClassVar[type[MethodConfig]] = IMPConfig
@@ -342,6 +367,10 @@ class IMP(PruningMethod):
 class SET(DynamicSparseMethod):
     """Sparse Evolutionary Training: drop the smallest ``|w|``, grow uniformly at random."""
 
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",), "during", "sparse-to-sparse", "dynamic"
+    )
+
     name = "set"
 
     def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -350,6 +379,10 @@ class SET(DynamicSparseMethod):
 
 class RigL(DynamicSparseMethod):
     """Rigging the Lottery: drop the smallest ``|w|``, grow the largest dense ``|g|``."""
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",), "during", "sparse-to-sparse", "dynamic"
+    )
 
     name = "rigl"
 

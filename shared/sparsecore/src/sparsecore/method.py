@@ -44,6 +44,7 @@ from sparsecore.patterns import Pattern, Unstructured, parse_pattern
 from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target, resolve_targets
+from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_int, check_number
 
 __all__ = [
@@ -119,6 +120,9 @@ class PruningMethod:
     #: of several runs that the method needs (iterative rounds, phases of ingredients, ...),
     #: in words: ``sparse bench`` then skips it rather than report a single run under its name.
     procedure: ClassVar[str | None] = None
+    #: Where the method sits in the Sparseland taxonomy (`sparsecore.taxonomy`); every
+    #: registered method declares one (the conformance suite checks it).
+    taxonomy: ClassVar[Taxonomy | None] = None
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         if config is None:

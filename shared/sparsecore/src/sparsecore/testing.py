@@ -130,6 +130,14 @@ class MethodConformance:
         """The method is discoverable through the ``sparsecore.methods`` entry point."""
         assert self.method_cls in available_methods().values()
 
+    def test_declares_its_sparseland_taxonomy(self) -> None:
+        """The method says where it sits in the Sparseland taxonomy (arXiv 2302.02596, R2)."""
+        from sparsecore.taxonomy import Taxonomy
+
+        taxonomy = self.method_cls.taxonomy
+        assert isinstance(taxonomy, Taxonomy), f"{self.method_cls.__name__}.taxonomy is not set"
+        assert taxonomy.as_row()["granularity"]
+
     def test_setup_adds_bool_mask_buffers(self) -> None:
         """Every target gets a persistent bool buffer in the model's state_dict."""
         model = self.make_model()

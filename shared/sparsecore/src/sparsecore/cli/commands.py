@@ -20,6 +20,7 @@ from sparsecore.cli.common import (
     parse_sparsity,
     run_variant,
 )
+from sparsecore.taxonomy import taxonomy_rows
 
 __all__ = ["cmd_bench", "cmd_list", "cmd_report", "cmd_run"]
 
@@ -44,12 +45,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
         if k == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nSparseland taxonomy (Liu & Wang, arXiv 2302.02596):")
+    _print_table(taxonomy_rows(registry.available_methods()))
     broken = getattr(args, "plugin_log", None)
     if broken is not None and broken.messages:
         print("\nplugins that failed to load:")
         for message in broken.messages:
             print(f"  {message}")
     return 0
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    """Rows of equal keys as an aligned text table with a header rule."""
+    if not rows:
+        return
+    keys = list(rows[0])
+    widths = [max(len(k), *(len(r[k]) for r in rows)) for k in keys]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(r[k].ljust(w) for k, w in zip(keys, widths, strict=True)).rstrip())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -35,6 +35,14 @@ from sparsecore.evaluation.report import (
     load_checkpoint,
     snapshot,
 )
+from sparsecore.evaluation.sparseland import (
+    check_sparseland,
+    disclose_sparsity,
+    inference_cost,
+    matched_random_masks,
+    sparseland_fields,
+    training_cost,
+)
 
 __all__ = [
     "MIN_SEEDS",
@@ -47,18 +55,24 @@ __all__ = [
     "SparsityReport",
     "TensorReport",
     "check_protocol",
+    "check_sparseland",
     "compare_latency",
     "count_flops",
     "count_params",
+    "disclose_sparsity",
     "effective_tensor",
     "failed_row",
     "format_table",
+    "inference_cost",
     "load_checkpoint",
     "machine_info",
+    "matched_random_masks",
     "measure_latency",
     "over_seeds",
     "plot_rows",
     "scratch_budgets",
     "snapshot",
+    "sparseland_fields",
+    "training_cost",
     "write_results",
 ]

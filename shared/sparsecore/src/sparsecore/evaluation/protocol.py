@@ -1,8 +1,9 @@
 """The comparison protocol every result in this project follows.
 
 From Liu et al., "Rethinking the Value of Network Pruning" (ICLR 2019, arXiv 1810.05270) and
-Hoefler et al. / Mocanu et al.'s lessons for sparse training ("Ten Lessons We Have Learned in
-the New Sparseland", arXiv 2301.02288):
+Shiwei Liu and Zhangyang Wang, "Ten Lessons We Have Learned in the New 'Sparseland': A Short
+Handbook for Sparse Neural Network Researchers" (arXiv 2302.02596), whose reporting rules are
+checked by `sparsecore.evaluation.sparseland`:
 
 * every variant runs over ≥ 3 seeds and is reported as mean ± std (:func:`over_seeds`);
 * the dense baseline is in the same table, trained with the same epoch budget;
