@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsecore.groups import ChannelGroupsSupport, prune_channel_groups
 from sparsecore.layouts import common_pattern
 from sparsecore.method import (
     Batch,
@@ -87,6 +88,10 @@ def prune_by_scores(
         ValueError: ``scope="global"`` with a structured pattern whose stored layout differs
             between targets (``Channel`` / ``Block`` over both ``Linear`` and ``Conv1D``).
     """
+    groups = getattr(method, "channel_groups", None)
+    if groups is not None:  # channel groups (pattern="channel" with input_shape)
+        prune_channel_groups(method, groups, scores, sparsity, scope, only_active)
+        return
     targets = method.masks.targets
     patterns = {n: targets[n].pattern for n in scores}
     if only_active:
@@ -125,17 +130,33 @@ class OneShotConfig(MethodConfig):
 
     Attributes:
         scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
+        input_shape: With ``pattern="channel"``: the shape of one input example (no batch
+            dimension). Setting it makes the method prune channel *groups* (see
+            :mod:`sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
+            together, so that ``export.remove_channels`` removes what was masked.
     """
 
     scope: str = "layer"
+    input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if isinstance(shape, int | str) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+            ):
+                raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
+            object.__setattr__(self, "input_shape", tuple(shape))
+            if not isinstance(self.pattern, Channel) or self.pattern.dim != 0:
+                raise ValueError(
+                    f"input_shape (channel groups) needs pattern='channel', got {self.pattern}"
+                )
 
 
-class OneShotMagnitude(PruningMethod):
+class OneShotMagnitude(ChannelGroupsSupport, PruningMethod):
     """Prune by ``|w|`` at setup, then keep the masks fixed."""
 
     name = "magnitude"
@@ -163,7 +184,7 @@ class RandomPruning(PruningMethod):
         prune_by_scores(self, scores, self.config.sparsity, "layer", False)
 
 
-class SNIP(PruningMethod):
+class SNIP(ChannelGroupsSupport, PruningMethod):
     """Single-shot pruning at initialisation by ``|w * g|`` on calibration batches (global)."""
 
     name = "snip"
@@ -219,7 +240,7 @@ class GMPConfig(OneShotConfig):
         )
 
 
-class GMP(PruningMethod):
+class GMP(ChannelGroupsSupport, PruningMethod):
     """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``."""
 
     name = "gmp"
@@ -283,6 +304,8 @@ class IMP(PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
         check_scope_layouts(self, targets)
+        if self.config.input_shape is not None:
+            raise ValueError("IMP: input_shape (channel groups) is not supported yet")
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
