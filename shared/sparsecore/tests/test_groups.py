@@ -156,6 +156,7 @@ def test_unprunable_groups_say_why():
     ln = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 2))
     groups = channel_groups(ln, torch.zeros(2, 8))
     assert "normalises across channels" in groups["0"].reason
+    assert groups["0"].unsupported == ("LayerNorm '1' (normalises across channels)",)
     partial = channel_groups(resnet(), torch.zeros(1, *SHAPE), layers=["stem.0", "fc"])
     assert "not a target" in partial["stem.0"].reason
 
@@ -357,6 +358,22 @@ def test_global_scope_and_gmp_with_groups_are_exact():
     gmp.finalize()
     assert remove_channels(model, x) == {"0": 12, "2": 8}
     assert_close(model(x), want, atol=1e-5, rtol=0)
+
+
+def test_snip_with_groups_ranks_by_group_taylor_scores():
+    model = mlp()
+    snip = sc.SNIP(pattern="channel", sparsity=0.75, input_shape=(12,)).setup(model)
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(8, 12, generator=g), torch.randint(0, 5, (8,), generator=g))]
+    snip.calibrate(batches)
+    keeps = active_channels(snip.channel_groups, snip.masks.masks())
+    assert {n: int(k.sum()) for n, k in keeps.items()} == {"0": 6, "2": 4}
+    # the same ranking from the group Taylor score of the unpruned model
+    fresh = mlp()
+    nn.functional.cross_entropy(fresh(batches[0][0]), batches[0][1]).backward()
+    scores = group_scores(snip.channel_groups, fresh, "taylor")
+    want = select_channels(scores, 0.25, "layer")
+    assert all(torch.equal(keeps[n], want[n]) for n in want)
 
 
 def test_bad_input_is_refused_before_the_model_is_touched():

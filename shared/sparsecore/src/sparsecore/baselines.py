@@ -12,6 +12,13 @@
 * :class:`SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
 * :class:`RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
 
+Channel groups: with ``pattern="channel"`` and ``input_shape`` set, ``OneShotMagnitude``,
+``GMP`` and ``SNIP`` prune dependency groups (``sparsecore.groups``): the element scores are
+aggregated per group channel, ``sparsity`` is the fraction of channels removed (per group, or over
+all groups with ``scope="global"``), and the masks also cover biases and BatchNorm weights and
+shifts, so ``export.remove_channels`` removes exactly what was masked. ``IMP`` refuses
+``input_shape`` (its rounds count entries, not channels).
+
 Layouts: every selection uses the per-target, stored-layout pattern
 ``method.masks.targets[name].pattern`` (patterns are written in ``nn.Linear``'s ``(out, in)``
 convention and transposed for Hugging Face ``Conv1D`` weights, see :mod:`sparsecore.layouts`). A
@@ -132,7 +139,7 @@ class OneShotConfig(MethodConfig):
         scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
         input_shape: With ``pattern="channel"``: the shape of one input example (no batch
             dimension). Setting it makes the method prune channel *groups* (see
-            :mod:`sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
+            `sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
             together, so that ``export.remove_channels`` removes what was masked.
     """
 

@@ -246,10 +246,10 @@ class PruningMethod:
         """Raise on method-specific bad input, before the model is touched."""
 
     def companion_targets(self, model: nn.Module, targets: list[Target]) -> list[Target]:
-        """Further tensors masked with the targets (default none), after :meth:`validate`.
+        """Further tensors masked with the targets (default none), after `validate`.
 
         E.g. the biases and normalisation parameters of channel groups
-        (:class:`~sparsecore.groups.ChannelGroupsSupport`). Raise here, not later, on bad input.
+        (`sparsecore.groups.ChannelGroupsSupport`). Raise here, not later, on bad input.
         """
         return []
 

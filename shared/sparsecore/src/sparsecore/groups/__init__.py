@@ -1,12 +1,12 @@
 """Channel dependency groups: what must be pruned together so that removal is exact.
 
-* :func:`channel_groups`: trace a model (Torch-Pruning's ``DependencyGraph``) into
-  :class:`ChannelGroups`: per group the producers' output rows and biases, the normalisations'
+* `channel_groups`: trace a model (Torch-Pruning's ``DependencyGraph``) into
+  `ChannelGroups`: per group the producers' output rows and biases, the normalisations'
   weights and biases, and the consumers' input slices, through residual sums, concatenations and
   flattens.
-* :func:`group_scores` (L1 / L2 magnitude, Taylor, BN-γ, FPGM), :func:`aggregate` (from any
-  element scores) and :func:`select_channels` (per group or global, exact counts).
-* :func:`group_masks`, :func:`prune_channel_groups` and :class:`ChannelGroupsSupport`: masking
+* `group_scores` (L1 / L2 magnitude, Taylor, BN-γ, FPGM), `aggregate` (from any
+  element scores) and `select_channels` (per group or global, exact counts).
+* `group_masks`, `prune_channel_groups` and `ChannelGroupsSupport`: masking
   whole groups, and the rule by which the core baselines use them (``pattern="channel"`` plus
   ``input_shape``).
 

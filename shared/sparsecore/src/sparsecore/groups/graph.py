@@ -14,7 +14,7 @@ The dependency analysis is Torch-Pruning's (``DependencyGraph.get_all_groups``, 
 ``sparse-core[structured]``); this module turns its groups into plain data (parameter names and
 indices) that masks and selection can use without Torch-Pruning objects.
 
-A group is *prunable* unless (reason in :attr:`ChannelGroup.reason`): one of its producers is not
+A group is *prunable* unless (reason in `ChannelGroup.reason`): one of its producers is not
 allowed (``layers``), is a model output (its width is the model's output width), is grouped or
 transposed, or a member is a module whose channels cannot be removed exactly by masking
 (``LayerNorm`` and ``GroupNorm`` normalise across channels, so a zeroed channel still changes the
@@ -51,7 +51,7 @@ class GroupSlice:
 
     Attributes:
         param: Qualified parameter name (``"layer1.0.conv1.weight"``).
-        role: One of :data:`ROLES`.
+        role: One of `ROLES`.
         dim: Dimension of the parameter that the indices run along.
         index: Positions along ``dim``.
         channel: The group channel of each position (same length as ``index``).
@@ -76,6 +76,9 @@ class ChannelGroup:
         consumers: Module names of the layers whose input slices are the group's.
         slices: Every parameter slice of the group.
         reason: Why the group cannot be pruned, or ``None`` if it can.
+        unsupported: The members that make it unprunable by their type (``"LayerNorm 'ln'"``,
+            grouped / transposed convolutions, unknown modules with parameters); part of
+            ``reason``.
     """
 
     name: str
@@ -85,6 +88,7 @@ class ChannelGroup:
     consumers: tuple[str, ...]
     slices: tuple[GroupSlice, ...]
     reason: str | None = None
+    unsupported: tuple[str, ...] = ()
 
     @property
     def prunable(self) -> bool:
@@ -100,7 +104,7 @@ class ChannelGroups:
     """The channel groups of one model, by name, in model order.
 
     Args:
-        groups: The groups (see :func:`channel_groups`, which builds them).
+        groups: The groups (see `channel_groups`, which builds them).
     """
 
     def __init__(self, groups: Iterable[ChannelGroup]) -> None:
@@ -109,6 +113,12 @@ class ChannelGroups:
 
     def __iter__(self):
         return iter(self.groups.values())
+
+    def __contains__(self, layer: object) -> bool:
+        """Whether ``layer`` (a module name or its ``.weight``) produces channels of a group."""
+        if not isinstance(layer, str):
+            return False
+        return (layer[: -len(".weight")] if layer.endswith(".weight") else layer) in self._by_layer
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -210,12 +220,13 @@ def _slices_of(module: nn.Module, name: str, role: str, idxs, roots) -> list[Gro
 
 
 def _convert(tp: Any, graph: Any, group: Any, names: dict, final: set, allowed) -> ChannelGroup:
-    """One Torch-Pruning group (full indices) as a :class:`ChannelGroup`."""
+    """One Torch-Pruning group (full indices) as a `ChannelGroup`."""
     producers: list[str] = []
     norms: list[str] = []
     consumers: list[str] = []
     slices: list[GroupSlice] = []
     reasons: list[str] = []
+    unsupported: list[str] = []
     size = len(group[0].idxs)
     for item in group.items:
         dep = item.dep
@@ -225,16 +236,16 @@ def _convert(tp: Any, graph: Any, group: Any, names: dict, final: set, allowed) 
             reasons.append("its channels reach the model's output")
             continue
         if not isinstance(module, nn.Module):  # an unwrapped nn.Parameter
-            reasons.append("it holds an unwrapped parameter")
+            unsupported.append("an unwrapped parameter")
             continue
         name = names.get(module)
         is_out = graph.is_out_channel_pruning_fn(handler)
         if isinstance(module, _LAYERS):
             role = "out" if is_out else "in"
             if getattr(module, "groups", 1) != 1:
-                reasons.append(f"{name!r} is a grouped convolution")
+                unsupported.append(f"grouped convolution {name!r}")
             if getattr(module, "transposed", False):
-                reasons.append(f"{name!r} is a transposed convolution")
+                unsupported.append(f"transposed convolution {name!r}")
             if is_out:
                 if module in final:
                     reasons.append(f"{name!r} is a model output")
@@ -250,16 +261,25 @@ def _convert(tp: Any, graph: Any, group: Any, names: dict, final: set, allowed) 
                 norms.append(name)
             slices += _slices_of(module, name, "norm", item.idxs, item.root_idxs)
         elif isinstance(module, nn.LayerNorm | nn.GroupNorm):
-            reasons.append(f"{type(module).__name__} {name!r} normalises across channels")
+            unsupported.append(f"{type(module).__name__} {name!r} (normalises across channels)")
         elif any(True for _ in module.parameters(recurse=False)):
-            reasons.append(f"{type(module).__name__} {name!r} is not supported")
+            unsupported.append(f"{type(module).__name__} {name!r}")
     if not consumers:
         reasons.append("no layer consumes its channels")
     order = {n: i for i, n in enumerate(names.values())}
     producers.sort(key=order.__getitem__)
+    unsupported = list(dict.fromkeys(unsupported))
+    reasons = [f"unsupported member {u}" for u in unsupported] + reasons
     reason = "; ".join(dict.fromkeys(reasons)) or None
     return ChannelGroup(
-        producers[0], size, tuple(producers), tuple(norms), tuple(consumers), tuple(slices), reason
+        producers[0],
+        size,
+        tuple(producers),
+        tuple(norms),
+        tuple(consumers),
+        tuple(slices),
+        reason,
+        tuple(unsupported),
     )
 
 

@@ -3,7 +3,7 @@
 Masking a channel of a group writes ``False`` into every *masked* slice of it: the producers'
 output rows and bias entries and the normalisations' weight **and** bias entries. The channel then
 outputs exactly zero (a zero filter, a zero bias, ``BN(0 · x) = 0 · x̂ + 0``, ``ReLU(0) = 0``, and
-a residual sum of zeros is zero), so :func:`sparsecore.export.remove_channels` can remove it and
+a residual sum of zeros is zero), so `sparsecore.export.remove_channels` can remove it and
 the shrunk model computes exactly what the masked one computed.
 
 CHOICE: the consumers' input slices are part of the group (scores, removal, counting) but are not
@@ -19,8 +19,8 @@ targets (``targets`` / ``exclude``) say which layers may lose output channels: a
 only if all its producers are targets. The masks then also cover the groups' biases and
 normalisation parameters, and ``sparsity`` is the fraction of *channels* removed per group
 (``scope="layer"``) or over all groups (``scope="global"``). Without ``input_shape`` the channel
-pattern is per tensor, as before. Other methods mix in :class:`ChannelGroupsSupport` or call
-:func:`group_masks` / :func:`select_channels` themselves.
+pattern is per tensor, as before. Other methods mix in `ChannelGroupsSupport` or call
+`group_masks` / `select_channels` themselves.
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def prune_channel_groups(
     """Set the masks of a set-up method from element scores, one decision per group channel.
 
     Args:
-        method: A set-up method whose MaskSet covers :meth:`ChannelGroups.masked_params`.
+        method: A set-up method whose MaskSet covers `ChannelGroups.masked_params`.
         groups: The model's channel groups.
-        scores: Element scores by parameter name (see :func:`~sparsecore.groups.aggregate`).
+        scores: Element scores by parameter name (see `sparsecore.groups.aggregate`).
         sparsity: Fraction of channels removed (per group, or over all groups).
         scope: ``"layer"`` or ``"global"``.
         only_active: Rank currently masked channels last, so masks only shrink.
@@ -133,8 +133,8 @@ class ChannelGroupsSupport:
     """Mixin for a ``PruningMethod``: channel groups when ``pattern`` is ``"channel"`` and the
     config sets ``input_shape`` (see the module docstring for the rule).
 
-    After setup ``method.channel_groups`` holds the :class:`ChannelGroups` (``None`` when groups
-    are not used); :func:`sparsecore.baselines.prune_by_scores` then selects per group.
+    After setup ``method.channel_groups`` holds the `ChannelGroups` (``None`` when groups
+    are not used); `sparsecore.baselines.prune_by_scores` then selects per group.
     """
 
     channel_groups: ChannelGroups | None = None

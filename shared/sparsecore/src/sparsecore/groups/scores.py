@@ -7,7 +7,7 @@ over the entries of that channel), and the group score is the **mean over those 
 (CHOICE, Torch-Pruning's ``group_reduction="mean"``: a residual group with many members is not
 favoured in a global ranking just because it has more of them).
 
-Criteria (:func:`group_scores`):
+Criteria (`group_scores`):
 
 * ``"l1"``: ``|w|``; ``"l2"``: ``w²`` (Torch-Pruning's ``GroupMagnitudeImportance(p=2)`` before its
   normaliser; the sum of squares per slice, no square root);
@@ -20,9 +20,9 @@ Criteria (:func:`group_scores`):
   geometric median are the most replaceable and score lowest. CHOICE: raw filter weights of the
   producers only (Torch-Pruning's variant takes ``|w|^p`` and also scores consumer slices).
 
-Selection (:func:`select_channels`) keeps exactly ``keep_count(size, density)`` channels per group
+Selection (`select_channels`) keeps exactly ``keep_count(size, density)`` channels per group
 (``scope="layer"``) or ``keep_count(total, density)`` over all groups (``scope="global"``), with
-the core's deterministic tie-breaking (:mod:`sparsecore.select`). In the global ranking every group
+the core's deterministic tie-breaking (`sparsecore.select`). In the global ranking every group
 keeps at least its best channel (CHOICE: a group pruned to zero width would cut the network).
 """
 
@@ -81,7 +81,7 @@ def aggregate(
         groups: The model's channel groups.
         scores: Element scores by parameter name (shaped like the parameters); slices of
             parameters missing here are left out of the mean.
-        roles: The slice roles that count (default :data:`SCORED_ROLES`).
+        roles: The slice roles that count (default `SCORED_ROLES`).
 
     Returns:
         ``{group name: float64 scores of shape (size,)}`` for the prunable groups.
@@ -123,9 +123,9 @@ def group_scores(
         groups: The model's channel groups.
         model: The model whose current parameters are scored (masked entries are zero in hard
             mode, so masked channels score low).
-        criterion: One of :data:`CRITERIA` (see the module docstring).
+        criterion: One of `CRITERIA` (see the module docstring).
         grads: For ``"taylor"``: gradients by parameter name (e.g. from
-            :func:`sparsecore.scores.gradients_on`); default: each parameter's ``.grad``.
+            `sparsecore.scores.gradients_on`); default: each parameter's ``.grad``.
 
     Returns:
         ``{group name: float64 scores of shape (size,)}``.
