@@ -256,7 +256,7 @@ def resnet_counts(k: dict[str, int], batch: int) -> tuple[int, int]:
     return macs, params
 
 
-@pytest.mark.parametrize("sparsity", [0.3, 0.7])
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
 def test_issue_scenario_removes_channels_and_counts_match_the_formula(sparsity):
     model = resnet()
     x = torch.randn(4, *SHAPE)

@@ -16,7 +16,8 @@ How methods use groups (the rule): the core baselines ``OneShotMagnitude``, ``GM
 use channel groups when their pattern is ``"channel"`` (``Channel(dim=0)``) **and** their config
 sets ``input_shape`` (one example's shape, used to trace the dependency graph at setup). The
 targets (``targets`` / ``exclude``) say which layers may lose output channels: a group is pruned
-only if all its producers are targets. The masks then also cover the groups' biases and
+only if all its producers are targets (target weights in no prunable group, such as the
+classifier, stay dense). The masks then also cover the groups' biases and
 normalisation parameters, and ``sparsity`` is the fraction of *channels* removed per group
 (``scope="layer"``) or over all groups (``scope="global"``). Without ``input_shape`` the channel
 pattern is per tensor, as before. Other methods mix in `ChannelGroupsSupport` or call

@@ -143,8 +143,9 @@ def group_scores(
         if criterion != "bn":
             return aggregate(groups, elem)
         out = {}
+        scales = {n: p.abs() for n, p in params.items()}
         for group in groups.prunable():
-            value = _aggregate_one(group, {n: p.abs() for n, p in params.items()}, ("norm_weight",))
+            value = _aggregate_one(group, scales, ("norm_weight",))
             out[group.name] = value if value is not None else _aggregate_one(group, elem, ("out",))
         return out
     grads = dict(grads) if grads is not None else {}
