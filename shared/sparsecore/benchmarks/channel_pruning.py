@@ -63,11 +63,17 @@ def build(width: int, blocks: tuple[int, int, int], seed: int) -> nn.Module:
     return model.eval()
 
 
-def sparsecore_pruned(model: nn.Module, ratio: float, groups: bool) -> tuple[nn.Module, float]:
+def sparsecore_pruned(
+    model: nn.Module, ratio: float, groups: bool, round_to: int | None = None
+) -> tuple[nn.Module, float]:
     model = copy.deepcopy(model)
     shape = SHAPE if groups else None
     method = sc.OneShotMagnitude(
-        pattern="channel", sparsity=ratio, input_shape=shape, exclude=("fc.weight",)
+        pattern="channel",
+        sparsity=ratio,
+        input_shape=shape,
+        round_to=round_to,
+        exclude=("fc.weight",),
     ).setup(model)
     start = time.perf_counter()
     model.eval()
@@ -90,7 +96,9 @@ def sparsecore_pruned(model: nn.Module, ratio: float, groups: bool) -> tuple[nn.
     return model.eval(), seconds
 
 
-def tp_pruned(model: nn.Module, ratio: float) -> tuple[nn.Module, float]:
+def tp_pruned(
+    model: nn.Module, ratio: float, round_to: int | None = None
+) -> tuple[nn.Module, float]:
     import torch_pruning as tp
 
     model = copy.deepcopy(model)
@@ -101,6 +109,7 @@ def tp_pruned(model: nn.Module, ratio: float) -> tuple[nn.Module, float]:
         importance=tp.importance.MagnitudeImportance(p=1),
         pruning_ratio=ratio,
         ignored_layers=[model.fc],
+        round_to=round_to,
     )
     pruner.step()
     return model.eval(), time.perf_counter() - start
@@ -139,6 +148,12 @@ def main() -> int:
     parser.add_argument("--ratios", default="0.3,0.5,0.7")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="also run both with kept widths rounded down to multiples of this (e.g. 16)",
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -162,13 +177,19 @@ def main() -> int:
         theirs, theirs_s = tp_pruned(dense, ratio)
         legacy, _ = sparsecore_pruned(dense, ratio, groups=False)
         same = shapes(ours) == shapes(theirs)
-        models[f"sparsecore@{ratio}"] = ours
-        models[f"torch-pruning@{ratio}"] = theirs
-        for name, model, seconds in [
-            ("sparsecore", ours, ours_s),
-            ("torch-pruning", theirs, theirs_s),
-            ("sparsecore per-tensor", legacy, None),
-        ]:
+        variants = [("sparsecore", ours, ours_s, same), ("torch-pruning", theirs, theirs_s, None)]
+        if args.round_to:
+            r_ours, r_ours_s = sparsecore_pruned(dense, ratio, True, args.round_to)
+            r_theirs, r_theirs_s = tp_pruned(dense, ratio, args.round_to)
+            r_same = shapes(r_ours) == shapes(r_theirs)
+            variants += [
+                (f"sparsecore round_to={args.round_to}", r_ours, r_ours_s, r_same),
+                (f"torch-pruning round_to={args.round_to}", r_theirs, r_theirs_s, None),
+            ]
+        for name, model, _, _ in variants:
+            models[f"{name}@{ratio}"] = model
+        variants.append(("sparsecore per-tensor", legacy, None, None))
+        for name, model, seconds, same_shapes in variants:
             rows.append(
                 {
                     "variant": name,
@@ -176,7 +197,7 @@ def main() -> int:
                     "macs_ratio": base_macs / count_flops(model, x).dense,
                     "params_ratio": base_params / count_params(model)[0],
                     "prune_s": seconds,
-                    "same_shapes_as_torch_pruning": same if name == "sparsecore" else None,
+                    "same_shapes_as_torch_pruning": same_shapes,
                 }
             )
         print(f"ratio {ratio}: pruned (same shapes as Torch-Pruning: {same})", flush=True)
@@ -188,7 +209,7 @@ def main() -> int:
         f"\ndense: {base_macs / 1e9:.2f} GMACs, {base_params / 1e6:.2f} M params, {dense_ms:.1f} ms"
     )
     header = (
-        f"{'variant':<22} {'ratio':>5} {'MACs ÷':>7} {'params ÷':>8} {'ms':>7} {'latency ÷':>9}"
+        f"{'variant':<28} {'ratio':>5} {'MACs ÷':>7} {'params ÷':>8} {'ms':>7} {'latency ÷':>9}"
     )
     print(header + f" {'efficiency':>10}")
     for row in rows:
@@ -202,7 +223,7 @@ def main() -> int:
         else:
             timing = f"{'-':>7} {'-':>9} {'-':>10}"
         print(
-            f"{row['variant']:<22} {row['ratio']:5.2f} {row['macs_ratio']:7.2f} "
+            f"{row['variant']:<28} {row['ratio']:5.2f} {row['macs_ratio']:7.2f} "
             f"{row['params_ratio']:8.2f} {timing}"
         )
     result = {

@@ -204,6 +204,31 @@ def test_selection_counts_are_exact(density):
     glob = select_channels(scores, density, "global")
     assert sum(int(k.sum()) for k in glob.values()) == keep_count(37, density)
     assert all(k.any() for k in glob.values())
+    rounded = select_channels(scores, density, "layer", round_to=4)
+    for n, k in rounded.items():  # rounded down to a multiple of 4, at least 4, at most size
+        count = keep_count(scores[n].numel(), density)
+        assert int(k.sum()) == min(scores[n].numel(), max(4, count - count % 4))
+
+
+def test_round_to_through_the_method_and_its_errors():
+    model = resnet()
+    method = prune(model, SHAPE, 0.3, round_to=4)
+    kept = active_channels(method.channel_groups, method.masks.masks())
+    assert {n: int(k.sum()) for n, k in kept.items()} == {
+        "stem.0": 4,  # keep_count 5 -> 4
+        "stages.0.conv1": 4,
+        "stages.1.conv1": 4,
+        "stages.2.conv1": 8,  # 11 -> 8
+        "stages.2.conv2": 8,
+        "stages.3.conv1": 20,  # 22 -> 20
+        "stages.3.conv2": 20,
+    }
+    with pytest.raises(ValueError, match="round_to"):
+        sc.OneShotMagnitude(pattern="channel", round_to=4)
+    with pytest.raises(ValueError, match="round_to"):
+        sc.OneShotMagnitude(pattern="channel", input_shape=SHAPE, scope="global", round_to=4)
+    with pytest.raises(ValueError, match="round_to"):
+        select_channels({"a": torch.rand(8)}, 0.5, "global", round_to=2)
 
 
 # ---------------------------------------------------------------------------- masking + removal

@@ -97,7 +97,8 @@ def prune_by_scores(
     """
     groups = getattr(method, "channel_groups", None)
     if groups is not None:  # channel groups (pattern="channel" with input_shape)
-        prune_channel_groups(method, groups, scores, sparsity, scope, only_active)
+        round_to = getattr(method.config, "round_to", None)
+        prune_channel_groups(method, groups, scores, sparsity, scope, only_active, round_to)
         return
     targets = method.masks.targets
     patterns = {n: targets[n].pattern for n in scores}
@@ -141,10 +142,13 @@ class OneShotConfig(MethodConfig):
             dimension). Setting it makes the method prune channel *groups* (see
             `sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
             together, so that ``export.remove_channels`` removes what was masked.
+        round_to: With ``input_shape`` and ``scope="layer"``: every group keeps a multiple of
+            ``round_to`` channels (rounded down, at least ``round_to``), e.g. 16 for AVX-512.
     """
 
     scope: str = "layer"
     input_shape: tuple[int, ...] | None = None
+    round_to: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,6 +165,10 @@ class OneShotConfig(MethodConfig):
                 raise ValueError(
                     f"input_shape (channel groups) needs pattern='channel', got {self.pattern}"
                 )
+        if self.round_to is not None:
+            check_int(self.round_to, "round_to", 1)
+            if self.input_shape is None or self.scope != "layer":
+                raise ValueError("round_to needs input_shape (channel groups) and scope='layer'")
 
 
 class OneShotMagnitude(ChannelGroupsSupport, PruningMethod):

@@ -32,6 +32,7 @@ from sparsecore.groups.scores import (
     SCORED_ROLES,
     aggregate,
     group_scores,
+    kept_channels,
     select_channels,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "channel_groups",
     "group_masks",
     "group_scores",
+    "kept_channels",
     "prune_channel_groups",
     "select_channels",
 ]

@@ -107,6 +107,7 @@ def prune_channel_groups(
     sparsity: float,
     scope: str = "layer",
     only_active: bool = True,
+    round_to: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Set the masks of a set-up method from element scores, one decision per group channel.
 
@@ -117,6 +118,7 @@ def prune_channel_groups(
         sparsity: Fraction of channels removed (per group, or over all groups).
         scope: ``"layer"`` or ``"global"``.
         only_active: Rank currently masked channels last, so masks only shrink.
+        round_to: Kept counts rounded down to multiples of it (layer scope, `select_channels`).
 
     Returns:
         The channel keep-masks by group name.
@@ -125,7 +127,7 @@ def prune_channel_groups(
     current = masks.masks()
     group_score = aggregate(groups, scores)
     active = active_channels(groups, current) if only_active else None
-    keeps = select_channels(group_score, 1.0 - sparsity, scope, active)
+    keeps = select_channels(group_score, 1.0 - sparsity, scope, active, round_to)
     masks.update_all(group_masks(groups, keeps, current))
     return keeps
 
