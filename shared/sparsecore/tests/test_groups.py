@@ -302,6 +302,20 @@ def test_issue_scenario_removes_channels_and_counts_match_the_formula(sparsity):
     assert full[0] / want[0] > (1 / (1 - sparsity)) ** 2 * 0.8  # about quadratic in the width
 
 
+def test_mlp_with_biases_counts_match_the_formula():
+    model = mlp()
+    method = prune(model, (12,), 0.6)
+    kept = active_channels(method.channel_groups, method.masks.masks())
+    k0, k2 = int(kept["0"].sum()), int(kept["2"].sum())
+    assert (k0, k2) == (keep_count(24, 0.4), keep_count(16, 0.4))
+    method.finalize()
+    x = torch.randn(7, 12)
+    remove_channels(model, x)
+    # Linear 12->k0 (+bias), Linear k0->k2 (+bias), BatchNorm k2 (weight, bias), Linear k2->5
+    assert count_flops(model, x).dense == 7 * (12 * k0 + k0 * k2 + k2 * 5)
+    assert count_params(model)[0] == 12 * k0 + k0 + k0 * k2 + k2 + 2 * k2 + k2 * 5 + 5
+
+
 def test_residual_groups_keep_identical_channel_sets_and_consumers_lose_them():
     model = resnet()
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
