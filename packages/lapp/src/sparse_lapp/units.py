@@ -4,12 +4,14 @@ A *unit* is one prunable set of output channels: a convolution (with its bypass,
 and the BatchNorm that normalises it. Pruning channel ``i`` of a unit removes filter ``i`` of the
 convolution and of the bypass, entry ``i`` of the BatchNorm, and input channel ``i`` of every
 layer that consumes the unit's output (the next convolution, or the classifier after pooling and
-flattening). Which layers those are is read from Torch-Pruning's dependency graph, the same
-analysis :func:`sparsecore.export.remove_channels` uses for the physical removal, so the FLOPs
+flattening). Which layers those are is the unit's channel group in the core
+(:func:`sparsecore.groups.channel_groups`, built on Torch-Pruning's dependency graph, the same
+analysis :func:`sparsecore.export.remove_channels` uses for the physical removal), so the FLOPs
 model and the compacted network agree by construction.
 
-Only *free* channels are units: a convolution whose output is summed with another layer's output
-(a residual stream) is coupled to it, and LAPP leaves such channels at full width (CHOICE: the
+Only *free* channels are units: a group whose producers are the convolution and its bypass only.
+A convolution whose output is summed with another layer's output (a residual stream) is coupled
+to it (its group has other producers), and LAPP leaves such channels at full width (CHOICE: the
 paper's handling of residual-coupled channels is not in the material we could read; keeping them
 is the conservative choice that needs no shared thresholds). Convolutions whose output is the
 model's output are never units.
@@ -34,12 +36,12 @@ import torch
 from torch import nn
 
 from sparse_lapp.bypass import BypassConv
+from sparsecore.groups import channel_groups
 
 __all__ = ["FlopsModel", "LayerCost", "Unit", "analyze"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LAYERS = (nn.Linear, *_CONVS)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
@@ -124,16 +126,6 @@ def _f64(value: torch.Tensor | float) -> torch.Tensor:
     return torch.as_tensor(float(value), dtype=torch.float64)
 
 
-def _import_tp():
-    try:
-        import torch_pruning as tp
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError(
-            "sparse-lapp needs Torch-Pruning: pip install 'sparse-core[structured]'"
-        ) from err
-    return tp
-
-
 def _roots(model: nn.Module) -> dict[str, tuple[nn.Module, nn.Module | None]]:
     """Candidate unit roots: ``{unit name: (main conv, bypass conv or None)}``."""
     modules = dict(model.named_modules())
@@ -192,7 +184,6 @@ def analyze(
         ValueError: A name matches nothing, a named convolution is coupled (residual sum),
             grouped or final, a bypass is missing, or no unit is left.
     """
-    tp = _import_tp()
     was_training = model.training
     model.eval()  # no BatchNorm statistics are updated by the traces
     try:
@@ -204,11 +195,11 @@ def analyze(
             raise ValueError(
                 f"input_shape {tuple(input_shape)} does not fit the model: {err}"
             ) from err
-        with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example, verbose=False)
+        groups = channel_groups(model, example)
     finally:
         model.train(was_training)
     names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
     roots = _roots(model)
     explicit = targets is not None
 
@@ -241,36 +232,31 @@ def analyze(
     for uname in chosen:
         conv, bypass = roots[uname]
         problem = None
-        if conv not in positions or conv not in graph.module2node:
+        group = None
+        if conv not in positions or names[conv] not in groups:
             problem = "it does not run in the forward pass"
         elif conv in final:
             problem = "its output is the model's output"
         elif conv.groups != 1:
             problem = "it is a grouped convolution"
+        else:
+            group = groups.group_of(names[conv])
         found: list[tuple[nn.Module, int]] = []
         norms: list[nn.Module] = []
-        if problem is None:
-            group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, [0])
-            for item in group.items:
-                target = item.dep.target.module
-                handler = item.dep.handler
-                if target is conv:
-                    continue
-                if isinstance(target, _LAYERS) and graph.is_out_channel_pruning_fn(handler):
-                    if target is not bypass:
-                        problem = f"its channels are tied to {names.get(target)!r} (a sum)"
-                elif isinstance(target, _LAYERS) and graph.is_in_channel_pruning_fn(handler):
-                    if getattr(target, "groups", 1) != 1:
-                        problem = f"its consumer {names.get(target)!r} is a grouped convolution"
-                    elif all(target is not m for m, _ in found):
-                        found.append((target, len(item.idxs)))
-                elif isinstance(target, _NORMS):
-                    if all(target is not n for n in norms):
-                        norms.append(target)
-                elif any(True for _ in target.parameters(recurse=False)):
-                    problem = (
-                        f"it feeds {type(target).__name__} {names.get(target)!r}, not supported"
-                    )
+        if group is not None:
+            allowed = {names[conv]} | ({names[bypass]} if bypass is not None else set())
+            tied = [p for p in group.producers if p not in allowed]
+            if tied:
+                problem = f"its channels are tied to {tied[0]!r} (a sum)"
+            elif group.unsupported:
+                problem = f"it reaches {group.unsupported[0]}, not supported"
+            for s in group.members("in"):
+                target = modules[s.param.rpartition(".")[0]]
+                if getattr(target, "groups", 1) != 1:
+                    problem = f"its consumer {names[target]!r} is a grouped convolution"
+                elif all(target is not m for m, _ in found):
+                    found.append((target, s.channel.count(0)))
+            norms = [modules[n] for n in group.norms]
         if problem is None and len(norms) > 1:
             problem = "its channels reach more than one BatchNorm"
         if problem is None and require_bypass and bypass is None:

@@ -12,6 +12,13 @@
 * :class:`SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
 * :class:`RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
 
+Channel groups: with ``pattern="channel"`` and ``input_shape`` set, ``OneShotMagnitude``,
+``GMP`` and ``SNIP`` prune dependency groups (``sparsecore.groups``): the element scores are
+aggregated per group channel, ``sparsity`` is the fraction of channels removed (per group, or over
+all groups with ``scope="global"``), and the masks also cover biases and BatchNorm weights and
+shifts, so ``export.remove_channels`` removes exactly what was masked. ``IMP`` refuses
+``input_shape`` (its rounds count entries, not channels).
+
 Layouts: every selection uses the per-target, stored-layout pattern
 ``method.masks.targets[name].pattern`` (patterns are written in ``nn.Linear``'s ``(out, in)``
 convention and transposed for Hugging Face ``Conv1D`` weights, see :mod:`sparsecore.layouts`). A
@@ -30,6 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsecore.groups import ChannelGroupsSupport, prune_channel_groups
 from sparsecore.layouts import common_pattern
 from sparsecore.method import (
     Batch,
@@ -88,6 +96,11 @@ def prune_by_scores(
         ValueError: ``scope="global"`` with a structured pattern whose stored layout differs
             between targets (``Channel`` / ``Block`` over both ``Linear`` and ``Conv1D``).
     """
+    groups = getattr(method, "channel_groups", None)
+    if groups is not None:  # channel groups (pattern="channel" with input_shape)
+        round_to = getattr(method.config, "round_to", None)
+        prune_channel_groups(method, groups, scores, sparsity, scope, only_active, round_to)
+        return
     targets = method.masks.targets
     patterns = {n: targets[n].pattern for n in scores}
     if only_active:
@@ -126,17 +139,40 @@ class OneShotConfig(MethodConfig):
 
     Attributes:
         scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
+        input_shape: With ``pattern="channel"``: the shape of one input example (no batch
+            dimension). Setting it makes the method prune channel *groups* (see
+            `sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
+            together, so that ``export.remove_channels`` removes what was masked.
+        round_to: With ``input_shape`` and ``scope="layer"``: every group keeps a multiple of
+            ``round_to`` channels (rounded down, at least ``round_to``), e.g. 16 for AVX-512.
     """
 
     scope: str = "layer"
+    input_shape: tuple[int, ...] | None = None
+    round_to: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if isinstance(shape, int | str) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+            ):
+                raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
+            object.__setattr__(self, "input_shape", tuple(shape))
+            if not isinstance(self.pattern, Channel) or self.pattern.dim != 0:
+                raise ValueError(
+                    f"input_shape (channel groups) needs pattern='channel', got {self.pattern}"
+                )
+        if self.round_to is not None:
+            check_int(self.round_to, "round_to", 1)
+            if self.input_shape is None or self.scope != "layer":
+                raise ValueError("round_to needs input_shape (channel groups) and scope='layer'")
 
 
-class OneShotMagnitude(PruningMethod):
+class OneShotMagnitude(ChannelGroupsSupport, PruningMethod):
     """Prune by ``|w|`` at setup, then keep the masks fixed."""
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
@@ -176,7 +212,7 @@ class RandomPruning(PruningMethod):
         prune_by_scores(self, scores, self.config.sparsity, "layer", False)
 
 
-class SNIP(PruningMethod):
+class SNIP(ChannelGroupsSupport, PruningMethod):
     """Single-shot pruning at initialisation by ``|w * g|`` on calibration batches (global)."""
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
@@ -236,7 +272,7 @@ class GMPConfig(OneShotConfig):
         )
 
 
-class GMP(PruningMethod):
+class GMP(ChannelGroupsSupport, PruningMethod):
     """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``."""
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
@@ -308,6 +344,8 @@ class IMP(PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
         check_scope_layouts(self, targets)
+        if self.config.input_shape is not None:
+            raise ValueError("IMP: input_shape (channel groups) is not supported yet")
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

@@ -165,6 +165,7 @@ class PruningMethod:
         patterns = {t.name: self.pattern_for(model, t.name) for t in names}
         targets = resolve_targets(model, self.config.targets, self.config.exclude, patterns)
         self.validate(model, targets)
+        targets = [*targets, *self.companion_targets(model, targets)]
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
         self.model = model
@@ -247,6 +248,14 @@ class PruningMethod:
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Raise on method-specific bad input, before the model is touched."""
+
+    def companion_targets(self, model: nn.Module, targets: list[Target]) -> list[Target]:
+        """Further tensors masked with the targets (default none), after `validate`.
+
+        E.g. the biases and normalisation parameters of channel groups
+        (`sparsecore.groups.ChannelGroupsSupport`). Raise here, not later, on bad input.
+        """
+        return []
 
     def init_masks(self) -> None:
         """Set the initial masks (default: keep everything)."""

@@ -13,6 +13,10 @@ exactly what the masked model computed:
   reaches a Linear or an unpadded, ungrouped Conv, its contribution is folded into that consumer's
   bias, which is exact. Where it reaches a padded Conv (border effects) the channel is kept and
   reported, rather than silently changing the function;
+* channels masked as *groups* (``sparsecore.groups``: ``pattern="channel"`` with
+  ``input_shape`` in the core baselines) are silent by construction: their biases and BatchNorm
+  weights and shifts are masked too, and residual partners share one mask, so every masked group
+  is removed (nothing to fold, no padded-border problem);
 * layers whose output is the model's output are never shrunk;
 * at the end the new model is compared with the masked model on ``example_inputs`` (eval mode)
   and a ``RuntimeError`` is raised beyond ``atol``.
