@@ -6,7 +6,8 @@
   hooks, where CoFi and Compresso put ``head_z``, ``intermediate_z`` and ``hidden_z``.
 * `shrink`: a plain, smaller model of the same class; `load_pretrained` reloads it when the counts
   differ per layer (the stock ``from_pretrained`` does when they are uniform).
-* `group_members` / `group_scores`: which parameter slices form each group, and magnitude scores.
+* `group_members` / `group_scores`: which parameter slices form each group, and magnitude scores;
+  `head_features`: the projection rows / columns of a set of heads (used by sparse-shrp).
 
 Sources: CoFi ("Structured Pruning Learns Compact and Accurate Models", Xia, Zhong & Chen,
 arXiv 2204.00408, github.com/princeton-nlp/CoFiPruning) and Compresso (arXiv 2310.05015,
@@ -22,6 +23,7 @@ from sparsecore.structures.masking import (
     mask_groups,
 )
 from sparsecore.structures.members import group_members, group_scores, masks_from_scores
+from sparsecore.structures.resize import head_features
 from sparsecore.structures.shrink import load_pretrained, plan_shrink, shrink
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "full_group_masks",
     "group_members",
     "group_scores",
+    "head_features",
     "load_pretrained",
     "mask_groups",
     "masks_from_scores",

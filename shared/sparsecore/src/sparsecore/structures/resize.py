@@ -18,7 +18,7 @@ from torch import nn
 from sparsecore.layouts import is_hf_conv1d
 from sparsecore.structures.layout import LayerLayout, ModelLayout
 
-__all__ = ["LayerPlan", "resize_hidden", "resize_layer"]
+__all__ = ["LayerPlan", "head_features", "resize_hidden", "resize_layer"]
 
 Index = torch.Tensor | int | None
 
@@ -108,15 +108,29 @@ def resize_embedding(module: nn.Embedding, idx: Index, scale: torch.Tensor | Non
     module.embedding_dim = int(w.shape[1])
 
 
+def head_features(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Feature indices (rows of a q/k/v projection, columns of the output projection) of heads.
+
+    Args:
+        heads: Kept head indices (int), or a bool keep-mask with one entry per head.
+        head_dim: Width of one head.
+
+    Returns:
+        The ``len(heads) · head_dim`` feature indices, head by head, in ascending order.
+    """
+    if heads.dtype == torch.bool:
+        heads = torch.nonzero(heads.cpu()).flatten()
+    heads = heads.cpu().long()
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
 def _qkv_rows(lay: LayerLayout, heads: Index, kv: Index) -> tuple[Index, Index]:
     d = lay.head_dim
     if heads is None:
         return None, None
     if isinstance(heads, int):
         return heads * d, kv * d  # type: ignore[operator]
-    q = (heads[:, None] * d + torch.arange(d)).reshape(-1)
-    k = (kv[:, None] * d + torch.arange(d)).reshape(-1)  # type: ignore[index]
-    return q, k
+    return head_features(heads, d), head_features(kv, d)  # type: ignore[arg-type]
 
 
 def resize_layer(layout: ModelLayout, lay: LayerLayout, plan: LayerPlan) -> None:
