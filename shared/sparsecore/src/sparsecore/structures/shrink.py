@@ -17,9 +17,15 @@ Choices:
   must be 0 or 1.
 * **Removing every head (or every FFN channel) of a layer is refused**: transformers has no layer
   class without attention, so such a layer must be removed whole (``masks["layers"][i] = 0``).
-* **Llama-style hidden size**: transformers 5.24's ``LlamaConfig`` (and Qwen2's, Mistral's)
-  validates ``hidden_size % num_attention_heads == 0`` on ``save_pretrained`` even though
-  ``head_dim`` is explicit, so the kept hidden count must be a multiple of the head count.
+* **Llama-style head counts that do not divide the hidden size**: transformers 5.24's
+  ``LlamaConfig`` (and Qwen2's, Mistral's) validates ``hidden_size % num_attention_heads == 0``
+  on ``save_pretrained`` although ``head_dim`` is explicit (7 heads of 16 in a hidden size of
+  160 is refused). Then ``num_attention_heads`` and ``num_key_value_heads`` in the config are set
+  to the placeholder 1 (which always validates), ``stock`` is false and the true counts are in
+  ``sparsecore_structure``: reload with `load_pretrained`.
+* **Per-layer configs**: transformers 5.24 has a generic ``per_layer_config``
+  (``HeterogeneousConfigMixin``), but the Llama, BERT and GPT-2 modeling code does not read it,
+  so it cannot carry per-layer head / FFN counts for these classes.
 * **GQA**: heads are removed by key/value group (a group and its query heads together), so each
   layer keeps ``num_attention_heads / num_key_value_heads`` query heads per group. A per-query-head
   mask must therefore be 0 for all or none of a group's heads.
@@ -164,17 +170,6 @@ def plan_shrink(layout: ModelLayout, masks: Mapping[str, Any]) -> dict[str, Any]
                 f"{model_name}: hidden-dimension removal does not know how to slice "
                 f"{uncovered[0]!r}; supported heads: lm_head, score, pooler"
             )
-        if layout.family == "llama":
-            heads = max(
-                int(p.heads.numel()) if p.heads is not None else layout.layers[i].heads
-                for i, p in plans.items()
-            )
-            if idx.numel() % heads:
-                raise ValueError(
-                    f"group_masks['hidden']: {model_name} would keep {idx.numel()} hidden "
-                    f"dimensions, not a multiple of its {heads} attention heads, which "
-                    "transformers' config validation requires on save_pretrained"
-                )
         hidden = (idx, scale)
     return {"layers": keep_layers, "plans": plans, "hidden": hidden}
 
@@ -216,6 +211,9 @@ def _update_config(layout: ModelLayout, keep_layers: list[int], old_layers: int)
         if isinstance(types, list) and len(types) == old_layers:
             config.layer_types = [types[i] for i in keep_layers]
         stock = uniform
+        if layout.hidden % max(heads):  # LlamaConfig.validate_architecture would refuse to save
+            config.num_attention_heads = config.num_key_value_heads = 1
+            stock = False
     else:
         stock = uniform and layout.hidden == heads[0] * d
     config.sparsecore_structure = {
