@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from sparsecore.bench.models import tiny_bert, tiny_gpt2, tiny_llama  # noqa: E402
 from sparsecore.structures import (  # noqa: E402
     describe,
+    full_group_masks,
     group_members,
     group_scores,
     load_pretrained,
@@ -260,3 +261,24 @@ def test_masked_lm_hidden_removal_is_refused():
     hidden[0] = False
     with pytest.raises(ValueError, match=r"does not know how to slice 'cls\.predictions"):
         shrink(model, {"hidden": hidden})
+
+
+def test_soft_gates_carry_gradients_and_in_place_updates_act():
+    model = MODELS["llama"]()
+    gates = full_group_masks(model)
+    for value in (*gates["heads"], *gates["ffn"], gates["hidden"], gates["layers"]):
+        value.requires_grad_(True)
+    ids = _ids()
+    masker = mask_groups(model, gates)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [*gates["heads"], *gates["ffn"], gates["hidden"], gates["layers"]]
+    assert all(g.grad is not None and bool(g.grad.abs().sum() > 0) for g in grads)
+    before = _logits(model, ids)
+    with torch.no_grad():
+        gates["ffn"][0][:5] = 0  # in place: the next forward sees it
+    assert (_logits(model, ids) - before).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="mask kinds must stay the same"):
+        masker.update({"ffn": gates["ffn"]})
+    masker.remove()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
