@@ -20,9 +20,12 @@ magnitude, GraNet's global prune) must not all-gather the weights. This module p
   magnitude pruning, RigL and GraNet use), on sharded tensors.
 
 Checked with torch 2.15: ``fully_shard`` runs on CPU with the gloo backend (the tests train a
-sharded model with two gloo processes). Not done here: `PruningMethod.setup` on an FSDP2 model
-(`MaskSet` keeps full-shape buffers and masks with plain tensor ops); a method on FSDP2 uses these
-helpers for its masks and selections. DDP is unchanged (`sparsecore.distributed`).
+sharded model with two gloo processes). Not done here: `PruningMethod.setup` on an FSDP2 model.
+Today it fails inside the selection (``OneShotMagnitude(sparsity=0.5).setup(fsdp_model)`` raises
+``RuntimeError: Sharding propagation failed for aten.nonzero.default`` on the DTensor scores,
+torch 2.15), because `MaskSet` and `sparsecore.select` use plain tensor ops on full tensors; a
+method on FSDP2 uses these helpers for its masks and selections instead. DDP is unchanged
+(`sparsecore.distributed`).
 """
 
 from __future__ import annotations
