@@ -19,8 +19,10 @@ an already shrunk model). Where each gate acts (forward hooks; the model stays t
 * hidden: as in CoFi, every module writing the residual stream (embeddings in pre-norm models,
   ``o_proj``/``down_proj``/``c_proj``) has its output multiplied by ``hidden_z``, and every norm on
   the hidden states computes its statistics over the dimensions whose gate is nonzero only, then
-  multiplies its output by ``hidden_z`` (CoFi computes LayerNorm on ``hidden_z != 0`` dims; the
-  same rule for RMSNorm). This makes the masked model compute what the shrunk model computes.
+  multiplies its output by ``hidden_z`` (CoFi's ``CoFiLayerNorm`` normalises the
+  ``hidden_z != 0`` dims and ``BertSelfOutput`` then multiplies by ``hidden_z``; LLM-Shearing,
+  github.com/princeton-nlp/LLM-Shearing, does the same for Llama's RMSNorm). This makes the
+  masked model compute what the shrunk model computes.
 * layers: the layer's output ``y`` becomes ``x + z · (y - x)``; ``z = 0`` skips the layer exactly.
   [choice] One gate per layer, not CoFi's separate ``mha_z`` / ``mlp_z``: removing a whole
   attention block while keeping the layer needs a layer class transformers does not have.

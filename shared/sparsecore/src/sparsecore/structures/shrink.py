@@ -6,7 +6,8 @@ Choices:
   module (`sparsecore.structures.layout`), so the dependent slices of a head / channel / hidden
   dimension are a fixed list, and the head-count attributes (``num_key_value_groups``,
   ``all_head_size``, ``split_size``) and the config must be rewritten anyway, which Torch-Pruning's
-  LLM example also does by hand after its DependencyGraph pass. Tracing the model with
+  LLM example (``examples/LLMs/prune_llm.py``, "Update model attributes") also does by hand
+  after its ``MetaPruner`` pass, with one ratio for every layer. Tracing the model with
   Torch-Pruning would add a dependency on tracing HF forwards without removing any of that work.
 * **A copy.** ``shrink`` deep-copies the model; the user's model is never modified (errors are
   raised before anything is copied).
