@@ -160,11 +160,11 @@ def plan_shrink(layout: ModelLayout, masks: Mapping[str, Any]) -> dict[str, Any]
             )
         # BERT's classifier reads the pooler output, which keeps its width
         independent = ("classifier.",) if layout.family == "bert" else ()
+        covered = layout.covered_parameters()
         uncovered = sorted(
             n
             for n, _ in layout.model.named_parameters()
-            if n not in layout.covered_parameters()
-            and not n.startswith((f"{layout.layer_list_name}.", *independent))
+            if n not in covered and not n.startswith((f"{layout.layer_list_name}.", *independent))
         )
         if idx.numel() < layout.hidden and uncovered:
             raise ValueError(
