@@ -126,7 +126,31 @@ def main() -> None:
         pruned_zero.append(
             all(bool((local(w)[~local(masks[n])] == 0).all()) for n, w in weights.items())
         )
+    stage("sharded_masking")
+    from sparsecore.fsdp import ShardedMasking
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(16, 9), nn.ReLU(), nn.Linear(9, 4))
+    fully_shard(net, mesh=mesh)
+    net_weights = {n: p for n, p in net.named_parameters() if n.endswith("weight")}
+    keep = {n: DTensor.from_local(m, mesh, [Shard(0)], shape=net_weights[n].shape,
+                                  stride=net_weights[n].stride()).full_tensor()
+            for n, m in global_magnitude_masks(net_weights, 0.5).items()}  # fmt: skip
+    net_opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    hooks = ShardedMasking(net, net_opt, keep)
+    for _ in range(3):
+        x = torch.randn(8, 16, generator=data)
+        net_opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        net_opt.step()
+    hooked_zero = all(
+        bool((local(w)[~local(hooks.masks[n])] == 0).all()) for n, w in net_weights.items()
+    )
+    hooked_kept = sum(int(gather(local(hooks.masks[n]), w).sum()) for n, w in net_weights.items())
+    hooks.remove()
     result = {
+        "hooked_zero": hooked_zero,
+        "hooked_kept": hooked_kept,
         "global_equal": global_equal,
         "ties": ties,
         "kept_ties": kept_ties,

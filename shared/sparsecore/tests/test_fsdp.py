@@ -86,6 +86,12 @@ def test_rigl_update_on_shards_equals_single_process_and_keeps_zeros(fsdp_result
         assert all(r["pruned_zero"])
 
 
+def test_sharded_masking_keeps_pruned_weights_at_zero_through_adam(fsdp_results):
+    for r in fsdp_results:
+        assert r["hooked_zero"]
+        assert r["hooked_kept"] == (16 * 9 + 9 * 4) // 2  # global magnitude at density 0.5
+
+
 # ---------------------------------------------------------------- single process
 def test_distributed_topk_without_a_group_is_topk_over_the_concatenation():
     gen = torch.Generator().manual_seed(0)

@@ -18,6 +18,8 @@ magnitude, GraNet's global prune) must not all-gather the weights. This module p
 * `global_magnitude_masks`, `sharded_drop_lowest`, `sharded_grow_highest`: the selections
   `sparsecore.select` makes (``select_global``, ``drop_lowest``, ``grow_highest``: what global
   magnitude pruning, RigL and GraNet use), on sharded tensors.
+* `ShardedMasking`: hard masking of an FSDP2 model in an optimizer's step hooks (gradients masked
+  before the step, weights after), the core's default mode, on local shards only.
 
 Checked with torch 2.15: ``fully_shard`` runs on CPU with the gloo backend (the tests train a
 sharded model with two gloo processes). Not done here: `PruningMethod.setup` on an FSDP2 model.
@@ -39,6 +41,7 @@ from torch import nn
 from sparsecore.select import check_density, check_scores, keep_count
 
 __all__ = [
+    "ShardedMasking",
     "apply_sharded_masks",
     "distributed_topk",
     "global_magnitude_masks",
@@ -252,3 +255,45 @@ def apply_sharded_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> 
         local(p).mul_(keep)
         if p.grad is not None:
             local(p.grad).mul_(keep)
+
+
+class ShardedMasking:
+    """Hard masking of a sharded model through optimizer step hooks (no gathering).
+
+    Before each ``optimizer.step()`` the local gradient shards are masked, after it the local
+    weight shards (what `MaskSet`'s default "hard" mode does for plain models). The masks are the
+    ``DTensor`` buffers of `shard_masks`; update them in place (``local(mask).copy_(...)``).
+
+    Args:
+        model: The FSDP2 model.
+        optimizer: Its optimizer.
+        masks: Keep-masks by parameter name (full shape or local shards), see `shard_masks`.
+    """
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, masks: Mapping[str, torch.Tensor]
+    ) -> None:
+        self.model = model
+        self.masks = shard_masks(model, masks)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.items():
+                local(params[name]).mul_(local(mask).to(local(params[name]).dtype))
+        self._handles = [
+            optimizer.register_step_pre_hook(lambda *_: self._grads()),
+            optimizer.register_step_post_hook(lambda *_: apply_sharded_masks(model, self.masks)),
+        ]
+
+    @torch.no_grad()
+    def _grads(self) -> None:
+        params = dict(self.model.named_parameters())
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                local(grad).mul_(local(mask).to(local(grad).dtype))
+
+    def remove(self) -> None:
+        """Remove the optimizer hooks (the mask buffers stay on the model)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
