@@ -282,3 +282,18 @@ def test_soft_gates_carry_gradients_and_in_place_updates_act():
         masker.update({"ffn": gates["ffn"]})
     masker.remove()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_ffn_and_layer_removal_reload_with_the_stock_class(name, tmp_path):
+    model = MODELS[name]()
+    inter = describe(model).layers[0].intermediate
+    ffn = torch.ones(3, inter, dtype=torch.bool)
+    ffn[:, : inter // 4] = False  # the same count in every layer
+    small = shrink(model, {"ffn": ffn, "layers": torch.tensor([True, False, True])})
+    assert small.config.sparsecore_structure["stock"]
+    small.save_pretrained(tmp_path)
+    stock = type(model).from_pretrained(tmp_path, attn_implementation="eager")
+    ids = _ids()
+    assert len(describe(stock).layers) == 2
+    assert torch.equal(_logits(stock, ids), _logits(small, ids))
