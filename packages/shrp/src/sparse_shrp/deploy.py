@@ -18,6 +18,12 @@ What we deploy instead:
   ``BertModel.from_pretrained`` cannot read it (shape mismatch), which is the price of the
   physically smaller layers.
 
+Head removal from a *stock* BERT that keeps at least one head per layer is the core's
+``sparsecore.structures.shrink`` (a plain ``BertModel``, reloaded by
+``sparsecore.structures.load_pretrained``); this module keeps what is SHRP's own: layers with no
+head, and the routed → plain conversion. The head → projection-row indexing is the core's
+``head_features``.
+
 What is exact and what is not (the routed → plain gap):
 
 * A layer with **one** kept head: Top-1 routing always picks it and the gate is exactly 1, so the
@@ -44,6 +50,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from sparse_shrp.expert_attention import ExpertAttention, valid_tokens
 from sparse_shrp.usage import _call
+from sparsecore.structures import head_features
 
 __all__ = [
     "NoHeadSelfAttention",
@@ -181,7 +188,7 @@ def prune_bert_heads(bert: BertModel, keep: Mapping[int, torch.Tensor]) -> ShrpB
         mask = torch.as_tensor(keep.get(i, torch.ones(heads, dtype=torch.bool))).bool().cpu()
         if mask.shape != (heads,):
             raise ValueError(f"keep[{i}] must have shape ({heads},), got {tuple(mask.shape)}")
-        rows = torch.arange(heads * size).reshape(heads, size)[mask].reshape(-1)
+        rows = head_features(mask, size)
         entry: dict[str, Any] = {"heads": int(mask.sum())}
         for proj in ("query", "key", "value"):
             w, b = _linear_rows(getattr(layer.attention.self, proj), rows)
@@ -209,8 +216,7 @@ def remove_dead_heads(model: nn.Module) -> dict[str, int]:
         if bool(alive.all()):
             removed[name] = 0
             continue
-        rows = torch.arange(layer.num_heads * layer.head_size).reshape(layer.num_heads, -1)
-        rows = rows[alive].reshape(-1)
+        rows = head_features(alive, layer.head_size)
         for proj in ("query", "key", "value"):
             old = getattr(layer, proj)
             new = nn.Linear(
@@ -303,8 +309,7 @@ def to_plain_bert(
     attention = []
     for i, attn in enumerate(layers):
         alive = attn.head_alive.cpu()
-        rows = torch.arange(attn.num_heads * attn.head_size).reshape(attn.num_heads, -1)
-        rows = rows[alive].reshape(-1)
+        rows = head_features(alive, attn.head_size)
         k = int(alive.sum())
         entry: dict[str, Any] = {"heads": k}
         for proj in ("query", "key", "value"):
