@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sparsecore.window import on_begin_grid
+
 __all__ = [
     "Constant",
     "Cosine",
@@ -100,8 +102,10 @@ class Periodic(Schedule):
 @dataclass(frozen=True)
 class Polynomial(Schedule):
     """Zhu & Gupta (2017) gradual pruning: ``s_t = s_f + (s_i - s_f) (1 - p)^power``, with
-    ``p = (t - begin) / (end - begin)`` clipped to ``[0, 1]``; updates every ``every`` steps in
-    ``[begin, end]``. ``power=3`` is the cubic schedule of "To prune, or not to prune"
+    ``p = (t - begin) / (end - begin)`` clipped to ``[0, 1]``; updates every ``every`` steps from
+    ``begin`` **and at** ``end`` (the ``"begin"`` grid of :mod:`sparsecore.window`), so the last
+    update lands on ``end`` and reaches ``final`` exactly even when ``end - begin`` is not a
+    multiple of ``every``. ``power=3`` is the cubic schedule of "To prune, or not to prune"
     (arXiv 1710.01878); ``power=1`` is linear.
     """
 
@@ -128,7 +132,7 @@ class Polynomial(Schedule):
         return self.final + (self.initial - self.final) * (1.0 - progress) ** self.power
 
     def is_update_step(self, step: int) -> bool:  # noqa: D102
-        return self.begin <= step <= self.end and (step - self.begin) % self.every == 0
+        return on_begin_grid(step, self.begin, self.end, self.every)
 
 
 def Linear(initial: float, final: float, begin: int, end: int, every: int = 1) -> Polynomial:
