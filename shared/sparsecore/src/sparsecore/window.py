@@ -183,5 +183,5 @@ class PruningWindow:
         return (
             f"{owner}: finalize() after {step} steps, but the pruning window ends at step "
             f"{self.last_update} ({self.names.end}={self.end}); the final masks were set early. "
-            f"Set {self.names.end} (and {self.names.begin}) to fit the training length"
+            f"Set {self.names.end} to fit the training length"
         )
