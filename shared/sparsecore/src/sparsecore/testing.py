@@ -42,6 +42,7 @@ __all__ = [
     "WindowCase",
     "check_window_case",
     "tiny_mlp",
+    "window_cases",
     "window_property_test",
 ]
 
@@ -347,6 +348,29 @@ def check_window_case(
     assert abs(got - want) <= tolerance + len(names) / total, (case, got, want)
 
 
+def window_cases(max_total: int = 40, max_every: int = 12) -> Any:
+    """A hypothesis strategy of :class:`WindowCase` (see :func:`window_property_test`).
+
+    Args:
+        max_total: Largest training length drawn.
+        max_every: Largest update period drawn.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def cases(draw: Any) -> WindowCase:
+        total = draw(st.integers(1, max_total))
+        short = st.integers(1, max(1, min(max_every, total // 2)))
+        every = draw(st.one_of(short, short, st.integers(1, max_every)))
+        begin = draw(st.one_of(st.just(0), st.integers(0, total)))
+        inside = st.integers(begin + 1, max(begin + 1, total))
+        outside = st.integers(max(0, begin - 2), total + 3)
+        end = draw(st.one_of(inside, inside, outside))
+        return WindowCase(total=total, every=every, begin=begin, end=end)
+
+    return cases()
+
+
 def window_property_test(
     make_method: Callable[[WindowCase], PruningMethod],
     *,
@@ -371,18 +395,6 @@ def window_property_test(
         **kwargs: Passed to :func:`check_window_case`.
     """
     from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    @st.composite
-    def cases(draw: Any) -> WindowCase:
-        total = draw(st.integers(1, max_total))
-        short = st.integers(1, max(1, min(max_every, total // 2)))
-        every = draw(st.one_of(short, short, st.integers(1, max_every)))
-        begin = draw(st.one_of(st.just(0), st.integers(0, total)))
-        inside = st.integers(begin + 1, max(begin + 1, total))
-        outside = st.integers(max(0, begin - 2), total + 3)
-        end = draw(st.one_of(inside, inside, outside))
-        return WindowCase(total=total, every=every, begin=begin, end=end)
 
     @settings(
         max_examples=max_examples,
@@ -391,7 +403,7 @@ def window_property_test(
         database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
-    @given(case=cases())
+    @given(case=window_cases(max_total, max_every))
     def test_window_schedule(case: WindowCase) -> None:
         torch.set_num_threads(1)
         check_window_case(case, make_method, **kwargs)
