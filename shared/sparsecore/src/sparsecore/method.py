@@ -4,7 +4,7 @@ A method is a small class with a frozen dataclass config. The user's loop stays 
 
 .. code-block:: python
 
-    method = RigL(sparsity=0.9, update_every=100).setup(model, optimizer)
+    method = RigL(sparsity=0.9, update_every=100, total_steps=10_000).setup(model, optimizer)
     for x, y in loader:
         loss = loss_fn(model(x), y) + method.regularization()
         optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
