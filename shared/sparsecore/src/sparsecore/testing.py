@@ -181,6 +181,17 @@ class MethodConformance:
         for name, mask in masks.items():
             assert not params[name][~mask].any(), name
 
+    def test_finalize_warns_iff_schedule_incomplete(self) -> None:
+        """``schedule_complete`` is a bool; ``finalize()`` warns once exactly when it is false."""
+        _, method, _ = self.trained()
+        complete = method.schedule_complete
+        assert isinstance(complete, bool)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ScheduleIncompleteWarning)
+            method.finalize()
+        raised = [w for w in caught if issubclass(w.category, ScheduleIncompleteWarning)]
+        assert len(raised) == (0 if complete else 1)
+
     def test_exact_resume(self) -> None:
         """Train k steps, save, load into a fresh setup, continue: equal to an uninterrupted run."""
         half = self.train_steps // 2
