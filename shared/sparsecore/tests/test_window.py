@@ -225,3 +225,16 @@ def _set_with_total(c: WindowCase) -> SET:
 test_set_total_steps_property = window_property_test(
     _set_with_total, expect_complete=lambda c, m: True, count_zeros=False, max_examples=20
 )
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: Polynomial(0.0, 0.9, 0, 10, 2.5), TypeError, "every"),
+        (lambda: Polynomial(0.0, 0.9, 0, 10, 1, power=0), ValueError, "power"),
+        (lambda: Polynomial(0.0, 0.9, 0, 10.0), TypeError, "end"),
+    ],
+)
+def test_schedules_refuse_non_integer_steps(build, error, match):
+    with pytest.raises(error, match=match):
+        build()

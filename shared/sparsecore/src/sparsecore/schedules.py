@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sparsecore.validation import check_int, check_number
 from sparsecore.window import on_begin_grid
 
 __all__ = [
@@ -120,12 +121,11 @@ class Polynomial(Schedule):
         _check_unit(self.initial, "initial")
         _check_unit(self.final, "final")
         _check_nonneg_int(self.begin, "begin")
+        check_int(self.end, "end")
         if self.end <= self.begin:
             raise ValueError(f"end ({self.end}) must be > begin ({self.begin})")
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
-        if self.power <= 0:
-            raise ValueError(f"power must be > 0, got {self.power}")
+        check_int(self.every, "every", 1)
+        check_number(self.power, "power", 0.0, open_low=True, finite=True)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         progress = min(max((step - self.begin) / (self.end - self.begin), 0.0), 1.0)
@@ -151,8 +151,7 @@ class Cosine(Schedule):
     final: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.total < 1:
-            raise ValueError(f"total must be >= 1, got {self.total}")
+        check_int(self.total, "total", 1)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         t = min(max(step, 0), self.total)
@@ -173,10 +172,8 @@ class IterativeRounds(Schedule):
     rounds: int = 5
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.fraction < 1.0:
-            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        check_number(self.fraction, "fraction", 0.0, 1.0, open_low=True, open_high=True)
+        check_int(self.rounds, "rounds", 1)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         return 1.0 - (1.0 - self.fraction) ** min(max(step, 0), self.rounds)
