@@ -472,14 +472,18 @@ class DynamicSparseMethod(PruningMethod):
                 f"{name}: no drop-and-grow update ran in {self.step} steps (the first is at step "
                 f"{cfg.first_update}); lower update_every or begin_step, or set total_steps"
             )
-        zeros = sum(
-            int((p.detach()[self.masks.mask(n)] == 0).sum()) for n, p in self.masks.params().items()
-        )
+        zeros = ""
+        if self._masks is not None:
+            count = sum(
+                int((p.detach()[self._masks.mask(n)] == 0).sum())
+                for n, p in self._masks.params().items()
+            )
+            zeros = f", and {count} active weights are exactly zero"
         return (
             f"{name}: end_step and total_steps are unset, so drop-and-grow ran until training "
             f"stopped: the last update at step {last}, {self.step - last} steps before "
-            f"finalize(), and {zeros} active weights are exactly zero. Set total_steps (updates "
-            f"then stop at {DEFAULT_END_FRACTION:.0%} of training) or end_step"
+            f"finalize(){zeros}. Set total_steps (updates then stop at "
+            f"{DEFAULT_END_FRACTION:.0%} of training) or end_step"
         )
 
     def drop_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
