@@ -407,3 +407,23 @@ def test_cuda_step() -> None:
     method = DynST(sparsity=0.5, prune_end=2, regrow_end=4, update_every=1)
     train(model, method, lambda s: tuple(t.cuda() for t in graph_batch(s)), 4)
     assert int(method.mask.sum()) == 5
+
+
+@pytest.mark.parametrize(
+    ("steps", "field"), [(8, "prune_end=12"), (20, "regrow_end=30"), (30, None)]
+)
+def test_finalize_warns_until_prune_and_regrow_phases_end(steps: int, field: str | None) -> None:
+    import warnings
+
+    from sparsecore.window import ScheduleIncompleteWarning
+
+    model = grid_model()
+    method = DynST(sparsity=0.7, prune_end=12, regrow_end=30, update_every=5, drop_fraction=0.5)
+    train(model, method, grid_batch, steps)
+    assert method.schedule_complete == (field is None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScheduleIncompleteWarning)
+        method.finalize()
+    messages = [str(w.message) for w in caught if w.category is ScheduleIncompleteWarning]
+    assert len(messages) == (0 if field is None else 1)
+    assert field is None or field in messages[0]

@@ -5,7 +5,7 @@ from typing import Any
 import torch
 
 from sparse_granet import GraNet
-from sparsecore.testing import MethodConformance
+from sparsecore.testing import MethodConformance, WindowCase, window_property_test
 
 torch.set_num_threads(1)
 
@@ -32,3 +32,28 @@ class TestGraNetDenseToSparse(TestGraNetSparseToSparse):
 
     def make_method(self, **overrides: Any) -> GraNet:
         return super().make_method(**{"init_density": 1.0, **overrides})
+
+
+# ---------------------------------------------------------------------- the pruning window
+def _granet_window(init_density: float):
+    def make(case: WindowCase) -> GraNet:
+        return GraNet(
+            sparsity=0.75,
+            init_density=init_density,
+            update_every=case.every,
+            begin_step=case.begin,
+            end_step=case.end,
+            total_steps=case.total,
+        )
+
+    return make
+
+
+# Regeneration keeps running every ΔT until training stops (as in the official code), so a
+# weight regrown at the very last step may still be exactly 0: count the masks, not the zeros.
+test_window_sparse_to_sparse = window_property_test(
+    _granet_window(0.5), count_zeros=False, max_examples=20
+)
+test_window_dense_to_sparse = window_property_test(
+    _granet_window(1.0), count_zeros=False, max_examples=20
+)

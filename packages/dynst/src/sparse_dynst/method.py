@@ -26,8 +26,10 @@ What the method does here:
   optimizer state are zeroed by the core hooks. Exactly one gate per model.
 * [recon] Pruning schedule: :class:`sparsecore.schedules.Polynomial` (Zhu–Gupta, cubic by
   default) from ``initial_sparsity`` at ``prune_begin`` to ``sparsity`` at ``prune_end``, an
-  update every ``update_every`` steps (plus a forced one at ``prune_end`` so the target is always
-  reached). Active count after an update: ``keep_count(N, 1 - s_t)`` = ``floor((1 - s_t) N)``.
+  update every ``update_every`` steps (plus one at ``prune_end`` so the target is always
+  reached: the core's ``"begin"`` grid, :class:`sparsecore.window.PruningWindow`, which
+  ``Polynomial`` now follows). ``finalize()`` before ``prune_end`` / ``regrow_end`` warns.
+  Active count after an update: ``keep_count(N, 1 - s_t)`` = ``floor((1 - s_t) N)``.
 * [recon] Importance of an active sensor: the mean over the steps since the last update of the
   first-order Taylor score ``|s_i · ∂L/∂s_i|`` (the loss change when sensor ``i`` is switched
   off), read from the dense gradient before the core masks it. Averaging over the interval
@@ -65,6 +67,7 @@ from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
+from sparsecore.window import PruningWindow, WindowNames
 
 __all__ = ["DynST"]
 
@@ -299,6 +302,27 @@ class DynST(PruningMethod):
         if mask.dim() == 1:
             return [int(i) for i in mask.nonzero().reshape(-1)]
         return [(int(r), int(c)) for r, c in mask.nonzero()]
+
+    def schedule_gap(self) -> str | None:
+        """Why the schedule has not run to its end (pruning up to ``prune_end``, drop/regrow
+        up to ``regrow_end``), or ``None``; ``finalize()`` warns with it.
+        """
+        cfg = self.config
+        if not cfg.dynamic:
+            return None
+        if cfg.init == "dense":
+            names = WindowNames(begin="prune_begin", end="prune_end")
+            window = PruningWindow(cfg.prune_begin, cfg.prune_end, cfg.update_every, names=names)
+            gap = window.gap(self.step, "DynST")
+            if gap is not None:
+                return gap
+        if cfg.drop_fraction > 0 and self.step < cfg.regrow_end:
+            return (
+                f"DynST: finalize() after {self.step} steps, before the drop/regrow phase ends "
+                f"(regrow_end={cfg.regrow_end}): the mask was still being explored. Set "
+                f"regrow_end to fit the training length"
+            )
+        return None
 
     def finalize(self) -> nn.Module:
         """Bake the mask into the gate (pruned sensors' gate = 0) and remove hooks and buffers."""

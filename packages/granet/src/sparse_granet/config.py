@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from sparsecore import MethodConfig
 from sparsecore.schedules import Cosine, Polynomial
-from sparsecore.validation import check_bool, check_int, check_number
+from sparsecore.validation import check_bool, check_number
+from sparsecore.window import PruningWindow
 
 __all__ = ["INIT_DISTRIBUTIONS", "GraNetConfig"]
 
@@ -37,15 +38,18 @@ class GraNetConfig(MethodConfig):
             ``--update-frequency``; 100 in the code, 1000 in the CIFAR scripts).
         begin_step: t₀ in steps: no pruning or regeneration before it (official
             ``--init-prune-epoch`` × batches per epoch).
-        end_step: t_f in steps: the last pruning step; the final sparsity holds from there on
-            (official ``--final-prune-epoch`` × batches per epoch).
+        end_step: t_f in steps: the pruning window's end; the final sparsity is reached at the
+            last multiple of ``update_every`` not after it, ``⌊t_f / ΔT⌋ · ΔT`` (official
+            ``--final-prune-epoch`` × batches per epoch). The window must hold at least one
+            multiple of ``update_every`` after ``begin_step``.
         drop_fraction: p₀, the initial fraction of each layer's active weights replaced by
             neuroregeneration (official ``--prune-rate``, 0.5).
         final_drop_fraction: The floor of the cosine decay of the fraction (official
             ``CosineDecay(..., eta_min=0.005)``).
         total_steps: T_max of the cosine decay of the fraction: the whole training length in
             steps (official ``len(train_loader) * epochs``). ``None``: ``2 * end_step``, the
-            official scripts' ratio (pruning ends at epoch 80 of 160).
+            official scripts' ratio (pruning ends at epoch 80 of 160). ``end_step`` must not
+            exceed it.
         regenerate: ``False`` turns zero-cost neuroregeneration off, leaving GraNet's gradual
             global magnitude pruning alone (the official ``--method GMP``), for ablations.
     """
@@ -74,34 +78,31 @@ class GraNetConfig(MethodConfig):
                 f"init_distribution must be one of {INIT_DISTRIBUTIONS}, "
                 f"got {self.init_distribution!r}"
             )
-        check_int(self.update_every, "update_every", 1)
-        check_int(self.begin_step, "begin_step", 0)
-        check_int(self.end_step, "end_step", 0)
-        if self.end_step < self.begin_step:
-            raise ValueError(
-                f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
-            )
-        if self.end_step // self.update_every <= self.begin_step // self.update_every:
-            raise ValueError(
-                f"end_step ({self.end_step}) must leave at least one pruning update after "
-                f"begin_step ({self.begin_step}) at update_every={self.update_every}"
-            )
+        self.window  # noqa: B018 - validates begin_step / end_step / update_every / total_steps
         check_number(self.drop_fraction, "drop_fraction", 0.0, 1.0)
         check_number(self.final_drop_fraction, "final_drop_fraction", 0.0, 1.0)
-        if self.total_steps is not None:
-            check_int(self.total_steps, "total_steps", 1)
         check_bool(self.regenerate, "regenerate")
 
     # ------------------------------------------------------------------ derived schedules
     @property
+    def window(self) -> PruningWindow:
+        """The pruning window on the official grid (updates at multiples of ΔT; the core's
+        ``"multiples"`` grid): raises, naming the fields, when it holds no update after
+        ``begin_step`` or ends after ``total_steps``.
+        """
+        return PruningWindow(
+            self.begin_step, self.end_step, self.update_every, self.total_steps, "multiples"
+        )
+
+    @property
     def first_update(self) -> int:
         """c₀ = ⌊t₀ / ΔT⌋, the pruning-update index where the cubic schedule starts."""
-        return self.begin_step // self.update_every
+        return self.window.first_index
 
     @property
     def last_update(self) -> int:
         """c_f = ⌊t_f / ΔT⌋, the pruning-update index where the final sparsity is reached."""
-        return self.end_step // self.update_every
+        return self.window.last_index
 
     @property
     def sparsity_schedule(self) -> Polynomial:

@@ -224,6 +224,12 @@ class GraNet(PruningMethod):
             return None
         return self.config.sparsity_schedule(index)
 
+    def schedule_gap(self) -> str | None:
+        """Why the pruning window is not complete (the last pruning update is at
+        ``⌊end_step / ΔT⌋ · ΔT``), or ``None``.
+        """
+        return self.config.window.gap(self.step, "GraNet")
+
     def fraction_at(self, step: int) -> float:
         """p_t, the regeneration fraction after ``step`` completed steps (cosine-annealed)."""
         return self.config.fraction_schedule(step)

@@ -85,6 +85,7 @@ from sparsecore.schedules import Polynomial
 from sparsecore.select import topk_mask
 from sparsecore.targets import resolve_targets
 from sparsecore.taxonomy import Taxonomy
+from sparsecore.window import PruningWindow, WindowNames
 
 __all__ = ["LAPP", "compact"]
 
@@ -326,8 +327,20 @@ class LAPP(PruningMethod):
         self.thresholds.requires_grad_(False)
         self.frozen = True
 
+    @property
+    def window(self) -> PruningWindow:
+        """The pruning phase ``[0, prune_steps]`` (thresholds learn at every step)."""
+        return PruningWindow(0, self.config.prune_steps, 1, names=WindowNames(end="prune_steps"))
+
+    def schedule_gap(self) -> str | None:
+        """Why the pruning phase has not ended (``finalize()`` then freezes early), or ``None``."""
+        return self.window.gap(self.step, "LAPP")
+
     def finalize(self) -> nn.Module:
-        """Freeze (if the pruning phase has not ended), remove the gates, bake the masks."""
+        """Freeze (if the pruning phase has not ended), remove the gates, bake the masks.
+
+        Warns (``ScheduleIncompleteWarning``) when it runs before ``prune_steps`` steps.
+        """
         if not self.frozen:
             self.freeze()
         self._remove_gates()

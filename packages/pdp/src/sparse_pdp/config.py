@@ -136,6 +136,14 @@ class PDPConfig(MethodConfig):
             **kwargs,
         )
 
+    @property
+    def ramp_complete_step(self) -> int:
+        """The step from which the full per-layer targets are in force: the start of the last
+        ramp stage, ``begin_step + (K - 1) update_every`` (at most ``end_step``).
+        """
+        stages = max(1, math.ceil((self.end_step - self.begin_step) / self.update_every))
+        return self.begin_step + (stages - 1) * self.update_every
+
     def fraction(self, step: int) -> float:
         """:func:`ramp_fraction` of this config after ``step`` completed steps."""
         return ramp_fraction(step, self.begin_step, self.end_step, self.update_every)

@@ -196,6 +196,21 @@ class PDP(PruningMethod):
         cfg = self.config
         return F.soft_mask(weight, self.pattern(name), keep, cfg.tau, cfg.relative_tau)
 
+    def schedule_gap(self) -> str | None:
+        """Why the ramp is not complete (``finalize()`` would jump to the full target), or
+        ``None`` once the full targets are in force (or after :meth:`harden`).
+        """
+        cfg = self.config
+        if self.hardened or self.step >= cfg.ramp_complete_step:
+            return None
+        return (
+            f"PDP: finalize() after {self.step} steps, but the per-layer targets are fully "
+            f"ramped in only from step {cfg.ramp_complete_step} (begin_step={cfg.begin_step}, "
+            f"end_step={cfg.end_step}): the final hard mask jumps from the ramped "
+            f"{cfg.fraction(self.step):.0%} of the target to all of it. Set begin_step and "
+            f"end_step to fit the training length"
+        )
+
     # ------------------------------------------------------------------ targets
     def pattern(self, name: str) -> Pattern:
         """The pattern of target ``name`` in its stored layout (transposed for HF ``Conv1D``)."""

@@ -11,7 +11,7 @@
 """
 
 from sparse_sms.config import SMSConfig
-from sparse_sms.gradual import gradual_sparsities, run_gradual
+from sparse_sms.gradual import gradual_prune_epochs, gradual_sparsities, run_gradual
 from sparse_sms.ingredient import EvalFn, Ingredient, TrainFn, make_train_fn
 from sparse_sms.lr import allr_start, retrain_lrs
 from sparse_sms.method import SparseModelSoup, removal_count
@@ -41,6 +41,7 @@ __all__ = [
     "allr_start",
     "batches_of",
     "check_same_masks",
+    "gradual_prune_epochs",
     "gradual_sparsities",
     "greedy_soup",
     "ingredients_for",

@@ -35,8 +35,40 @@ from sparse_sms.config import SMSConfig
 from sparse_sms.ingredient import EvalFn, Ingredient, TrainFn
 from sparse_sms.runner import PhaseResult, SMSResult, _Phases, ingredients_for
 from sparsecore.schedules import Polynomial
+from sparsecore.validation import check_int
+from sparsecore.window import PruningWindow, WindowNames
 
-__all__ = ["gradual_sparsities", "run_gradual"]
+__all__ = ["gradual_prune_epochs", "gradual_sparsities", "run_gradual"]
+
+
+def gradual_prune_epochs(
+    total_epochs: int, begin_epoch: int, end_epoch: int, every: int = 1
+) -> list[int]:
+    """Pruning epochs for :func:`run_gradual` from a window, the last one exactly ``end_epoch``.
+
+    The core's ``"begin"`` grid (:class:`sparsecore.window.PruningWindow`): ``begin_epoch``
+    (when ``>= 1``), then every ``every`` epochs, and always ``end_epoch`` itself, where the
+    schedule reaches the target sparsity. At least one epoch of training must follow it.
+
+    Args:
+        total_epochs: Length of the whole run.
+        begin_epoch: Start of the pruning window (``0``: the first prune is at ``every``).
+        end_epoch: Last pruning epoch, ``< total_epochs``.
+        every: Epochs between pruning steps.
+
+    Raises:
+        TypeError: A non-integer argument (``bool`` included).
+        ValueError: An empty window or ``end_epoch >= total_epochs``, naming the argument.
+    """
+    check_int(total_epochs, "total_epochs", 2)
+    names = WindowNames(begin="begin_epoch", end="end_epoch", every="every", total="total_epochs")
+    window = PruningWindow(begin_epoch, end_epoch, every, names=names)
+    if end_epoch >= total_epochs:
+        raise ValueError(
+            f"end_epoch ({end_epoch}) must be < total_epochs ({total_epochs}): the soup of the "
+            f"last pruning step needs at least one epoch of training"
+        )
+    return list(window.updates())
 
 
 def gradual_sparsities(sparsity: float, count: int, power: float = 3.0) -> list[float]:
@@ -70,7 +102,9 @@ def run_gradual(
         config: ``sparsity`` (final), ``n_ingredients``, ``vary`` (``"seed"`` or
             ``"weight_decay"``), ``values``, ``soup``, ``max_lr`` (required), BN options.
         total_epochs: Length of the whole run.
-        prune_epochs: Strictly increasing epochs in ``(0, total_epochs)`` at which to prune.
+        prune_epochs: Strictly increasing epochs in ``(0, total_epochs)`` at which to prune
+            (:func:`gradual_prune_epochs` builds them from a window); the last one reaches
+            ``config.sparsity`` exactly.
         bn_batches: Training batches in a fixed order for BN recalibration.
         power: Exponent of the gradual schedule (3: cubic).
 
@@ -85,8 +119,7 @@ def run_gradual(
         raise ValueError(
             f"vary: run_gradual supports 'seed' and 'weight_decay', got {config.vary!r}"
         )
-    if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 2:
-        raise ValueError(f"total_epochs must be an integer >= 2, got {total_epochs!r}")
+    check_int(total_epochs, "total_epochs", 2)
     epochs = [int(e) for e in prune_epochs]
     if not epochs or any(b <= a for a, b in itertools.pairwise(epochs)):
         raise ValueError(f"prune_epochs must be non-empty and strictly increasing, got {epochs}")

@@ -27,6 +27,7 @@ from sparsecore.patterns import (
 from sparsecore.registry import available_methods, get_method, register_method
 from sparsecore.select import keep_count, select, select_global, topk_mask
 from sparsecore.targets import Target, default_targets, resolve_targets
+from sparsecore.window import PruningWindow, ScheduleIncompleteWarning
 
 __version__ = "0.1.0"
 
@@ -46,8 +47,10 @@ __all__ = [
     "OneShotMagnitude",
     "Pattern",
     "PruningMethod",
+    "PruningWindow",
     "RandomPruning",
     "RigL",
+    "ScheduleIncompleteWarning",
     "Target",
     "Unstructured",
     "__version__",

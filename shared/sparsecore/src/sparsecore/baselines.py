@@ -53,7 +53,8 @@ from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_int
+from sparsecore.validation import check_int, check_number
+from sparsecore.window import PruningWindow
 
 __all__ = [
     "GMP",
@@ -241,9 +242,10 @@ class GMPConfig(OneShotConfig):
     """Gradual magnitude pruning options.
 
     Attributes:
-        initial_sparsity: Sparsity at ``begin_step``.
+        initial_sparsity: Sparsity at ``begin_step`` (``<= sparsity``: masks only shrink).
         begin_step: First pruning step.
-        end_step: Step at which ``sparsity`` is reached.
+        end_step: Step at which ``sparsity`` is reached: the last update always runs exactly
+            there, also when ``end_step - begin_step`` is not a multiple of ``update_every``.
         update_every: Steps between pruning updates.
         power: Exponent of the polynomial (3: the cubic schedule).
     """
@@ -257,7 +259,18 @@ class GMPConfig(OneShotConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_sparsity(self.initial_sparsity, "initial_sparsity")
-        self.schedule  # noqa: B018 - validates begin/end/every/power
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must be <= sparsity "
+                f"({self.sparsity}): GMP masks only shrink"
+            )
+        check_number(self.power, "power", 0.0, open_low=True, finite=True)
+        self.window  # noqa: B018 - validates begin_step / end_step / update_every
+
+    @property
+    def window(self) -> PruningWindow:
+        """The pruning window (``"begin"`` grid: the last update lands on ``end_step``)."""
+        return PruningWindow(self.begin_step, self.end_step, self.update_every)
 
     @property
     def schedule(self) -> Polynomial:
@@ -273,7 +286,12 @@ class GMPConfig(OneShotConfig):
 
 
 class GMP(ChannelGroupsSupport, PruningMethod):
-    """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``."""
+    """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``.
+
+    Updates run every ``update_every`` steps from ``begin_step`` and at ``end_step`` itself
+    (:class:`~sparsecore.window.PruningWindow`), so ``sparsity`` is reached exactly at
+    ``end_step``; ``schedule_complete`` tells whether training got there.
+    """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("unstructured", "channel", "block"), "during", "dense-to-sparse", "static"
@@ -300,6 +318,9 @@ class GMP(ChannelGroupsSupport, PruningMethod):
         if schedule.is_update_step(self.step):
             self.prune_to(schedule(self.step))
 
+    def schedule_gap(self) -> str | None:  # noqa: D102
+        return self.config.window.gap(self.step, "GMP")
+
 
 @dataclass(frozen=True)
 class IMPConfig(OneShotConfig):
@@ -318,8 +339,7 @@ class IMPConfig(OneShotConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 < self.fraction < 1.0:
-            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
+        check_number(self.fraction, "fraction", 0.0, 1.0, open_low=True, open_high=True)
         check_int(self.rewind_step, "rewind_step", 0)
 
 

@@ -4,7 +4,7 @@ A method is a small class with a frozen dataclass config. The user's loop stays 
 
 .. code-block:: python
 
-    method = RigL(sparsity=0.9, update_every=100).setup(model, optimizer)
+    method = RigL(sparsity=0.9, update_every=100, total_steps=10_000).setup(model, optimizer)
     for x, y in loader:
         loss = loss_fn(model(x), y) + method.regularization()
         optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -46,6 +47,7 @@ from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target, resolve_targets
 from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_int, check_number
+from sparsecore.window import ScheduleIncompleteWarning
 
 __all__ = [
     "DynamicSparseConfig",
@@ -195,9 +197,15 @@ class PruningMethod:
     def finalize(self) -> nn.Module:
         """Bake the masks into the weights and remove every hook and buffer.
 
+        Warns (``ScheduleIncompleteWarning``, once, naming the option to change) when
+        :attr:`schedule_complete` is false.
+
         Returns:
             The plain model, with exactly the final zeros.
         """
+        if self._masks is not None and not self.schedule_complete:
+            reason = self.schedule_gap() or f"{type(self).__name__}: schedule not complete"
+            warnings.warn(reason, ScheduleIncompleteWarning, stacklevel=2)
         model = self.masks.squash()
         self._masks = None
         return model
@@ -229,6 +237,19 @@ class PruningMethod:
         for name, param in self.masks.params().items():
             scores = torch.rand(param.shape, generator=self.generator).to(param.device)
             self.masks.update(name, topk_mask(scores, keep_count(param.numel(), densities[name])))
+
+    @property
+    def schedule_complete(self) -> bool:
+        """Whether the method's schedule has run to its end (always true for methods without
+        one). Override :meth:`schedule_gap` (or this property) in scheduled methods.
+        """
+        return self.schedule_gap() is None
+
+    def schedule_gap(self) -> str | None:
+        """Why the schedule is not complete after ``self.step`` steps, naming the option to
+        change, or ``None`` when it is (the default: no schedule).
+        """
+        return None
 
     # ------------------------------------------------------------------ hooks to override
     def pattern_for(self, model: nn.Module, name: str) -> Pattern:
@@ -312,6 +333,12 @@ class PruningMethod:
         return f"{type(self).__name__}({self.config})"
 
 
+#: With ``end_step=None`` and a known ``total_steps``, drop-and-grow stops at this fraction of
+#: training (RigL, Evci et al. 2020: T_end at 75% of training; the official CIFAR script stops
+#: mask updates at step 75,000 of 97,656).
+DEFAULT_END_FRACTION = 0.75
+
+
 @dataclass(frozen=True)
 class DynamicSparseConfig(MethodConfig):
     """Options of drop-and-grow methods (SET, RigL and their descendants).
@@ -320,9 +347,15 @@ class DynamicSparseConfig(MethodConfig):
         distribution: Layer-wise densities: ``"erk"`` or ``"uniform"``.
         update_every: Steps between mask updates (ΔT).
         drop_fraction: Initial fraction of active weights replaced per update (α).
-        end_step: Last update step (RigL's T_end); the drop fraction is cosine-decayed to 0 over
-            ``[0, end_step]``. ``None``: constant fraction, updates forever.
+        end_step: Last step at which an update may run (RigL's T_end); the drop fraction is
+            cosine-decayed to 0 over ``[0, end]``. ``None``: the end is derived from
+            ``total_steps`` (see :attr:`update_end`); with neither, updates run with a constant
+            fraction until training stops, and ``finalize()`` warns.
         begin_step: First step at which updates may happen.
+        total_steps: Training length in steps, when known. With ``end_step=None`` updates stop
+            at ``min(floor(0.75 total_steps), total_steps - update_every)``: RigL's 75%, and never
+            an update within the last ΔT (weights regrown there would be finalized at exactly
+            zero). ``end_step`` must not exceed it.
     """
 
     distribution: str = "erk"
@@ -330,14 +363,59 @@ class DynamicSparseConfig(MethodConfig):
     drop_fraction: float = 0.3
     end_step: int | None = None
     begin_step: int = 0
+    total_steps: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.distribution not in DISTRIBUTIONS or self.distribution == "global":
             raise ValueError(f"distribution must be 'erk' or 'uniform', got {self.distribution!r}")
-        if not 0.0 <= self.drop_fraction <= 1.0:
-            raise ValueError(f"drop_fraction must lie in [0, 1], got {self.drop_fraction}")
-        Periodic(self.update_every, self.begin_step, self.end_step)  # validates the three
+        check_int(self.update_every, "update_every", 1)
+        check_number(self.drop_fraction, "drop_fraction", 0.0, 1.0)
+        check_int(self.begin_step, "begin_step", 0)
+        if self.total_steps is not None:
+            check_int(self.total_steps, "total_steps", 1)
+        if self.end_step is not None:
+            check_int(self.end_step, "end_step", 0)
+            if self.end_step < self.begin_step:
+                raise ValueError(
+                    f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step})"
+                )
+            if self.total_steps is not None and self.end_step > self.total_steps:
+                raise ValueError(
+                    f"end_step ({self.end_step}) must be <= total_steps ({self.total_steps})"
+                )
+        end = self.update_end
+        if end is not None and end < self.first_update:
+            where = (
+                f"end_step ({end})"
+                if self.end_step is not None
+                else f"total_steps ({self.total_steps}): without end_step, updates stop at "
+                f"min(floor({DEFAULT_END_FRACTION} total_steps), total_steps - update_every) = "
+                f"{end}, which"
+            )
+            hint = "raise end_step" if self.end_step is not None else "set end_step"
+            raise ValueError(
+                f"{where} leaves no drop-and-grow update: the first runs at step "
+                f"{self.first_update} (begin_step={self.begin_step}, "
+                f"update_every={self.update_every}); lower update_every or {hint}"
+            )
+
+    @property
+    def first_update(self) -> int:
+        """The step of the first update (``begin_step``, or ``update_every`` when it is 0)."""
+        return self.begin_step if self.begin_step >= 1 else self.update_every
+
+    @property
+    def update_end(self) -> int | None:
+        """The last step an update may run at: ``end_step``, else derived from ``total_steps``
+        (``min(floor(0.75 T), T - update_every)``), else ``None`` (no end).
+        """
+        if self.end_step is not None:
+            return self.end_step
+        if self.total_steps is None:
+            return None
+        total = self.total_steps
+        return min(math.floor(DEFAULT_END_FRACTION * total), total - self.update_every)
 
 
 class DynamicSparseMethod(PruningMethod):
@@ -347,7 +425,9 @@ class DynamicSparseMethod(PruningMethod):
     per layer: ``r = drop_count(nnz, fraction)`` active entries with the lowest drop score are
     removed, and the ``r`` inactive entries (including the ones just dropped) with the highest
     grow score are added. Per-layer nnz is unchanged. Newly grown weights (inactive before the
-    update) start at zero with zeroed optimizer state.
+    update) start at zero with zeroed optimizer state. Updates stop at
+    ``config.update_end`` (``end_step``, or 75% of ``total_steps``); with neither set they run
+    until training stops and ``finalize()`` warns.
     """
 
     config_class: ClassVar[type[MethodConfig]] = DynamicSparseConfig
@@ -359,13 +439,14 @@ class DynamicSparseMethod(PruningMethod):
     @property
     def schedule(self) -> Periodic:
         """When updates happen."""
-        return Periodic(self.config.update_every, self.config.begin_step, self.config.end_step)
+        return Periodic(self.config.update_every, self.config.begin_step, self.config.update_end)
 
     def drop_fraction_at(self, step: int) -> float:
-        """The fraction replaced at ``step`` (cosine-decayed when ``end_step`` is set)."""
-        if self.config.end_step is None:
+        """The fraction replaced at ``step`` (cosine-decayed when the updates have an end)."""
+        end = self.config.update_end
+        if end is None:
             return self.config.drop_fraction
-        return Cosine(self.config.drop_fraction, self.config.end_step)(step)
+        return Cosine(self.config.drop_fraction, max(end, 1))(step)
 
     def drop_count(self, nnz: int, fraction: float) -> int:
         """How many of ``nnz`` active entries to replace (RigL: ``floor``)."""
@@ -377,6 +458,46 @@ class DynamicSparseMethod(PruningMethod):
     def on_after_optimizer_step(self) -> None:  # noqa: D102
         if self.schedule.is_update_step(self.step):
             self.update_masks(self.drop_fraction_at(self.step))
+
+    def last_update_step(self, step: int) -> int | None:
+        """The step of the last update at or before ``step`` (``None``: none yet)."""
+        cfg = self.config
+        end = cfg.update_end
+        last = step if end is None else min(step, end)
+        if last < cfg.first_update:
+            return None
+        return cfg.begin_step + (last - cfg.begin_step) // cfg.update_every * cfg.update_every
+
+    def schedule_gap(self) -> str | None:  # noqa: D102
+        cfg, name = self.config, type(self).__name__
+        end = cfg.update_end
+        if end is not None:
+            if self.step >= end:
+                return None
+            field = "end_step" if cfg.end_step is not None else "total_steps"
+            return (
+                f"{name}: finalize() after {self.step} steps, before drop-and-grow ended at step "
+                f"{end} (from {field}={getattr(cfg, field)}): set {field} to the training length"
+            )
+        last = self.last_update_step(self.step)
+        if last is None:
+            return (
+                f"{name}: no drop-and-grow update ran in {self.step} steps (the first is at step "
+                f"{cfg.first_update}); lower update_every or begin_step, or set total_steps"
+            )
+        zeros = ""
+        if self._masks is not None:
+            count = sum(
+                int((p.detach()[self._masks.mask(n)] == 0).sum())
+                for n, p in self._masks.params().items()
+            )
+            zeros = f", and {count} active weights are exactly zero"
+        return (
+            f"{name}: end_step and total_steps are unset, so drop-and-grow ran until training "
+            f"stopped: the last update at step {last}, {self.step - last} steps before "
+            f"finalize(){zeros}. Set total_steps (updates then stop at "
+            f"{DEFAULT_END_FRACTION:.0%} of training) or end_step"
+        )
 
     def drop_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Scores for keeping active entries (default ``|w|``)."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sparsecore.validation import check_int, check_number
+from sparsecore.window import on_begin_grid
+
 __all__ = [
     "Constant",
     "Cosine",
@@ -100,8 +103,10 @@ class Periodic(Schedule):
 @dataclass(frozen=True)
 class Polynomial(Schedule):
     """Zhu & Gupta (2017) gradual pruning: ``s_t = s_f + (s_i - s_f) (1 - p)^power``, with
-    ``p = (t - begin) / (end - begin)`` clipped to ``[0, 1]``; updates every ``every`` steps in
-    ``[begin, end]``. ``power=3`` is the cubic schedule of "To prune, or not to prune"
+    ``p = (t - begin) / (end - begin)`` clipped to ``[0, 1]``; updates every ``every`` steps from
+    ``begin`` **and at** ``end`` (the ``"begin"`` grid of :mod:`sparsecore.window`), so the last
+    update lands on ``end`` and reaches ``final`` exactly even when ``end - begin`` is not a
+    multiple of ``every``. ``power=3`` is the cubic schedule of "To prune, or not to prune"
     (arXiv 1710.01878); ``power=1`` is linear.
     """
 
@@ -116,19 +121,18 @@ class Polynomial(Schedule):
         _check_unit(self.initial, "initial")
         _check_unit(self.final, "final")
         _check_nonneg_int(self.begin, "begin")
+        check_int(self.end, "end")
         if self.end <= self.begin:
             raise ValueError(f"end ({self.end}) must be > begin ({self.begin})")
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
-        if self.power <= 0:
-            raise ValueError(f"power must be > 0, got {self.power}")
+        check_int(self.every, "every", 1)
+        check_number(self.power, "power", 0.0, open_low=True, finite=True)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         progress = min(max((step - self.begin) / (self.end - self.begin), 0.0), 1.0)
         return self.final + (self.initial - self.final) * (1.0 - progress) ** self.power
 
     def is_update_step(self, step: int) -> bool:  # noqa: D102
-        return self.begin <= step <= self.end and (step - self.begin) % self.every == 0
+        return on_begin_grid(step, self.begin, self.end, self.every)
 
 
 def Linear(initial: float, final: float, begin: int, end: int, every: int = 1) -> Polynomial:
@@ -147,8 +151,7 @@ class Cosine(Schedule):
     final: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.total < 1:
-            raise ValueError(f"total must be >= 1, got {self.total}")
+        check_int(self.total, "total", 1)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         t = min(max(step, 0), self.total)
@@ -169,10 +172,8 @@ class IterativeRounds(Schedule):
     rounds: int = 5
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.fraction < 1.0:
-            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        check_number(self.fraction, "fraction", 0.0, 1.0, open_low=True, open_high=True)
+        check_int(self.rounds, "rounds", 1)
 
     def __call__(self, step: int) -> float:  # noqa: D102
         return 1.0 - (1.0 - self.fraction) ** min(max(step, 0), self.rounds)

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
@@ -32,8 +35,16 @@ from torch import nn
 
 from sparsecore.method import PruningMethod
 from sparsecore.registry import available_methods
+from sparsecore.window import ScheduleIncompleteWarning
 
-__all__ = ["MethodConformance", "tiny_mlp"]
+__all__ = [
+    "MethodConformance",
+    "WindowCase",
+    "check_window_case",
+    "tiny_mlp",
+    "window_cases",
+    "window_property_test",
+]
 
 
 def tiny_mlp(seed: int = 0, in_features: int = 16, hidden: int = 32, classes: int = 4) -> nn.Module:
@@ -178,6 +189,17 @@ class MethodConformance:
         for name, mask in masks.items():
             assert not params[name][~mask].any(), name
 
+    def test_finalize_warns_iff_schedule_incomplete(self) -> None:
+        """``schedule_complete`` is a bool; ``finalize()`` warns once exactly when it is false."""
+        _, method, _ = self.trained()
+        complete = method.schedule_complete
+        assert isinstance(complete, bool)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ScheduleIncompleteWarning)
+            method.finalize()
+        raised = [w for w in caught if issubclass(w.category, ScheduleIncompleteWarning)]
+        assert len(raised) == (0 if complete else 1)
+
     def test_exact_resume(self) -> None:
         """Train k steps, save, load into a fresh setup, continue: equal to an uninterrupted run."""
         half = self.train_steps // 2
@@ -236,3 +258,173 @@ class MethodConformance:
         """A model that is not an nn.Module is a TypeError."""
         with pytest.raises(TypeError, match="model"):
             self.make_method().setup("not a model")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- schedule-window property
+@dataclass(frozen=True)
+class WindowCase:
+    """One drawn schedule: train ``total`` steps with a window ``[begin, end]``, period ``every``.
+
+    A method factory maps it onto its own fields (``begin_step`` / ``end_step`` /
+    ``update_every`` / ``total_steps``, or ``prune_steps``...).
+    """
+
+    total: int
+    every: int
+    begin: int
+    end: int
+
+
+def _zero_fraction(model: nn.Module, names: Sequence[str]) -> float:
+    params = dict(model.named_parameters())
+    zeros = sum(int((params[n].detach() == 0).sum()) for n in names)
+    return zeros / sum(params[n].numel() for n in names)
+
+
+def _mlp_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(2000 + step)
+    return torch.randn(8, 16, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+
+
+def check_window_case(
+    case: WindowCase,
+    make_method: Callable[[WindowCase], PruningMethod],
+    *,
+    make_model: Callable[[], nn.Module] = tiny_mlp,
+    make_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]] = _mlp_batch,
+    expect_complete: Callable[[WindowCase, PruningMethod], bool] | None = None,
+    expected: Callable[[PruningMethod], float] | None = None,
+    achieved: Callable[[nn.Module, PruningMethod, list[str]], float] | None = None,
+    tolerance: float = 0.0,
+    count_zeros: bool = True,
+    fields: Sequence[str] = ("begin_step", "end_step", "update_every", "total_steps"),
+) -> None:
+    """The schedule-window property for one case: the target is reached, or setup raises.
+
+    Either building / setting up the method raises a ``TypeError`` / ``ValueError`` that names
+    one of ``fields`` (the user's field names), or the method trains ``case.total`` steps and
+
+    * ``schedule_complete`` is true whenever ``expect_complete`` says the window fits
+      (default: ``case.end <= case.total``);
+    * when complete, ``finalize()`` does not warn and the finalized model's sparsity over the
+      targets equals ``expected`` (default: ``config.sparsity``) up to per-layer rounding
+      (one entry per target) plus ``tolerance``; zeros are counted in the weights
+      (``count_zeros``), so weights regrown at exactly zero fail it (methods that grow at
+      random positions, where a weight may legitimately keep a zero gradient, count the masks
+      before ``finalize()`` instead);
+    * when not complete, ``finalize()`` warns once with ``ScheduleIncompleteWarning``.
+
+    Args:
+        case: The drawn schedule.
+        make_method: Builds the method for ``case`` (may raise for impossible windows).
+        make_model: A fresh small model.
+        make_batch: ``(inputs, labels)`` for a step (cross-entropy loss).
+        expect_complete: Whether the window fits in ``case.total`` steps.
+        expected: The target sparsity of a method.
+        achieved: Sparsity of the finalized model (default: fraction of exact zeros over the
+            targets); ``(model, method, target names)``.
+        tolerance: Extra allowed deviation.
+        count_zeros: Count exact zeros of the finalized weights (else the masks' sparsity just
+            before ``finalize()``).
+        fields: User field names an error message must contain one of.
+    """
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    try:
+        method = make_method(case)
+        method.setup(model, optimizer)
+    except (TypeError, ValueError) as error:
+        assert any(f in str(error) for f in fields), f"error names no field of {fields}: {error}"
+        return
+    for step in range(case.total):
+        x, y = make_batch(step)
+        loss = nn.functional.cross_entropy(model(x), y) + method.regularization()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    fits = expect_complete(case, method) if expect_complete else case.end <= case.total
+    complete = method.schedule_complete
+    if fits:
+        assert complete, f"{case}: the window fits in training but schedule_complete is False"
+    names = list(method.masks.names)
+    want = expected(method) if expected else method.config.sparsity
+    mask_sparsity = method.masks.sparsity()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScheduleIncompleteWarning)
+        final = method.finalize()
+    raised = [w for w in caught if issubclass(w.category, ScheduleIncompleteWarning)]
+    if not complete:
+        assert len(raised) == 1, (
+            f"{case}: incomplete schedule finalized with {len(raised)} warnings"
+        )
+        return
+    assert not raised, f"{case}: complete schedule warned: {raised[0].message}"
+    if achieved is not None:
+        got = achieved(final, method, names)
+    else:
+        got = _zero_fraction(final, names) if count_zeros else mask_sparsity
+    total = sum(dict(final.named_parameters())[n].numel() for n in names)
+    assert abs(got - want) <= tolerance + len(names) / total, (case, got, want)
+
+
+def window_cases(max_total: int = 40, max_every: int = 12) -> Any:
+    """A hypothesis strategy of :class:`WindowCase` (see :func:`window_property_test`).
+
+    Args:
+        max_total: Largest training length drawn.
+        max_every: Largest update period drawn.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def cases(draw: Any) -> WindowCase:
+        total = draw(st.integers(1, max_total))
+        short = st.integers(1, max(1, min(max_every, total // 2)))
+        every = draw(st.one_of(short, short, st.integers(1, max_every)))
+        begin = draw(st.one_of(st.just(0), st.integers(0, total)))
+        inside = st.integers(begin + 1, max(begin + 1, total))
+        outside = st.integers(max(0, begin - 2), total + 3)
+        end = draw(st.one_of(inside, inside, outside))
+        return WindowCase(total=total, every=every, begin=begin, end=end)
+
+    return cases()
+
+
+def window_property_test(
+    make_method: Callable[[WindowCase], PruningMethod],
+    *,
+    max_total: int = 40,
+    max_every: int = 12,
+    max_examples: int = 25,
+    **kwargs: Any,
+) -> Callable[[], None]:
+    """A pytest test (hypothesis) of :func:`check_window_case` over drawn windows.
+
+    Usage in a package's tests: ``test_window = window_property_test(lambda c: GMP(...))``.
+    Draws ``total`` in ``[1, max_total]``, ``every`` in ``[1, max_every]`` (mostly at most half
+    of ``total``), ``begin`` in ``[0, total]`` (often 0) and ``end`` mostly in
+    ``(begin, total]``, sometimes in ``[begin - 2, total + 3]`` (impossible windows included:
+    they must raise with a field name). Deterministic (``derandomize``), no example database.
+
+    Args:
+        make_method: Builds the method for a :class:`WindowCase`.
+        max_total: Largest training length drawn.
+        max_every: Largest update period drawn.
+        max_examples: Hypothesis examples (keep small: each trains a tiny model).
+        **kwargs: Passed to :func:`check_window_case`.
+    """
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(case=window_cases(max_total, max_every))
+    def test_window_schedule(case: WindowCase) -> None:
+        torch.set_num_threads(1)
+        check_window_case(case, make_method, **kwargs)
+
+    return test_window_schedule
