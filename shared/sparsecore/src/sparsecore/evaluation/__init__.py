@@ -7,6 +7,7 @@
     flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
 """
 
+from sparsecore.evaluation.dead_neurons import DeadNeuronRate, dead_neuron_rate
 from sparsecore.evaluation.flops import FlopCount, count_flops, count_params
 from sparsecore.evaluation.latency import (
     LatencyRatio,
@@ -39,6 +40,7 @@ from sparsecore.evaluation.report import (
 __all__ = [
     "MIN_SEEDS",
     "SCRATCH_B_MAX_FACTOR",
+    "DeadNeuronRate",
     "Evaluator",
     "FlopCount",
     "LatencyRatio",
@@ -50,6 +52,7 @@ __all__ = [
     "compare_latency",
     "count_flops",
     "count_params",
+    "dead_neuron_rate",
     "effective_tensor",
     "failed_row",
     "format_table",
