@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import torch
@@ -117,6 +118,21 @@ def stagnant_negative_weights(
     return out
 
 
+def _method_class(name: str) -> type[PruningMethod]:
+    """The class registered as ``name``, loading only that entry point when it is one.
+
+    (``get_method`` imports every installed method package; the base is usually the core's.)
+    """
+    for ep in entry_points(group="sparsecore.methods", name=name):
+        cls = ep.load()
+        if isinstance(cls, type) and issubclass(cls, PruningMethod):
+            return cls
+    try:
+        return get_method(name)
+    except ValueError as err:
+        raise ValueError(f"base: {err}") from None
+
+
 class ActivateWhilePruning(PruningMethod):
     """AP on top of a base method with pruning rounds (Liu et al., TMLR 2023).
 
@@ -158,10 +174,7 @@ class ActivateWhilePruning(PruningMethod):
     def _build_base(self) -> PruningMethod:
         """The base method, configured (validated) before any model is seen."""
         config = self.config
-        try:
-            cls = get_method(config.base)
-        except ValueError as err:
-            raise ValueError(f"base: {err}") from None
+        cls = _method_class(config.base)
         if not callable(getattr(cls, "prune_round", None)):
             raise ValueError(
                 f"base: {config.base!r} has no pruning rounds (prune_round); AP wraps an "
