@@ -1,7 +1,7 @@
-"""Configuration of :class:`~sparse_ap.ActivateWhilePruning`.
+"""Configuration of `sparse_ap.ActivateWhilePruning`.
 
-One frozen dataclass, :class:`APConfig`, on sparsecore's
-:class:`~sparsecore.method.MethodConfig`. AP (Liu, Ghosh, Tan & Motani, TMLR 2023,
+One frozen dataclass, `APConfig`, on sparsecore's
+`sparsecore.method.MethodConfig`. AP (Liu, Ghosh, Tan & Motani, TMLR 2023,
 arXiv 2212.06145) is not a pruning criterion of its own: it wraps a *base* method with pruning
 rounds, named here by its registry name (``"imp"``, sparse-lth's ``"lth"``, or any installed
 method whose class has ``prune_round``), and splits each cycle's budget ``p`` into ``p - p_AP``
@@ -20,14 +20,14 @@ from sparsecore.validation import check_bool, check_number
 
 __all__ = ["RESERVED_BASE_OPTIONS", "APConfig", "cycles_to_reach"]
 
-#: Base-method options that :class:`APConfig` sets itself (passing them in ``base_options``
+#: Base-method options that `APConfig` sets itself (passing them in ``base_options``
 #: is an error: they would contradict the wrapper's own fields).
 RESERVED_BASE_OPTIONS = ("fraction", "sparsity", "pattern", "targets", "exclude", "seed")
 
 
 @dataclass(frozen=True)
 class APConfig(MethodConfig):
-    """Options of :class:`~sparse_ap.ActivateWhilePruning`.
+    """Options of `sparse_ap.ActivateWhilePruning`.
 
     Attributes:
         sparsity: Sparsity the base prunes to by magnitude at setup (``0``: start dense, the
@@ -35,7 +35,7 @@ class APConfig(MethodConfig):
         base: Registry name of the base method with pruning rounds (``"imp"``: sparsecore's
             IMP; ``"lth"``: sparse-lth's lottery ticket with rewinding).
         base_options: More options of the base's config (e.g. ``{"rewind_step": 50}`` or
-            ``{"scope": "layer"}``); the fields in :data:`RESERVED_BASE_OPTIONS` come from this
+            ``{"scope": "layer"}``); the fields in `RESERVED_BASE_OPTIONS` come from this
             config.
         fraction: ``p``, the fraction of the remaining weights removed per cycle in total
             (official code: ``--prune_percent 20``).

@@ -38,7 +38,7 @@ Implementation choices (labelled; the official code is the reference):
   position in the concatenation of the targets (sparsecore's rule).
 * **Negative.** Strictly ``w < 0`` among the weights still unmasked after the base step (the
   official ``tensor < 0`` on the already-pruned tensor). If fewer negative weights remain than
-  ``num_ap``, all of them are removed and the shortfall is recorded in :attr:`history`.
+  ``num_ap``, all of them are removed and the shortfall is recorded in `history`.
 * **Which tensors.** The base's targets (sparsecore's default: every Linear/Conv weight; the
   official code: every parameter named ``weight``, BatchNorm scales included). A base's
   ``ignored`` targets (sparse-lth's ``layers_to_ignore``) are not touched by AP either.
@@ -136,8 +136,8 @@ def _method_class(name: str) -> type[PruningMethod]:
 class ActivateWhilePruning(PruningMethod):
     """AP on top of a base method with pruning rounds (Liu et al., TMLR 2023).
 
-    Use it where the base method would be used; a cycle is train → :meth:`prune_round` →
-    :meth:`rewind` (or no rewind, for prune-and-fine-tune):
+    Use it where the base method would be used; a cycle is train → `prune_round` →
+    `rewind` (or no rewind, for prune-and-fine-tune):
 
     ```python
     ap = ActivateWhilePruning(base="imp", fraction=0.2, ap_fraction=0.02).setup(model, opt)
@@ -152,7 +152,7 @@ class ActivateWhilePruning(PruningMethod):
     Attributes:
         base: The wrapped base method instance (owns the masks and the optimizer hooks).
         start_weights: ``w_prev``, the target weights at the start of the current cycle.
-        history: One dict per :meth:`prune_round`: ``round``, ``nnz_before``, ``removed_base``,
+        history: One dict per `prune_round`: ``round``, ``nnz_before``, ``removed_base``,
             ``num_ap`` (asked), ``removed_ap`` (done), ``nnz_after``.
     """
 
@@ -258,7 +258,7 @@ class ActivateWhilePruning(PruningMethod):
     def start_cycle(self) -> None:
         """Record ``w_prev``: the current target weights are the start of a training cycle.
 
-        Called by :meth:`setup`, at the end of :meth:`prune_round` and by :meth:`rewind`; call
+        Called by `setup`, at the end of `prune_round` and by `rewind`; call
         it yourself only if you change the weights otherwise (e.g. re-initialise them).
         """
         self.start_weights = {n: p.detach().clone() for n, p in self.masks.params().items()}
@@ -329,7 +329,7 @@ class ActivateWhilePruning(PruningMethod):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` (load the model's state_dict too: it holds the masks)."""
+        """Restore from `state_dict` (load the model's state_dict too: it holds the masks)."""
         if state.get("name") != self.name:
             raise ValueError(f"state_dict is for method {state.get('name')!r}, not {self.name!r}")
         self.base.load_state_dict(state["base"])

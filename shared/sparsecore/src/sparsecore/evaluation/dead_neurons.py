@@ -7,7 +7,7 @@ TMLR 2023 (arXiv 2212.06145), define, for a network with ``U`` ReLU units and a 
 
 the fraction of units whose ReLU output is exactly zero for input ``x``, averaged over the data.
 "Dynamic" because it depends on the input (a unit dead for every input is a *static* dead unit,
-reported separately here as :attr:`DeadNeuronRate.always_dead`). The paper observes that the more
+reported separately here as `DeadNeuronRate.always_dead`). The paper observes that the more
 a network is pruned, the lower its DNR, and that lowering it further helps; the official code
 does not compute the metric, so this is an implementation of the paper's definition.
 
@@ -16,7 +16,7 @@ Choices (labelled, the paper leaves them open):
 * **Units.** Every element of every ReLU output is one unit: one per hidden feature of a Linear
   layer, one per channel *and position* of a convolution's feature map. All inputs of a data set
   have the same ``U``, so the mean over ``x`` of the per-input fraction equals the total number of
-  zero outputs over the total number of outputs; both :attr:`DeadNeuronRate.rate` and the
+  zero outputs over the total number of outputs; both `DeadNeuronRate.rate` and the
   per-layer rates are computed that way.
 * **Which ReLUs.** Every ``nn.ReLU`` module (seen through forward hooks, named by the module) and
   every functional call (``torch.relu``, ``F.relu``, ``Tensor.relu`` and their in-place forms,
@@ -51,7 +51,7 @@ _RELU_FUNCTIONS = {
 
 @dataclass(frozen=True)
 class DeadNeuronRate:
-    """The result of :func:`dead_neuron_rate`.
+    """The result of `dead_neuron_rate`.
 
     Attributes:
         rate: The dynamic DNR in ``[0, 1]``: zero ReLU outputs over all ReLU outputs.
@@ -129,7 +129,7 @@ def dead_neuron_rate(model: nn.Module, data: Any, batch_size: int = 512) -> Dead
         batch_size: Batch size when ``data`` is a tensor.
 
     Returns:
-        A :class:`DeadNeuronRate`.
+        A `DeadNeuronRate`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or ``data`` holds no tensors.
