@@ -171,6 +171,17 @@ class ActivateWhilePruning(PruningMethod):
         self.start_weights: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, int]] = []
 
+    @classmethod
+    def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
+        """Config overrides for a ``sparse bench`` scenario (see `sparsecore.bench.build_method`).
+
+        AP is a procedure of cycles (`procedure` is set, so a single-run bench skips it): the
+        run starts dense (``sparsity=0``) and reaches a target sparsity ``s`` after
+        `sparse_ap.cycles_to_reach` ``(s, fraction)`` cycles of `sparse_ap.run_cycles`, each
+        ``total_steps / (cycles + 1)`` steps long.
+        """
+        return {"sparsity": 0.0}
+
     def _build_base(self) -> PruningMethod:
         """The base method, configured (validated) before any model is seen."""
         config = self.config
