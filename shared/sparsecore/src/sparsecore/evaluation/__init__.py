@@ -8,7 +8,13 @@
 """
 
 from sparsecore.evaluation.dead_neurons import DeadNeuronRate, dead_neuron_rate
-from sparsecore.evaluation.flops import FlopCount, count_flops, count_params
+from sparsecore.evaluation.flops import (
+    FlopCount,
+    TrainingFlopCount,
+    count_flops,
+    count_params,
+    count_training_flops,
+)
 from sparsecore.evaluation.latency import (
     LatencyRatio,
     LatencyResult,
@@ -48,10 +54,12 @@ __all__ = [
     "Row",
     "SparsityReport",
     "TensorReport",
+    "TrainingFlopCount",
     "check_protocol",
     "compare_latency",
     "count_flops",
     "count_params",
+    "count_training_flops",
     "dead_neuron_rate",
     "effective_tensor",
     "failed_row",
