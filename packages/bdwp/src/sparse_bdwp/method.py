@@ -86,6 +86,16 @@ class BDWP(PruningMethod):
         super().__init__(config, **overrides)
         self._layers: dict[str, nn.Module] = {}
 
+    @classmethod
+    def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
+        """Config overrides for one ``sparse bench`` run (see `sparsecore.bench.build_method`).
+
+        The bench fits ``update_every`` to 5% of the run for schedule-driven methods; BDWP
+        recomputes its masks every iteration, so it is set back to 1. The N:M pattern fixes the
+        sparsity (``sparsity`` is ignored).
+        """
+        return {"update_every": 1}
+
     # ------------------------------------------------------------------ setup
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
         pattern: NM = self.config.pattern  # type: ignore[assignment]
