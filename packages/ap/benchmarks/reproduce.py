@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ap-fraction", type=float, default=0.04, help="p_AP, AP's part of p")
     parser.add_argument("--rewind-frac", type=float, default=0.05, help="LTH: k = frac · T")
     parser.add_argument("--models", nargs="*", default=None, help="resnet convbase mlp")
+    parser.add_argument("--bases", nargs="*", default=list(BASES), choices=BASES)
+    parser.add_argument(
+        "--any-sign",
+        action="store_true",
+        help="ablation: the AP step ranks every weight by |w - w_prev| (negative_only=False)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
@@ -105,6 +111,7 @@ def make_method(base: str, with_ap: bool, args: argparse.Namespace, k: int, seed
             base_options=options,
             fraction=args.fraction,
             ap_fraction=args.ap_fraction,
+            negative_only=not args.any_sign,
             seed=method_seed,
         )
     if base == "lth" and lth:
@@ -117,7 +124,7 @@ def summarise(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def plot(results: dict, cfg: dict, path: Path) -> None:
+def plot(results: dict, cfg: dict, path: Path, bases: list[str]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -128,7 +135,7 @@ def plot(results: dict, cfg: dict, path: Path) -> None:
     for col, model in enumerate(models):
         for row, metric in enumerate(("accuracy", "dnr")):
             ax = fig.add_subplot(2, len(models), row * len(models) + col + 1)
-            for base in BASES:
+            for base in bases:
                 for with_ap in (False, True):
                     runs = results[model][(base, with_ap)]
                     xs = [
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         k = max(1, round(args.rewind_frac * steps))
         k_steps[model_name] = k
         results[model_name] = {}
-        for base in BASES:
+        for base in args.bases:
             for with_ap in (False, True):
                 runs = []
                 for seed in cfg["seeds"]:
@@ -246,23 +253,26 @@ def main(argv: list[str] | None = None) -> int:
             f"  {'ok' if p['holds'] else 'NOT'}"
         )
     holds = all(p["holds"] for p in pairs)
+    claim = f"ablation, AP without its sign rule: {CLAIM}" if args.any_sign else CLAIM
     acc_wins = sum(p["d_accuracy"] > 0 for p in pairs)
     dnr_wins = sum(p["d_dnr"] < 0 for p in pairs)
     out = Path(args.out)
     figure = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(results, cfg, figure)
+    plot(results, cfg, figure, args.bases)
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_results(
         out,
         "ap",
         "digits (ResNet-8), mnist1d (ConvBase, MLP)",
-        CLAIM,
+        claim,
         holds,
         rows + dnr_rows,
         command.strip(),
         settings={
             **cfg,
+            "bases": args.bases,
+            "any_sign_ablation": args.any_sign,
             "fraction": args.fraction,
             "ap_fraction": args.ap_fraction,
             "rewind_k": k_steps,
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy higher with AP in {acc_wins}/{len(pairs)} (model, base) pairs, "
         f"DNR lower in {dnr_wins}/{len(pairs)}"
     )
-    print(f"claim: {'holds' if holds else 'does not hold'}: {CLAIM}")
+    print(f"claim: {'holds' if holds else 'does not hold'}: {claim}")
     return 0
 
 
