@@ -7,7 +7,14 @@
     flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
 """
 
-from sparsecore.evaluation.flops import FlopCount, count_flops, count_params
+from sparsecore.evaluation.dead_neurons import DeadNeuronRate, dead_neuron_rate
+from sparsecore.evaluation.flops import (
+    FlopCount,
+    TrainingFlopCount,
+    count_flops,
+    count_params,
+    count_training_flops,
+)
 from sparsecore.evaluation.latency import (
     LatencyRatio,
     LatencyResult,
@@ -47,6 +54,7 @@ from sparsecore.evaluation.sparseland import (
 __all__ = [
     "MIN_SEEDS",
     "SCRATCH_B_MAX_FACTOR",
+    "DeadNeuronRate",
     "Evaluator",
     "FlopCount",
     "LatencyRatio",
@@ -54,11 +62,14 @@ __all__ = [
     "Row",
     "SparsityReport",
     "TensorReport",
+    "TrainingFlopCount",
     "check_protocol",
     "check_sparseland",
     "compare_latency",
     "count_flops",
     "count_params",
+    "count_training_flops",
+    "dead_neuron_rate",
     "disclose_sparsity",
     "effective_tensor",
     "failed_row",

@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from sparsecore.evaluation.report import effective_tensor
 
-__all__ = ["FlopCount", "count_flops", "count_params"]
+__all__ = ["FlopCount", "TrainingFlopCount", "count_flops", "count_params", "count_training_flops"]
 
 _HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_head", "n_heads")
 _HEAD_DIM_ATTRS = ("attention_head_size", "head_dim", "d_head")
@@ -257,3 +257,106 @@ def count_params(model: nn.Module) -> tuple[int, int]:
             total += tensor.numel()
             nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
+
+
+@dataclass(frozen=True)
+class TrainingFlopCount:
+    """Multiply-accumulates of one training step, split over the three GEMMs of every weight layer.
+
+    For a weight layer ``Y = W X`` (Linear, Conv through its im2col view, HF ``Conv1D``) one
+    training step runs three GEMMs of the same size: the forward ``W X``, the backward-data
+    ``Wᵀ dY`` and the weight-gradient ``dY Xᵀ``.
+
+    Attributes:
+        forward: The forward pass (`count_flops`; attention matmuls included).
+        backward_data: ``Wᵀ dY`` per weight layer. Effective MACs count the nonzeros of the
+            weight that GEMM actually multiplies (given per module to `count_training_flops`);
+            a layer without one counts dense, since the transpose of a forward N:M mask is not
+            N:M along the transposed GEMM's reduction dimension, so no N:M kernel can skip it.
+        weight_grad: ``dY Xᵀ`` per weight layer: activations times gradients, always dense.
+    """
+
+    forward: FlopCount
+    backward_data: FlopCount
+    weight_grad: FlopCount
+
+    @property
+    def dense(self) -> int:
+        """MACs of the step with every GEMM dense."""
+        return self.forward.dense + self.backward_data.dense + self.weight_grad.dense
+
+    @property
+    def effective(self) -> int:
+        """MACs of the step with the sparse GEMMs counted by their nonzeros."""
+        return self.forward.effective + self.backward_data.effective + self.weight_grad.effective
+
+    @property
+    def ratio(self) -> float:
+        """``effective / dense`` of the whole step."""
+        return self.effective / self.dense if self.dense else 1.0
+
+
+def count_training_flops(
+    model: nn.Module,
+    example_input: Any,
+    backward_weights: Mapping[str, torch.Tensor] | None = None,
+) -> TrainingFlopCount:
+    """Count the MACs of one training step (forward, backward-data, weight-gradient GEMMs).
+
+    Not counted beyond the forward: the backward of attention matmuls and of everything the
+    forward count leaves out (see the module docstring); the backward-data GEMM of the first
+    layer is counted although frameworks skip it when the input needs no gradient.
+
+    Args:
+        model: The model.
+        example_input: As for `count_flops` (the batch size is part of the count).
+        backward_weights: ``{module name: weight}`` used by that module's backward-data GEMM
+            (e.g. ``W * M_B`` for bidirectional N:M training); its nonzeros give the effective
+            count. Modules not listed count dense.
+
+    Returns:
+        A `TrainingFlopCount`.
+
+    Raises:
+        ValueError: A name in ``backward_weights`` that is not a counted weight layer, or a
+            weight of the wrong size.
+    """
+    forward = count_flops(model, example_input)
+    modules = dict(model.named_modules())
+    weight_layers = {
+        name: module
+        for name, module in modules.items()
+        if name in forward.by_module
+        and (
+            isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+            or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+        )
+    }
+    given = dict(backward_weights or {})
+    unknown = sorted(set(given) - set(weight_layers))
+    if unknown:
+        raise ValueError(f"backward_weights: {unknown} are not counted weight layers")
+    data: dict[str, tuple[int, int]] = {}
+    grad: dict[str, tuple[int, int]] = {}
+    for name, module in weight_layers.items():
+        dense = forward.by_module[name][0]
+        numel = effective_tensor(module, "weight").numel()
+        effective = dense
+        if name in given:
+            weight = given[name]
+            if weight.numel() != numel:
+                raise ValueError(
+                    f"backward_weights[{name!r}]: {weight.numel()} entries, the layer has {numel}"
+                )
+            effective = dense // numel * int(torch.count_nonzero(weight.detach()))
+        data[name] = (dense, effective)
+        grad[name] = (dense, dense)
+    return TrainingFlopCount(
+        forward=forward,
+        backward_data=FlopCount(
+            sum(d for d, _ in data.values()), sum(e for _, e in data.values()), data
+        ),
+        weight_grad=FlopCount(
+            sum(d for d, _ in grad.values()), sum(e for _, e in grad.values()), grad
+        ),
+    )
