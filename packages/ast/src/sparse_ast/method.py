@@ -80,6 +80,9 @@ class AdaptiveSparseTrainer(PruningMethod):
         **overrides: Config fields, e.g. ``srste_decay=6e-5, mask_update_every=10``.
     """
 
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "lm"
+
     name = "ast"
     config_class: ClassVar[type[MethodConfig]] = ASTConfig
     mask_mode = "ste"

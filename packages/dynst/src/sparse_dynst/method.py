@@ -84,6 +84,9 @@ class DynST(PruningMethod):
         sensors = method.deployed_sensors()
     """
 
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "sensor-field"
+
     name: ClassVar[str] = "dynst"
     config_class: ClassVar[type[MethodConfig]] = DynSTConfig
     mask_mode = "hard"

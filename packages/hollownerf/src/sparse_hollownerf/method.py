@@ -87,6 +87,9 @@ class HollowNeRF(PruningMethod):
         >>> loss = mse + method.regularization()   # in the user's loop
     """
 
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "nerf-scene"
+
     name = "hollownerf"
     config_class: ClassVar[type[MethodConfig]] = HollowNeRFConfig
     config: HollowNeRFConfig

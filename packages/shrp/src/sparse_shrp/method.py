@@ -66,6 +66,9 @@ class SHRP(PruningMethod):
         **overrides: Config fields (``sparsity``, ``balance_steps``, ``prune_step``, ...).
     """
 
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "encoder"
+
     name: ClassVar[str] = "shrp"
     config_class: ClassVar[type[MethodConfig]] = SHRPConfig
     mask_mode = "hard"

@@ -79,6 +79,9 @@ class TRP(PruningMethod):
         **overrides: Config fields (``scheme``, ``energy``, ``nuclear_weight``, ``period``, ...).
     """
 
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "digits-resnet"
+
     name: ClassVar[str] = "trp"
     config_class: ClassVar[type[MethodConfig]] = TRPConfig
     mask_mode = "hard"
