@@ -40,6 +40,8 @@ _DEPLOY = (
     "to_plain_bert",
 )
 
+__version__ = "0.1.0"
+
 __all__ = [
     "SHRP",
     "ExpertAttention",
@@ -47,6 +49,7 @@ __all__ = [
     "SHRPConfig",
     "ShrpBertConfig",
     "ShrpBertModel",
+    "__version__",
     "balance_loss",
     "expert_layers",
     "measure_usage",
