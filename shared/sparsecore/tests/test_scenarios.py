@@ -175,3 +175,34 @@ def test_reproduce_runs_a_checkout_script_and_exits_on_the_claim(
     assert "does NOT hold" in capsys.readouterr().out
     assert main(["reproduce", "nosuchpackage"]) == 1
     sys.modules.pop("sparse_toyrepro", None)
+
+
+def test_report_exits_non_zero_when_the_pattern_does_not_hold(tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    dense = {"fc.weight": torch.ones(4, 8)}
+    two_four = {"fc.weight": torch.tensor([[1.0, 1.0, 0.0, 0.0] * 2] * 4)}
+    save_file(dense, str(tmp_path / "dense.safetensors"))
+    save_file(two_four, str(tmp_path / "nm.safetensors"))
+    assert main(["report", str(tmp_path / "dense.safetensors"), "--pattern", "2:4"]) == 1
+    assert "do not respect 2:4: fc.weight" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nm.safetensors"), "--pattern", "2:4"]) == 0
+
+
+def test_a_missing_extra_is_one_clear_line(monkeypatch, capsys) -> None:
+    import sparsecore.cli as cli
+
+    def needs_tqdm(args):
+        raise ModuleNotFoundError("No module named 'tqdm'", name="tqdm")
+
+    monkeypatch.setattr(cli, "cmd_list", needs_tqdm)
+    monkeypatch.delenv("SPARSE_DEBUG", raising=False)
+    assert cli.main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'sparse-core[bench]'" in err
+
+
+def test_help_shows_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "(default: 60.0)" in capsys.readouterr().out

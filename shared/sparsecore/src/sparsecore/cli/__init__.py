@@ -93,6 +93,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Optional modules and the ``sparse-core`` extra that installs them.
+EXTRAS = {
+    "tqdm": "bench",
+    "mnist1d": "bench",
+    "sklearn": "bench",
+    "matplotlib": "bench",
+    "transformers": "hf",
+    "accelerate": "hf",
+    "torch_pruning": "structured",
+}
+
+
+def missing_extra_message(err: ModuleNotFoundError, command: str) -> str:
+    """One line naming the extra that provides the missing module (or the module itself)."""
+    module = (err.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return f"`sparse {command}` needs the module {module!r}, which is not installed"
+    return (
+        f"`sparse {command}` needs the {extra!r} extra (missing module {module!r}): "
+        f"pip install 'sparse-core[{extra}]'"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparse`` console script.
 
@@ -116,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparse: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:  # an optional extra is not installed
+        if os.environ.get("SPARSE_DEBUG"):
+            raise
+        print(f"sparse: error: {missing_extra_message(err, args.command)}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, OSError, KeyError) as err:
         if os.environ.get("SPARSE_DEBUG"):
             raise

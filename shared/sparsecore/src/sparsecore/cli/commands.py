@@ -229,6 +229,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sparsecore.patterns import parse_pattern
 
     state = load_checkpoint(args.checkpoint)
-    report = SparsityReport.from_state_dict(state, parse_pattern(args.pattern))
+    pattern = parse_pattern(args.pattern)
+    report = SparsityReport.from_state_dict(state, pattern)
     print(report)
+    if not report.valid:
+        bad = [t.name for t in report.tensors if not t.valid]
+        print(f"sparse: {len(bad)} tensor(s) do not respect {pattern}: {', '.join(bad[:5])}")
+        return 1
     return 0
