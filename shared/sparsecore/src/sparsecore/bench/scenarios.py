@@ -135,6 +135,74 @@ register_scenario(
 )
 
 
+def _row(data: dict[str, Any]) -> Any:
+    from sparsecore.evaluation import Row
+
+    def num(key: str) -> float:
+        value = data.get(key)
+        return math.nan if value is None else float(value)
+
+    return Row(
+        str(data.get("variant", "?")),
+        num("sparsity"),
+        num("flops_ratio"),
+        str(data.get("metric", "")),
+        num("mean"),
+        num("std"),
+        [math.nan if v is None else float(v) for v in data.get("seeds", [])],
+        num("wall_s"),
+        str(data.get("note", "")),
+    )
+
+
+def reproduction_runner(package: str) -> Runner:
+    """A runner that shows a package in its own scenario: its reproduction at ``--quick`` scale.
+
+    The reproduction brings the scenario's task, its dense model and its baselines; its rows are
+    the group's rows (its own output is not printed). Used for methods whose task is not one of
+    the core's (a NeRF scene, a sensor field, an encoder) until a dedicated scenario exists.
+
+    Args:
+        package: The package name (``hollownerf`` for ``sparse-hollownerf``).
+    """
+
+    def run(
+        scenario: Scenario, variants: Sequence[tuple[str, float | None]], args: argparse.Namespace
+    ) -> list[Any]:
+        import contextlib
+        import io
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from sparsecore.cli.reproduce import call_main, find_reproduction
+
+        module, origin = find_reproduction(package)
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "results.json"
+            with contextlib.redirect_stdout(io.StringIO()):
+                status = call_main(module.main, ["--quick", "--out", str(out)], origin)
+            if isinstance(status, int) and status != 0:
+                raise RuntimeError(f"{origin} --quick exited with status {status}")
+            data = json.loads(out.read_text())
+        holds = {True: "holds", False: "does not hold", None: "not tested"}[data.get("holds")]
+        scenario.options.setdefault("notes", []).append(
+            f"rows of {package}'s reproduction --quick; its claim at that scale: {holds}"
+        )
+        return [_row(r) for r in data.get("rows", [])]
+
+    return run
+
+
+for _name, _package, _title in (
+    ("nerf-scene", "hollownerf", "HollowNeRF's synthetic scene (its reproduction, quick)"),
+    ("sensor-field", "dynst", "DynST's spatio-temporal sensor fields (its reproduction, quick)"),
+    ("encoder", "shrp", "SHRP's MiniLM encoder on topic classification (its reproduction, quick)"),
+    ("lm", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)"),
+):
+    register_scenario(Scenario(_name, _title, baselines=(), runner=reproduction_runner(_package)))
+
+
 def _plugin_scenario(name: str) -> Scenario | None:
     for ep in entry_points(group="sparsecore.scenarios"):
         if ep.name == name:

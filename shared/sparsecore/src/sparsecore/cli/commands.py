@@ -160,8 +160,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if scenario.runner is not None:  # a custom scenario (e.g. a language-model task)
             bar.set_postfix_str(scenario.name)
             variants = [(n, s) for n, s, skip in group.plan if not skip]
-            rows = list(scenario.runner(scenario, variants, group.args))
+            try:
+                rows = list(scenario.runner(scenario, variants, group.args))
+            except Exception as err:  # one broken scenario must not stop the bench
+                rows = [failed_row(n, one_line(err)) for n, _ in variants]
             rows += [failed_row(n, skip) for n, _, skip in group.plan if skip]
+            group.notes.extend(scenario.options.pop("notes", []))
             bar.update(len(group.plan))
         for name, sparsity, skip in [] if scenario.runner is not None else group.plan:
             bar.set_postfix_str(f"{scenario.name}: {name} {'' if sparsity is None else sparsity}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["add_parser", "cmd_reproduce", "find_reproduction"]
+__all__ = ["add_parser", "call_main", "cmd_reproduce", "find_reproduction"]
 
 
 def _package_name(name: str) -> str:
@@ -73,7 +73,8 @@ def find_reproduction(name: str) -> tuple[ModuleType, str]:
     return loaded, str(script)
 
 
-def _call_main(main: Callable[..., Any], argv: list[str], origin: str) -> Any:
+def call_main(main: Callable[..., Any], argv: list[str], origin: str) -> Any:
+    """Call a reproduction's ``main`` with ``argv`` (as its argument, or in ``sys.argv``)."""
     saved = sys.argv
     sys.argv = [origin, *argv]  # for scripts whose main() reads sys.argv
     try:
@@ -98,7 +99,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         out = folder / f"{_package_name(args.name).removeprefix('sparse_')}{suffix}.json"
     argv = [*(["--quick"] if args.quick else []), "--out", str(out), *args.extra]
     print(f"sparse reproduce: {origin} {' '.join(argv)}")
-    status = _call_main(main, argv, origin)
+    status = call_main(main, argv, origin)
     if isinstance(status, int) and status != 0:
         return status
     if not out.is_file():
