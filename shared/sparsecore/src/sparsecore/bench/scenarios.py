@@ -69,6 +69,8 @@ class Scenario:
         pattern: Pattern given to the baselines (``None``: their default), e.g. ``"channel"`` in
             the CNN scenario so that they compete with LAPP at the same structure.
         runner: A custom runner (see :data:`Runner`); ``None`` for classification scenarios.
+        in_quick: Whether ``sparse bench --quick`` runs it (the package-reproduction scenarios
+            do not: each costs 15-60 s of CPU; ``sparse reproduce NAME --quick`` runs one).
     """
 
     name: str
@@ -82,6 +84,7 @@ class Scenario:
     seeds: int = 3
     pattern: str | None = None
     runner: Runner | None = None
+    in_quick: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,7 +203,9 @@ for _name, _package, _title in (
     ("encoder", "shrp", "SHRP's MiniLM encoder on topic classification (its reproduction, quick)"),
     ("lm", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)"),
 ):
-    register_scenario(Scenario(_name, _title, baselines=(), runner=reproduction_runner(_package)))
+    register_scenario(
+        Scenario(_name, _title, baselines=(), runner=reproduction_runner(_package), in_quick=False)
+    )
 
 
 def _plugin_scenario(name: str) -> Scenario | None:
@@ -386,6 +391,11 @@ def plan_bench(
         variants = [*in_group, *(m for m in members if m not in in_group)]
         sparsities = _sparsities(scenario, sargs)
         plan: list[tuple[str, float | None, str | None]] = [("dense", None, None)]
+        if getattr(args, "quick", False) and not scenario.in_quick:
+            reason = "skipped: not run with --quick (use: sparse reproduce {} --quick)"
+            plan = [(name, None, reason.format(name)) for name in variants]
+            groups.append(BenchGroup(scenario, sargs, plan, notes.get(scenario_name, [])))
+            continue
         model = make_model(sargs.model, task_spec(sargs.task)) if scenario.task else None
         for name in variants:
             cls = methods[name]

@@ -157,7 +157,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for group in groups:
         rows = []
         scenario = group.scenario
-        if scenario.runner is not None:  # a custom scenario (e.g. a language-model task)
+        if scenario.runner is not None and all(skip for _, _, skip in group.plan):
+            rows = [failed_row(n, skip or "") for n, _, skip in group.plan]
+            bar.update(len(group.plan))
+        elif scenario.runner is not None:  # a custom scenario (e.g. a language-model task)
             bar.set_postfix_str(scenario.name)
             variants = [(n, s) for n, s, skip in group.plan if not skip]
             try:
@@ -189,7 +192,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 reason = one_line(err)
                 rows.append(failed_row(name, reason, math.nan if sparsity is None else sparsity))
         figure = out / f"{scenario.name}.png"
-        title = f"{scenario.title} ({group.args.epochs} ep, {group.args.seeds} seed(s))"
+        title = scenario.title
+        if scenario.runner is None:
+            title += f" ({group.args.epochs} ep, {group.args.seeds} seed(s))"
         plot_rows(rows, figure, title)
         sections.append(
             {
