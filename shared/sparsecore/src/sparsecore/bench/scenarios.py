@@ -71,6 +71,9 @@ class Scenario:
         runner: A custom runner (see :data:`Runner`); ``None`` for classification scenarios.
         in_quick: Whether ``sparse bench --quick`` runs it (the package-reproduction scenarios
             do not: each costs 15-60 s of CPU; ``sparse reproduce NAME --quick`` runs one).
+        in_default: Whether a plain ``sparse bench`` runs it; ``False`` for a scenario too costly
+            for the default's three minutes (SHRP's encoder: > 100 s of CPU), which then runs
+            only when named in ``--scenarios``.
     """
 
     name: str
@@ -85,6 +88,7 @@ class Scenario:
     pattern: str | None = None
     runner: Runner | None = None
     in_quick: bool = True
+    in_default: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,14 +201,21 @@ def reproduction_runner(package: str) -> Runner:
     return run
 
 
-for _name, _package, _title in (
-    ("nerf-scene", "hollownerf", "HollowNeRF's synthetic scene (its reproduction, quick)"),
-    ("sensor-field", "dynst", "DynST's spatio-temporal sensor fields (its reproduction, quick)"),
-    ("encoder", "shrp", "SHRP's MiniLM encoder on topic classification (its reproduction, quick)"),
-    ("lm", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)"),
+for _name, _package, _title, _default in (
+    ("nerf-scene", "hollownerf", "HollowNeRF's synthetic scene (its reproduction, quick)", True),
+    ("sensor-field", "dynst", "DynST's sensor fields (its reproduction, quick)", True),
+    ("encoder", "shrp", "SHRP's MiniLM encoder, topic classification (reproduction)", False),
+    ("lm", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)", True),
 ):
     register_scenario(
-        Scenario(_name, _title, baselines=(), runner=reproduction_runner(_package), in_quick=False)
+        Scenario(
+            _name,
+            _title,
+            baselines=(),
+            runner=reproduction_runner(_package),
+            in_quick=False,
+            in_default=_default,
+        )
     )
 
 
@@ -391,8 +402,11 @@ def plan_bench(
         variants = [*in_group, *(m for m in members if m not in in_group)]
         sparsities = _sparsities(scenario, sargs)
         plan: list[tuple[str, float | None, str | None]] = [("dense", None, None)]
-        if getattr(args, "quick", False) and not scenario.in_quick:
-            reason = "skipped: not run with --quick (use: sparse reproduce {} --quick)"
+        quick_skip = getattr(args, "quick", False) and not scenario.in_quick
+        default_skip = not scenario.in_default and not wanted
+        if quick_skip or default_skip:
+            why = "not run with --quick" if quick_skip else f"costly: --scenarios {scenario.name}"
+            reason = f"skipped: {why} (or: sparse reproduce {{}} --quick)"
             plan = [(name, None, reason.format(name)) for name in variants]
             groups.append(BenchGroup(scenario, sargs, plan, notes.get(scenario_name, [])))
             continue
