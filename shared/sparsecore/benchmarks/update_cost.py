@@ -1,18 +1,18 @@
 """Cost of one RigL mask update vs the number of layers (16 ... 256).
 
-An MLP of ``L`` square Linear layers (width 128, 80% sparse, ERK), Adam with its state populated by
-one step, then one ``RigL.update_masks`` (drop-and-grow on every layer). Two variants are timed
+An MLP of `L` square Linear layers (width 128, 80% sparse, ERK), Adam with its state populated by
+one step, then one `RigL.update_masks` (drop-and-grow on every layer). Two variants are timed
 interleaved in the same run (round-robin over repeats, medians):
 
-``per-layer`` (sparsecore today)
-    ``MaskSet.update`` re-masks only the optimizer state of the layer it updates: O(k) for k layers.
-``full re-mask`` (the previous behaviour, reproduced here as the baseline)
+`per-layer` (sparsecore today)
+    `MaskSet.update` re-masks only the optimizer state of the layer it updates: O(k) for k layers.
+`full re-mask` (the previous behaviour, reproduced here as the baseline)
     After each layer's update the optimizer state of *every* layer is re-masked: O(k * L).
 
-The table reports the median milliseconds per update and the ratio; with ``--json PATH`` the
-numbers are written too. Per-layer cost should stay flat as ``L`` grows.
+The table reports the median milliseconds per update and the ratio; with `--json PATH` the
+numbers are written too. Per-layer cost should stay flat as `L` grows.
 
-Run: ``uv run python shared/sparsecore/benchmarks/update_cost.py [--repeats 5] [--threads 2]``
+Run: `uv run python shared/sparsecore/benchmarks/update_cost.py [--repeats 5] [--threads 2]`
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def make_model(layers: int, seed: int = 0) -> nn.Module:
 
 @contextmanager
 def full_remask():
-    """Patch ``MaskSet.update`` to re-mask every layer's state after each update (old cost)."""
+    """Patch `MaskSet.update` to re-mask every layer's state after each update (old cost)."""
     original = MaskSet.update
 
     def update(self: MaskSet, name: str, keep: torch.Tensor) -> None:

@@ -1,22 +1,22 @@
-"""SLoRB through ``save_pretrained`` / ``from_pretrained``: the boost as a peft-style LoRA adapter.
+"""SLoRB through `save_pretrained` / `from_pretrained`: the boost as a peft-style LoRA adapter.
 
-SLoRB adds ``S (P x)`` to a layer, with ``P`` of shape ``(d/k, d)`` and ``S`` of shape
-``(out, d/k)``: exactly a LoRA term ``B (A x)`` of rank ``r = d/k`` with ``A = P``, ``B = S`` and
-scaling 1 (``lora_alpha = r``, no dropout). :func:`save_pretrained` therefore writes
+SLoRB adds `S (P x)` to a layer, with `P` of shape `(d/k, d)` and `S` of shape
+`(out, d/k)`: exactly a LoRA term `B (A x)` of rank `r = d/k` with `A = P`, `B = S` and
+scaling 1 (`lora_alpha = r`, no dropout). `save_pretrained` therefore writes
 
-* the sparse base model with the model's own ``save_pretrained`` (the SLoRB tensors left out, so
-  a plain ``AutoModel...from_pretrained(directory)`` loads it without "unexpected keys"), and
-* the SLoRB terms under ``directory/slorb/`` in peft's LoRA adapter format
-  (``adapter_config.json`` with a per-layer ``rank_pattern`` / ``alpha_pattern``, and
-  ``adapter_model.safetensors`` with ``base_model.model.<layer>.lora_A/B.weight``).
+* the sparse base model with the model's own `save_pretrained` (the SLoRB tensors left out, so
+  a plain `AutoModel...from_pretrained(directory)` loads it without "unexpected keys"), and
+* the SLoRB terms under `directory/slorb/` in peft's LoRA adapter format
+  (`adapter_config.json` with a per-layer `rank_pattern` / `alpha_pattern`, and
+  `adapter_model.safetensors` with `base_model.model.<layer>.lora_A/B.weight`).
 
-:func:`from_pretrained` loads both back (no peft needed): the boosted model gives the same
+`from_pretrained` loads both back (no peft needed): the boosted model gives the same
 logits as the one that was saved. With peft installed,
-``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(directory), directory + "/slorb")``
-reads the same adapter, and its ``merge_and_unload()`` folds the boost into dense weights.
+`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(directory), directory + "/slorb")`
+reads the same adapter, and its `merge_and_unload()` folds the boost into dense weights.
 
-Choice (not in the paper, whose code saves a full ``state_dict``): an adapter rather than folded
-weights, because folding ``S P`` into ``W`` makes the 2:4 weights dense.
+Choice (not in the paper, whose code saves a full `state_dict`): an adapter rather than folded
+weights, because folding `S P` into `W` makes the 2:4 weights dense.
 """
 
 from __future__ import annotations
@@ -45,18 +45,18 @@ def _slorb_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, **kwargs: Any) -> Path | None:
-    """Save ``model`` the Hugging Face way, with its SLoRB terms as a LoRA adapter.
+    """Save `model` the Hugging Face way, with its SLoRB terms as a LoRA adapter.
 
     Args:
         model: A (finalized or still training) Hugging Face model, with or without SLoRB.
-        directory: Output folder of ``model.save_pretrained``.
-        **kwargs: Passed on to ``model.save_pretrained``.
+        directory: Output folder of `model.save_pretrained`.
+        **kwargs: Passed on to `model.save_pretrained`.
 
     Returns:
-        The adapter folder, or ``None`` when the model has no SLoRB.
+        The adapter folder, or `None` when the model has no SLoRB.
 
     Raises:
-        TypeError: ``model`` has no ``save_pretrained`` (not a Hugging Face model).
+        TypeError: `model` has no `save_pretrained` (not a Hugging Face model).
     """
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"model must be a Hugging Face PreTrainedModel, got {type(model).__name__}")
@@ -103,11 +103,11 @@ def save_pretrained(model: nn.Module, directory: str | Path, **kwargs: Any) -> P
 
 
 def load_slorb_adapter(model: nn.Module, adapter: str | Path) -> list[str]:
-    """Put the SLoRB terms of a saved adapter back on ``model`` (parameters and hooks).
+    """Put the SLoRB terms of a saved adapter back on `model` (parameters and hooks).
 
     Args:
-        model: The base model loaded from the same :func:`save_pretrained` folder.
-        adapter: The adapter folder (``directory/slorb``).
+        model: The base model loaded from the same `save_pretrained` folder.
+        adapter: The adapter folder (`directory/slorb`).
 
     Returns:
         Names of the layers that received SLoRB.
@@ -146,16 +146,16 @@ def load_slorb_adapter(model: nn.Module, adapter: str | Path) -> list[str]:
 
 
 def from_pretrained(directory: str | Path, model_class: Any = None, **kwargs: Any) -> nn.Module:
-    """Load a model written by :func:`save_pretrained`, with its SLoRB terms.
+    """Load a model written by `save_pretrained`, with its SLoRB terms.
 
     Args:
-        directory: The folder given to :func:`save_pretrained`.
-        model_class: A transformers class with ``from_pretrained`` (default
-            ``AutoModelForCausalLM``).
-        **kwargs: Passed on to ``model_class.from_pretrained``.
+        directory: The folder given to `save_pretrained`.
+        model_class: A transformers class with `from_pretrained` (default
+            `AutoModelForCausalLM`).
+        **kwargs: Passed on to `model_class.from_pretrained`.
 
     Returns:
-        The model (in eval mode, as ``from_pretrained`` returns it).
+        The model (in eval mode, as `from_pretrained` returns it).
     """
     if model_class is None:
         from transformers import AutoModelForCausalLM

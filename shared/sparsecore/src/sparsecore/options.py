@@ -1,13 +1,13 @@
-"""Method options from the command line: ``--set name=value`` and ``--config FILE``.
+"""Method options from the command line: `--set name=value` and `--config FILE`.
 
-:func:`method_options` turns ``["drop_fraction=0.5", "pattern=2:4"]`` and/or a JSON or TOML file
+`method_options` turns `["drop_fraction=0.5", "pattern=2:4"]` and/or a JSON or TOML file
 of field values into keyword arguments of a method's config dataclass, checked against its fields
-and converted to each field's annotated type (``int``, ``float``, ``bool``, ``str``, tuples,
-``None``, patterns). The config's own ``__post_init__`` then validates the values, so an
+and converted to each field's annotated type (`int`, `float`, `bool`, `str`, tuples,
+`None`, patterns). The config's own `__post_init__` then validates the values, so an
 out-of-range option fails with the field's name before anything runs.
 
-:func:`config_dict` is the inverse, JSON-friendly (patterns as their string form, which
-:func:`~sparsecore.patterns.parse_pattern` reads back).
+`config_dict` is the inverse, JSON-friendly (patterns as their string form, which
+`sparsecore.patterns.parse_pattern` reads back).
 """
 
 from __future__ import annotations
@@ -87,10 +87,10 @@ def _convert(text: str, hint: Any, name: str) -> Any:
 
 
 def convert_option(config_class: type[MethodConfig], name: str, value: Any) -> Any:
-    """``value`` for field ``name`` of ``config_class``: strings converted to the field's type.
+    """`value` for field `name` of `config_class`: strings converted to the field's type.
 
     Raises:
-        ValueError: ``name`` is not a field (the fields are listed) or ``value`` does not parse.
+        ValueError: `name` is not a field (the fields are listed) or `value` does not parse.
     """
     fields = {f.name for f in dataclasses.fields(config_class) if f.init}
     if name not in fields:
@@ -107,18 +107,18 @@ def method_options(
     sets: Sequence[str] = (),
     config_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Config keyword arguments from a file and ``name=value`` strings (``sets`` win).
+    """Config keyword arguments from a file and `name=value` strings (`sets` win).
 
     Args:
         config_class: The method's config dataclass.
-        sets: ``"name=value"`` strings (``--set``).
-        config_file: A JSON or TOML file of field values (``--config``), or ``None``.
+        sets: `"name=value"` strings (`--set`).
+        config_file: A JSON or TOML file of field values (`--config`), or `None`.
 
     Returns:
         Field values, converted; validate by building the config with them.
 
     Raises:
-        ValueError: A malformed ``--set``, an unknown field or a value that does not parse.
+        ValueError: A malformed `--set`, an unknown field or a value that does not parse.
     """
     raw: dict[str, Any] = {} if config_file is None else _read_file(config_file)
     for item in sets:

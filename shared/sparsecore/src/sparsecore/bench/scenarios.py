@@ -1,24 +1,24 @@
 """Bench scenarios: the task, reference model and settings each method is shown in.
 
-``sparse bench`` groups the installed methods by the scenario they declare and runs each group
+`sparse bench` groups the installed methods by the scenario they declare and runs each group
 beside that scenario's dense model and core baselines, one table section and one figure per
 scenario. A method declares its scenario with a class attribute::
 
     class LAPP(PruningMethod):
         bench_scenario: ClassVar[str] = "cnn"
 
-(no attribute: :data:`DEFAULT_SCENARIO`). A scenario is a :class:`Scenario`. Classification
-scenarios on the core's tasks (``mnist1d-mlp``, ``cnn``, ``digits-resnet``) are built in and run
-every variant through :func:`sparsecore.cli.common.run_variant`; any other scenario brings its own
-``runner`` and is registered in-process with :func:`register_scenario` or, from an installed
-package, through the ``sparsecore.scenarios`` entry-point group (``name = "module:SCENARIO"``,
+(no attribute: `DEFAULT_SCENARIO`). A scenario is a `Scenario`. Classification
+scenarios on the core's tasks (`mnist1d-mlp`, `cnn`, `digits-resnet`) are built in and run
+every variant through `sparsecore.cli.common.run_variant`; any other scenario brings its own
+`runner` and is registered in-process with `register_scenario` or, from an installed
+package, through the `sparsecore.scenarios` entry-point group (`name = "module:SCENARIO"`,
 loaded only when a method asks for that scenario). A method whose scenario is not installed is
 shown in the default scenario with a note, so that it still runs.
 
-Methods that are more than one training run (:attr:`~sparsecore.method.PruningMethod.procedure`)
-run their procedure at bench scale when a runner for it is known (:data:`PROCEDURES`): IMP and
-the lottery ticket (iterative rounds with rewinding) prune in ``rounds`` rounds whose fraction is
-fitted so that the last round reaches the target sparsity, training ``epochs / (rounds + 1)``
+Methods that are more than one training run (`sparsecore.method.PruningMethod.procedure`)
+run their procedure at bench scale when a runner for it is known (`PROCEDURES`): IMP and
+the lottery ticket (iterative rounds with rewinding) prune in `rounds` rounds whose fraction is
+fitted so that the last round reaches the target sparsity, training `epochs / (rounds + 1)`
 epochs per round, so that the whole procedure costs the same epochs as one run of the others.
 """
 
@@ -47,8 +47,8 @@ __all__ = [
 #: Scenario of a method that declares none.
 DEFAULT_SCENARIO = "mnist1d-mlp"
 
-#: ``runner(scenario, variants, settings, progress) -> rows`` for a custom scenario: ``variants``
-#: are ``(name, sparsity)`` pairs (``"dense"`` first), ``settings`` the bench's options.
+#: `runner(scenario, variants, settings, progress) -> rows` for a custom scenario: `variants`
+#: are `(name, sparsity)` pairs (`"dense"` first), `settings` the bench's options.
 Runner = Callable[["Scenario", Sequence[tuple[str, float | None]], argparse.Namespace], list]
 
 
@@ -57,23 +57,23 @@ class Scenario:
     """One bench scenario.
 
     Attributes:
-        name: Short name (``sparse bench --scenarios NAME``).
+        name: Short name (`sparse bench --scenarios NAME`).
         title: One line for the table header and the figure.
-        task: Core task of a classification scenario (``None`` for a custom runner).
+        task: Core task of a classification scenario (`None` for a custom runner).
         model: Core model name of a classification scenario.
         baselines: Core methods run beside the scenario's methods (those installed).
-        sparsities: Sparsities of the default run; ``--quick`` uses the last one only.
+        sparsities: Sparsities of the default run; `--quick` uses the last one only.
         epochs: Epochs of the default run.
-        quick_epochs: Epochs with ``--quick``.
-        seeds: Seeds of the default run (``--quick``: 1).
-        pattern: Pattern given to the baselines (``None``: their default), e.g. ``"channel"`` in
+        quick_epochs: Epochs with `--quick`.
+        seeds: Seeds of the default run (`--quick`: 1).
+        pattern: Pattern given to the baselines (`None`: their default), e.g. `"channel"` in
             the CNN scenario so that they compete with LAPP at the same structure.
-        runner: A custom runner (see :data:`Runner`); ``None`` for classification scenarios.
-        in_quick: Whether ``sparse bench --quick`` runs it (the package-reproduction scenarios
-            do not: each costs 15-60 s of CPU; ``sparse reproduce NAME --quick`` runs one).
-        in_default: Whether a plain ``sparse bench`` runs it; ``False`` for a scenario too costly
+        runner: A custom runner (see `Runner`); `None` for classification scenarios.
+        in_quick: Whether `sparse bench --quick` runs it (the package-reproduction scenarios
+            do not: each costs 15-60 s of CPU; `sparse reproduce NAME --quick` runs one).
+        in_default: Whether a plain `sparse bench` runs it; `False` for a scenario too costly
             for the default's three minutes (SHRP's encoder: > 100 s of CPU), which then runs
-            only when named in ``--scenarios``.
+            only when named in `--scenarios`.
     """
 
     name: str
@@ -163,14 +163,14 @@ def _row(data: dict[str, Any]) -> Any:
 
 
 def reproduction_runner(package: str) -> Runner:
-    """A runner that shows a package in its own scenario: its reproduction at ``--quick`` scale.
+    """A runner that shows a package in its own scenario: its reproduction at `--quick` scale.
 
     The reproduction brings the scenario's task, its dense model and its baselines; its rows are
     the group's rows (its own output is not printed). Used for methods whose task is not one of
     the core's (a NeRF scene, a sensor field, an encoder) until a dedicated scenario exists.
 
     Args:
-        package: The package name (``hollownerf`` for ``sparse-hollownerf``).
+        package: The package name (`hollownerf` for `sparse-hollownerf`).
     """
 
     def run(
@@ -230,7 +230,7 @@ def _plugin_scenario(name: str) -> Scenario | None:
 
 
 def get_scenario(name: str) -> Scenario | None:
-    """The scenario ``name`` (registered or from an entry point), or ``None`` if not installed."""
+    """The scenario `name` (registered or from an entry point), or `None` if not installed."""
     if name in _SCENARIOS:
         return _SCENARIOS[name]
     return _plugin_scenario(name)
@@ -243,7 +243,7 @@ def scenario_names() -> list[str]:
 
 
 def scenario_of(cls: type[PruningMethod]) -> str:
-    """The scenario ``cls`` declares (``bench_scenario``), else :data:`DEFAULT_SCENARIO`."""
+    """The scenario `cls` declares (`bench_scenario`), else `DEFAULT_SCENARIO`."""
     name = getattr(cls, "bench_scenario", None)
     return name if isinstance(name, str) and name else DEFAULT_SCENARIO
 
@@ -256,13 +256,13 @@ def iterative_rewinding(
     args: argparse.Namespace,
     rounds: int = 3,
 ) -> tuple[float, dict[str, Any]]:
-    """IMP / lottery ticket at bench scale: ``rounds`` prune-rewind-retrain rounds.
+    """IMP / lottery ticket at bench scale: `rounds` prune-rewind-retrain rounds.
 
-    The per-round fraction ``1 - (1 - sparsity) ** (1 / rounds)`` makes the last round land on
-    ``sparsity``; ``args.epochs`` are split over the ``rounds + 1`` trainings.
+    The per-round fraction `1 - (1 - sparsity) ** (1 / rounds)` makes the last round land on
+    `sparsity`; `args.epochs` are split over the `rounds + 1` trainings.
 
     Returns:
-        ``(accuracy, extras)`` as :func:`sparsecore.cli.common.run_variant`.
+        `(accuracy, extras)` as `sparsecore.cli.common.run_variant`.
     """
     import time
 
@@ -307,14 +307,14 @@ def iterative_rewinding(
     }
 
 
-#: Bench-scale runners of multi-run procedures, by the method's ``procedure`` text.
+#: Bench-scale runners of multi-run procedures, by the method's `procedure` text.
 PROCEDURES: dict[str, Callable[..., tuple[float, dict[str, Any]]]] = {
     "iterative rounds with rewinding": iterative_rewinding,
 }
 
 
 def scenario_args(scenario: Scenario, args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the scenario's task, model, epochs and seeds filled in (a copy)."""
+    """`args` with the scenario's task, model, epochs and seeds filled in (a copy)."""
     out = copy.copy(args)
     quick = bool(getattr(args, "quick", False))
     if scenario.task is not None:
@@ -330,12 +330,12 @@ def scenario_args(scenario: Scenario, args: argparse.Namespace) -> argparse.Name
 # ---------------------------------------------------------------------- planning sparse bench
 @dataclass
 class BenchGroup:
-    """What ``sparse bench`` runs in one scenario.
+    """What `sparse bench` runs in one scenario.
 
     Attributes:
         scenario: The scenario.
         args: The options with the scenario's task, model, epochs and seeds filled in.
-        plan: ``(variant, sparsity, skip_reason)``, dense first, then baselines, then methods.
+        plan: `(variant, sparsity, skip_reason)`, dense first, then baselines, then methods.
         notes: Lines printed under the group's table (fallbacks, skipped reasons).
     """
 
@@ -361,13 +361,13 @@ def plan_bench(
     """Group the chosen methods by scenario and plan each group's variants.
 
     Args:
-        args: ``sparse bench`` options (``task``/``model`` customise the default scenario).
+        args: `sparse bench` options (`task`/`model` customise the default scenario).
         methods: Installed methods by name.
-        chosen: Methods asked for (``--methods``), or every installed one.
+        chosen: Methods asked for (`--methods`), or every installed one.
         baselines: Core baselines, in table order.
 
     Returns:
-        One :class:`BenchGroup` per scenario that has a chosen method, default scenario first.
+        One `BenchGroup` per scenario that has a chosen method, default scenario first.
     """
     from sparsecore.bench import make_model, task_spec
     from sparsecore.bench.train import applicability, fixed_sparsity
@@ -438,7 +438,7 @@ def run_planned(
     methods: dict[str, type[PruningMethod]],
     time_limit: float = 0.0,
 ) -> tuple[float, dict[str, Any]]:
-    """One variant of a classification group for one seed (``over_seeds`` callback result)."""
+    """One variant of a classification group for one seed (`over_seeds` callback result)."""
     from sparsecore.cli.common import run_variant
 
     args = copy.copy(group.args)

@@ -1,14 +1,14 @@
-"""``sparse reproduce NAME [--quick]``: run a package's reproduction and report its claim.
+"""`sparse reproduce NAME [--quick]`: run a package's reproduction and report its claim.
 
 The reproduction is found in this order:
 
-1. the module ``sparse_<name>.reproduce`` (shipped inside the wheel);
-2. ``benchmarks/reproduce.py`` of a source checkout, located from the package's ``__file__``
-   (``packages/<name>/src/sparse_<name>/__init__.py`` -> ``packages/<name>/benchmarks/``).
+1. the module `sparse_<name>.reproduce` (shipped inside the wheel);
+2. `benchmarks/reproduce.py` of a source checkout, located from the package's `__file__`
+   (`packages/<name>/src/sparse_<name>/__init__.py` -> `packages/<name>/benchmarks/`).
 
-Its ``main(argv)`` (or ``main()`` reading ``sys.argv``) runs; it prints its table and writes the
-results JSON (``--out``; with ``--quick`` and no ``--out`` a temporary file, never the committed
-results, see ``sparsecore.evaluation.paths``). The exit status comes from that JSON's ``holds``:
+Its `main(argv)` (or `main()` reading `sys.argv`) runs; it prints its table and writes the
+results JSON (`--out`; with `--quick` and no `--out` a temporary file, never the committed
+results, see `sparsecore.evaluation.paths`). The exit status comes from that JSON's `holds`:
 0 when the claim holds (or none is tested), 1 when it does not, and the script's own non-zero
 status if it failed.
 """
@@ -40,7 +40,7 @@ def _package_name(name: str) -> str:
 
 
 def find_reproduction(name: str) -> tuple[ModuleType, str]:
-    """The reproduction module of package ``name`` and where it came from.
+    """The reproduction module of package `name` and where it came from.
 
     Raises:
         ValueError: The package is not installed or ships no reproduction.
@@ -74,7 +74,7 @@ def find_reproduction(name: str) -> tuple[ModuleType, str]:
 
 
 def call_main(main: Callable[..., Any], argv: list[str], origin: str) -> Any:
-    """Call a reproduction's ``main`` with ``argv`` (as its argument, or in ``sys.argv``)."""
+    """Call a reproduction's `main` with `argv` (as its argument, or in `sys.argv`)."""
     saved = sys.argv
     sys.argv = [origin, *argv]  # for scripts whose main() reads sys.argv
     try:
@@ -111,7 +111,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``reproduce`` on the ``sparse`` subparsers."""
+    """Register `reproduce` on the `sparse` subparsers."""
     p = sub.add_parser("reproduce", help="run a package's reproduction; exit 1 if its claim fails")
     p.add_argument("name", help="package name, e.g. granet (sparse-granet)")
     p.add_argument("--quick", action="store_true", help="tiny settings, same code path")

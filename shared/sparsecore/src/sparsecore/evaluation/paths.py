@@ -16,16 +16,16 @@ def default_results_path(
     argv: Sequence[str] | None = None,
     filename: str = "results.json",
 ) -> str:
-    """The default ``--out`` of a ``reproduce.py``: next to the script, or a temporary file for
-    ``--quick``.
+    """The default `--out` of a `reproduce.py`: next to the script, or a temporary file for
+    `--quick`.
 
-    A ``--quick`` run without ``--out`` writes to ``<tmp>/sparse-quick/<package>-<filename>``,
+    A `--quick` run without `--out` writes to `<tmp>/sparse-quick/<package>-<filename>`,
     so that it cannot replace the package's committed full-run results (which the results page
-    shows). Use as ``parser.add_argument("--out", default=default_results_path(__file__, argv))``.
+    shows). Use as `parser.add_argument("--out", default=default_results_path(__file__, argv))`.
 
     Args:
-        script_file: The script's ``__file__``.
-        argv: The arguments the script parses (``None``: ``sys.argv[1:]``); only ``--quick`` is
+        script_file: The script's `__file__`.
+        argv: The arguments the script parses (`None`: `sys.argv[1:]`); only `--quick` is
             looked for.
         filename: The results file name.
 
