@@ -2,10 +2,12 @@
 
 `sparse bench` groups the installed methods by the scenario they declare and runs each group
 beside that scenario's dense model and core baselines, one table section and one figure per
-scenario. A method declares its scenario with a class attribute::
+scenario. A method declares its scenario with a class attribute:
 
-    class LAPP(PruningMethod):
-        bench_scenario: ClassVar[str] = "cnn"
+```python
+class LAPP(PruningMethod):
+    bench_scenario: ClassVar[str] = "cnn"
+```
 
 (no attribute: `DEFAULT_SCENARIO`). A scenario is a `Scenario`. Classification
 scenarios on the core's tasks (`mnist1d-mlp`, `cnn`, `digits-resnet`) are built in and run
