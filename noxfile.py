@@ -103,6 +103,7 @@ def docs(session: nox.Session) -> None:
     """The documentation site, strict."""
     uv_sync(session, "--only-group", "docs")
     session.run("python", "tools/results_page.py", "--check")
+    session.run("python", "tools/package_table.py", "--check")
     session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
 
 

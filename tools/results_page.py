@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import unicodedata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,33 +25,74 @@ def _fmt(value: object, digits: int = 3) -> str:
     return "" if value is None else str(value)
 
 
+def _machine(value: object) -> str:
+    """A machine description in words (the JSON keeps a dict)."""
+    if not isinstance(value, dict):
+        return "" if value is None else str(value)
+    parts = []
+    if value.get("cpus"):
+        parts.append(f"{value['cpus']} CPUs")
+    if value.get("torch_threads"):
+        parts.append(f"{value['torch_threads']} torch thread(s)")
+    if value.get("gpu"):
+        parts.append(str(value["gpu"]))
+    if value.get("platform"):
+        parts.append(str(value["platform"]).split("-")[0])
+    return ", ".join(parts)
+
+
+def _slug(title: str) -> str:
+    """The heading's anchor as Python-Markdown's ``toc`` extension makes it."""
+    value = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    value = re.sub(r"[^\w\s-]", "", value).strip().lower()
+    return re.sub(r"[-\s]+", "-", value)
+
+
+def _title(name: str, result: dict) -> str:
+    return f"{name}: {result.get('method', name)} on {result.get('task', '?')}"
+
+
+def _verdict(result: dict) -> str:
+    holds = result.get("holds")
+    return "not tested" if holds is None else "holds" if holds else "does not hold"
+
+
 def render_package(name: str, result: dict) -> str:
     """One package's section: claim verdict, table, command and environment."""
-    verdict = "holds" if result.get("holds") else "does not hold"
+    rows = result.get("rows", [])
+    metrics = sorted({str(r.get("metric", "")) for r in rows if r.get("metric")})
     lines = [
-        f"## {name}: {result.get('method', name)} on {result.get('task', '?')}",
+        f"## {_title(name, result)}",
         "",
-        f"**Claim ({verdict}):** {result.get('claim', '')}",
+        f"**Claim ({_verdict(result)}):** {result.get('claim', '')}",
         "",
-        "| variant | sparsity | FLOPs ratio | metric | mean | std | seeds | wall (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Metric: {', '.join(metrics) or '?'}.",
+        "",
+        "| variant | sparsity | FLOPs | mean ± std | seeds | wall s |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in result.get("rows", []):
+    for row in rows:
         seeds = row.get("seeds", [])
+        mean, std = row.get("mean"), row.get("std")
+        value = f"{_fmt(mean, 4)} ± {_fmt(std, 4)}" if mean is not None else row.get("note", "")
         lines.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} |".format(
                 row.get("variant", ""),
                 _fmt(row.get("sparsity")),
                 _fmt(row.get("flops_ratio")),
-                row.get("metric", ""),
-                _fmt(row.get("mean"), 4),
-                _fmt(row.get("std"), 4),
+                value,
                 len(seeds) if isinstance(seeds, list) else seeds,
                 _fmt(row.get("wall_s"), 1),
             )
         )
-    env = ", ".join(
-        f"{k} {result[k]}" for k in ("machine", "python", "torch") if result.get(k) is not None
+    env = "; ".join(
+        text
+        for text in (
+            _machine(result.get("machine")),
+            f"python {result['python']}" if result.get("python") else "",
+            f"torch {result['torch']}" if result.get("torch") else "",
+        )
+        if text
     )
     lines += ["", f"Command: `{result.get('command', '?')}`" + (f" ({env})" if env else ""), ""]
     return "\n".join(lines)
@@ -69,9 +112,21 @@ def render() -> str:
     found = sorted((ROOT / "packages").glob("*/benchmarks/results.json"))
     if not found:
         parts.append("_No package has published results yet._\n")
-    for path in found:
-        result = json.loads(path.read_text())
-        parts.append(render_package(path.parent.parent.name, result))
+        return "\n".join(parts)
+    results = [(path.parent.parent.name, json.loads(path.read_text())) for path in found]
+    held = sum(1 for _, r in results if r.get("holds") is True)
+    parts += [
+        f"**{held} of {len(results)} claims hold** at CPU scale.",
+        "",
+        "| package | task | claim |",
+        "|---|---|---|",
+    ]
+    for name, result in results:
+        anchor = _slug(_title(name, result))
+        parts.append(f"| [{name}](#{anchor}) | {result.get('task', '?')} | {_verdict(result)} |")
+    parts.append("")
+    for name, result in results:
+        parts.append(render_package(name, result))
     return "\n".join(parts)
 
 

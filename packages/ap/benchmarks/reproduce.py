@@ -73,7 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="ablation: the AP step ranks every weight by |w - w_prev| (negative_only=False)",
     )
-    parser.add_argument("--out", default=str(HERE / "results.json"))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=str(default_results_path(__file__, argv)))
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
 

@@ -256,7 +256,9 @@ CLAIM_AST = ("AST", "AST + SLoRB")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, same code path")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__, argv))
     parser.add_argument("--variants", default=None, help="comma-separated subset (exploration)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (exploration)")
     parser.add_argument("--cache", default=None, help="folder caching pretrained dense models")

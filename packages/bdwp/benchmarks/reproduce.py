@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s)")
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--patterns", nargs="*", default=["2:4", "2:8"])
-    parser.add_argument("--out", default=str(HERE / "results.json"))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=str(default_results_path(__file__, argv)))
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
 

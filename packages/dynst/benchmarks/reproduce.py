@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -168,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__, argv))
     parser.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # 2 threads thrash on a shared 2-core machine

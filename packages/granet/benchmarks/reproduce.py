@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison, print the table and the verdict, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, same code path")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="JSON output")
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument(
+        "--out", type=Path, default=default_results_path(__file__, argv), help="JSON output"
+    )
     parser.add_argument("--arch", choices=("convbase", "mlp"), default="convbase")
     parser.add_argument("--sparsities", type=float, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)

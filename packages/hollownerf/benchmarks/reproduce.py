@@ -21,7 +21,6 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -102,7 +101,9 @@ def run_variant(variant: str, seed: int, cfg: dict, budgets: dict[tuple[str, int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, same code path")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__, argv))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the shared 2-core machine is oversubscribed; 1 thread is faster
     cfg = QUICK if args.quick else FULL

@@ -203,7 +203,9 @@ def run_lapp(ctx: Context, info_list: list, target: float, seed: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (CI)")
-    parser.add_argument("--out", default=str(HERE / "results.json"))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__, argv))
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -261,4 +261,4 @@ def test_bench_config_prunes_during_the_first_quarter():
 
     method = build_method(LAPP, 0.5, seed=0, total_steps=400, input_shape=(1, 8, 8))
     assert method.config.prune_steps == 100 and method.config.input_shape == (1, 8, 8)
-    assert LAPP.bench_config(2, None) == {"prune_steps": 1}
+    assert LAPP.bench_config(2, None) == {"prune_steps": 1, "bypass": False}

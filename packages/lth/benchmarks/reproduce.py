@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--rewind-frac", type=float, default=0.03)
     parser.add_argument("--root", default=None, help="experiment directory (default: temporary)")
-    parser.add_argument("--out", default=str(HERE / "results.json"))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__, argv))
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
 

@@ -221,7 +221,9 @@ def _task(quick: bool) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, same code path")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", type=Path, default=default_results_path(__file__, argv))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")

@@ -174,7 +174,9 @@ def measure(model: Classifier, dense: Classifier, example: dict, repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (CI, < 60 s)")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results.json"))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__))
     args = parser.parse_args()
     torch.set_num_threads(2)
     hf_logging.disable_progress_bar()

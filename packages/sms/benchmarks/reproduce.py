@@ -216,7 +216,9 @@ def _job(job: tuple) -> Result:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s)")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument("--out", default=default_results_path(__file__))
     parser.add_argument(
         "--jobs", type=int, default=2, help="parallel (task, seed) runs, 1 thread each"
     )

@@ -248,7 +248,11 @@ def show(name: str, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (CI)")
-    parser.add_argument("--out", default=str(HERE / "results.json"), help="JSON output path")
+    from sparsecore.evaluation.paths import default_results_path  # quick: tmp
+
+    parser.add_argument(
+        "--out", default=default_results_path(__file__, argv), help="JSON output path"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # shared 2-core machine: one thread per process is fastest
 

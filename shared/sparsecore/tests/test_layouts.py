@@ -121,7 +121,9 @@ def test_gpt2_two_four_groups_run_along_input_dim() -> None:
     assert torch.equal(method.masks.mask(name), brute_force_nm_along_dim0(weight, 2, 4))
     assert not NM(2, 4, dim=1).is_valid(method.masks.mask(name))  # not the untransposed groups
     report = SparsityReport.from_masks(method)
-    assert report.valid and [t.pattern for t in report.tensors] == ["2:4"] * len(GPT2_TARGETS)
+    assert report.valid and [t.pattern for t in report.tensors] == ["2:4(dim=0)"] * len(
+        GPT2_TARGETS
+    )
     rows = {t.name: t for t in SparsityReport.from_model(model, NM(2, 4)).tensors}
     assert all(rows[n].valid for n in GPT2_TARGETS)
     ids = torch.randint(0, 1000, (2, 8))

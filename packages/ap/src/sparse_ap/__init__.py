@@ -15,12 +15,15 @@ from sparse_ap.cycles import CycleResult, run_cycles
 from sparse_ap.method import ActivateWhilePruning, stagnant_negative_weights
 from sparsecore.evaluation import DeadNeuronRate, dead_neuron_rate
 
+__version__ = "0.1.0"
+
 __all__ = [
     "RESERVED_BASE_OPTIONS",
     "APConfig",
     "ActivateWhilePruning",
     "CycleResult",
     "DeadNeuronRate",
+    "__version__",
     "cycles_to_reach",
     "dead_neuron_rate",
     "run_cycles",

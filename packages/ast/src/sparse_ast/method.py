@@ -88,6 +88,8 @@ class AdaptiveSparseTrainer(PruningMethod):
         "dynamic",
         note="starts from a dense (pretrained) model; N:M masks recomputed from the dense weights",
     )
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "lm"
 
     name = "ast"
     config_class: ClassVar[type[MethodConfig]] = ASTConfig

@@ -19,11 +19,14 @@ from sparse_bdwp.function import (
 )
 from sparse_bdwp.method import BDWP, backward_mask_name
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BACKWARD_MODES",
     "BDWP",
     "KERNELS",
     "BDWPConfig",
+    "__version__",
     "backward_mask_name",
     "bdwp_conv",
     "bdwp_linear",

@@ -17,6 +17,8 @@ from sparse_dynst.gate import SensorGate, dimension_map, stream_morph
 from sparse_dynst.method import DynST
 from sparse_dynst.models import GraphForecaster, GridConvForecaster
 
+__version__ = "0.1.0"
+
 __all__ = [
     "DynST",
     "DynSTConfig",
@@ -24,6 +26,7 @@ __all__ = [
     "GridConvForecaster",
     "SensorGate",
     "SpatioTemporalData",
+    "__version__",
     "advection_diffusion_grid",
     "diffusion_graph",
     "dimension_map",

@@ -96,6 +96,8 @@ class DynST(PruningMethod):
         sparsifies=("inputs",),
         note="input sensors gated, dropped and regrown",
     )
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "sensor-field"
 
     name: ClassVar[str] = "dynst"
     config_class: ClassVar[type[MethodConfig]] = DynSTConfig

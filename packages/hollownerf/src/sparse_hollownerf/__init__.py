@@ -34,6 +34,8 @@ from sparse_hollownerf.scene import (
 )
 from sparse_hollownerf.train import FitResult, evaluate_psnr, fit, make_optimizer, render_views
 
+__version__ = "0.1.0"
+
 __all__ = [
     "PRIMES",
     "EncodingBudget",
@@ -47,6 +49,7 @@ __all__ = [
     "SaliencyGrid",
     "Scene",
     "Views",
+    "__version__",
     "camera_rays",
     "composite",
     "encoding_budget",

@@ -95,6 +95,8 @@ class HollowNeRF(PruningMethod):
         "static",
         note="hash-grid entries pruned by a trainable saliency grid",
     )
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "nerf-scene"
 
     name = "hollownerf"
     config_class: ClassVar[type[MethodConfig]] = HollowNeRFConfig

@@ -12,12 +12,15 @@ from sparse_lapp.config import LAPPConfig
 from sparse_lapp.method import LAPP, compact
 from sparse_lapp.units import FlopsModel, Unit, analyze
 
+__version__ = "0.1.0"
+
 __all__ = [
     "LAPP",
     "BypassConv",
     "FlopsModel",
     "LAPPConfig",
     "Unit",
+    "__version__",
     "add_bypasses",
     "analyze",
     "compact",

@@ -106,6 +106,8 @@ class LAPP(PruningMethod):
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("channel",), "during", "dense-to-sparse", "static"
     )
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "cnn"
 
     name: ClassVar[str] = "lapp"
     config_class: ClassVar[type[LAPPConfig]] = LAPPConfig
@@ -129,9 +131,11 @@ class LAPP(PruningMethod):
         """Config overrides for one ``sparse bench`` run: prune during the first quarter.
 
         The same split as ``benchmarks/reproduce.py`` (the paper's "first few epochs" of
-        progressive pruning, then training at the frozen widths).
+        progressive pruning, then training at the frozen widths). The bench trains the core's
+        model unchanged, so the bypasses (which must be added before the optimizer exists) are
+        off there (``bypass=False``); ``benchmarks/reproduce.py`` runs them.
         """
-        return {"prune_steps": max(1, total_steps // 4)}
+        return {"prune_steps": max(1, total_steps // 4), "bypass": False}
 
     @staticmethod
     def prunable_convs(

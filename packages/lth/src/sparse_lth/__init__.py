@@ -24,6 +24,8 @@ from sparse_lth.instability import (
 from sparse_lth.method import LotteryTicket, advance_scheduler, shuffled_masks
 from sparse_lth.training import batch_indices, evaluate, train_steps, train_subnetwork
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BRANCHES",
     "InstabilityResult",
@@ -31,6 +33,7 @@ __all__ = [
     "LotteryTicket",
     "LotteryTicketConfig",
     "TrainSpec",
+    "__version__",
     "advance_scheduler",
     "batch_indices",
     "error_along_path",

@@ -6,15 +6,9 @@ followed by a shared expander; after a load-balancing and a specialisation stage
 router does not use are removed and a physically smaller BERT is deployed.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sparse_shrp.config import SHRPConfig
-from sparse_shrp.deploy import (
-    NoHeadSelfAttention,
-    ShrpBertConfig,
-    ShrpBertModel,
-    prune_bert_heads,
-    remove_dead_heads,
-    to_plain_bert,
-)
 from sparse_shrp.expert_attention import (
     ExpertAttention,
     balance_loss,
@@ -25,6 +19,29 @@ from sparse_shrp.expert_attention import (
 from sparse_shrp.method import SHRP
 from sparse_shrp.usage import measure_usage, select_heads
 
+if TYPE_CHECKING:
+    from sparse_shrp.deploy import (
+        NoHeadSelfAttention,
+        ShrpBertConfig,
+        ShrpBertModel,
+        prune_bert_heads,
+        remove_dead_heads,
+        to_plain_bert,
+    )
+
+# The deploy names need transformers: imported on first use, so that discovering the method
+# (`sparse list`, `get_method`) does not import transformers.
+_DEPLOY = (
+    "NoHeadSelfAttention",
+    "ShrpBertConfig",
+    "ShrpBertModel",
+    "prune_bert_heads",
+    "remove_dead_heads",
+    "to_plain_bert",
+)
+
+__version__ = "0.1.0"
+
 __all__ = [
     "SHRP",
     "ExpertAttention",
@@ -32,6 +49,7 @@ __all__ = [
     "SHRPConfig",
     "ShrpBertConfig",
     "ShrpBertModel",
+    "__version__",
     "balance_loss",
     "expert_layers",
     "measure_usage",
@@ -42,3 +60,11 @@ __all__ = [
     "to_plain_bert",
     "valid_tokens",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPLOY:
+        from sparse_shrp import deploy
+
+        return getattr(deploy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -68,6 +68,8 @@ class SHRP(PruningMethod):
     """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(("head",), "during", "dense-to-sparse", "static")
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "encoder"
 
     name: ClassVar[str] = "shrp"
     config_class: ClassVar[type[MethodConfig]] = SHRPConfig

@@ -83,6 +83,8 @@ class TRP(PruningMethod):
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("low-rank",), "during", "dense-to-sparse", "static"
     )
+    #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
+    bench_scenario: ClassVar[str] = "digits-resnet"
 
     name: ClassVar[str] = "trp"
     config_class: ClassVar[type[MethodConfig]] = TRPConfig

@@ -139,6 +139,7 @@ class MaskSet:
         self._factors: list[torch.Tensor] | None = None
         self._weights_dirty = True
         self._factor_versions: list[int] = []
+        self._positions = {name: i for i, name in enumerate(self.targets)}
         self.optimizer: torch.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ access
@@ -192,12 +193,38 @@ class MaskSet:
                 f"got {keep.dtype} {tuple(keep.shape)}"
             )
         mask.copy_(keep)
-        self._state_dirty = True
-        self._factors = None
-        if self.mode == "hard":
-            self.param(name).mul_(mask)
-            if self.optimizer is not None:
-                self.mask_optimizer_state()
+        self._refresh_factor(name, mask)
+        if self.mode != "hard":
+            self._state_dirty = True
+            return
+        param = self.param(name)
+        param.mul_(mask)
+        if self.optimizer is None:
+            self._state_dirty = True  # attach() re-masks all state anyway
+        else:
+            # Only this parameter's state can hold newly masked entries: O(1) per updated layer,
+            # so an update of k layers costs O(k), not O(k * layers).
+            self._mask_state_of(param, mask)
+
+    def _refresh_factor(self, name: str, mask: torch.Tensor) -> None:
+        """Rebuild the cached multiply factor of ``name`` only (the others stay valid)."""
+        factors = self._factors
+        if factors is None:
+            return
+        index = self._positions.get(name)
+        if index is None or index >= len(factors):
+            self._factors = None
+            return
+        old = factors[index]
+        factors[index] = mask.to(device=old.device, dtype=old.dtype)
+        self._factor_versions[index] = mask._version
+
+    def _mask_state_of(self, param: torch.Tensor, mask: torch.Tensor) -> None:
+        """Zero masked entries of the optimizer-state tensors of one parameter."""
+        assert self.optimizer is not None
+        for value in self.optimizer.state.get(param, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                value.mul_(mask)
 
     def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
         """:meth:`update` several masks."""
@@ -257,10 +284,7 @@ class MaskSet:
         if self.optimizer is None:
             return
         for name, param in self.params().items():
-            mask = self.mask(name)
-            for value in self.optimizer.state.get(param, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.mul_(mask)
+            self._mask_state_of(param, self.mask(name))
         self._state_dirty = False
 
     # ------------------------------------------------------------------ hooks
@@ -334,4 +358,5 @@ class MaskSet:
         self._factors = None
         self.targets = {}
         self._modules = {}
+        self._positions = {}
         return self.model

@@ -23,7 +23,9 @@ the stored tensor; methods apply it automatically (see :mod:`sparsecore.layouts`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -135,7 +137,7 @@ class NM(Pattern):
         return bool((self.groups(mask).sum(-1) == self.n).all())
 
     def __str__(self) -> str:
-        return f"{self.n}:{self.m}"
+        return f"{self.n}:{self.m}" if self.dim == 1 else f"{self.n}:{self.m}(dim={self.dim})"
 
 
 @dataclass(frozen=True)
@@ -294,28 +296,60 @@ def transpose_pattern(pattern: Pattern, name: str = "tensor") -> Pattern:
     raise ValueError(f"pattern {pattern!r} has no known transpose (needed for {name})")
 
 
-_NM_RE = re.compile(r"^(\d+):(\d+)$")
+_NM_RE = re.compile(r"^(\d+):(\d+)(?:\(dim=(-?\d+)\))?$")
+_CHANNEL_RE = re.compile(r"^(?:channel|filter)(?:\(dim=(-?\d+)\))?$")
+_BLOCK_RE = re.compile(r"^block\(?(\d+)x(\d+)\)?$")
+_HEAD_RE = re.compile(r"^head\((\d+)\)$")
 
 
-def parse_pattern(text: str | Pattern) -> Pattern:
-    """Parse a pattern from a short string: ``unstructured``, ``2:4``, ``channel``,
-    ``block4x4``.
+def _from_fields(fields: Mapping[str, Any]) -> Pattern:
+    """A pattern from its ``dataclasses.asdict`` form (the field names identify the class)."""
+    by_fields = {
+        frozenset(): Unstructured,
+        frozenset({"n", "m", "dim"}): NM,
+        frozenset({"n", "m"}): NM,
+        frozenset({"dim"}): Channel,
+        frozenset({"rows", "cols"}): Block,
+        frozenset({"num_heads"}): Head,
+    }
+    cls = by_fields.get(frozenset(fields))
+    if cls is None:
+        raise ValueError(f"pattern: no pattern has the fields {sorted(fields)}")
+    return cls(**fields)
+
+
+def parse_pattern(text: str | Pattern | Mapping[str, Any]) -> Pattern:
+    """Parse a pattern from its string form; ``parse_pattern(str(p)) == p`` for every pattern.
+
+    Accepted: ``unstructured``, ``2:4`` (``2:4(dim=0)`` along another dimension), ``channel``
+    (``channel(dim=1)``), ``block4x4`` (``block(4x4)``), ``head(12)``.
 
     Args:
-        text: The string (or an already built pattern, returned unchanged).
+        text: The string, an already built pattern (returned unchanged), or a pattern's
+            ``dataclasses.asdict`` fields (so that ``Config(**asdict(config))`` round-trips).
 
     Raises:
         ValueError: If ``text`` names no known pattern.
     """
     if isinstance(text, Pattern):
         return text
-    key = text.strip().lower()
+    if isinstance(text, Mapping):
+        return _from_fields(text)
+    if not isinstance(text, str):
+        raise TypeError(f"pattern must be a string or a Pattern, got {type(text).__name__}")
+    key = text.strip().lower().replace(" ", "")
     if key in ("unstructured", "u"):
         return Unstructured()
-    if key in ("channel", "filter"):
-        return Channel()
+    if match := _CHANNEL_RE.match(key):
+        return Channel(dim=int(match.group(1) or 0))
     if match := _NM_RE.match(key):
-        return NM(int(match.group(1)), int(match.group(2)))
-    if match := re.match(r"^block(\d+)x(\d+)$", key):
+        dim = 1 if match.group(3) is None else int(match.group(3))
+        return NM(int(match.group(1)), int(match.group(2)), dim=dim)
+    if match := _BLOCK_RE.match(key):
         return Block(int(match.group(1)), int(match.group(2)))
-    raise ValueError(f"pattern: unknown pattern {text!r} (try 'unstructured', '2:4', 'channel')")
+    if match := _HEAD_RE.match(key):
+        return Head(int(match.group(1)))
+    raise ValueError(
+        f"pattern: unknown pattern {text!r} (try 'unstructured', '2:4', 'channel', 'block4x4', "
+        "'head(12)')"
+    )

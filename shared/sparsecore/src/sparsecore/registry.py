@@ -4,6 +4,10 @@ A method package declares ``[project.entry-points."sparsecore.methods"] name = "
 :func:`available_methods` loads every such entry point (a plugin that fails to import is logged
 and skipped, so one broken package cannot hide the others) and adds the classes registered with
 :func:`register_method`.
+
+Loading is lazy: :func:`get_method` imports only the entry point it is asked for, and
+:func:`method_names` lists the names from the installed metadata without importing any plugin
+(so ``get_method("rigl")`` does not import transformers through some other package).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from importlib.metadata import entry_points
 
 from sparsecore.method import PruningMethod
 
-__all__ = ["available_methods", "get_method", "register_method"]
+__all__ = ["available_methods", "get_method", "method_names", "register_method"]
 
 _log = logging.getLogger(__name__)
 _REGISTRY: dict[str, type[PruningMethod]] = {}
@@ -42,10 +46,28 @@ def available_methods() -> dict[str, type[PruningMethod]]:
     return dict(sorted(found.items()))
 
 
+def method_names() -> list[str]:
+    """Names of every registered method, sorted, without importing any plugin."""
+    names = {ep.name.lower() for ep in entry_points(group="sparsecore.methods")}
+    return sorted(names | set(_REGISTRY))
+
+
 def get_method(name: str) -> type[PruningMethod]:
-    """The method class registered as ``name`` (``ValueError`` listing the known ones)."""
-    methods = available_methods()
-    try:
-        return methods[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; installed: {', '.join(methods)}") from None
+    """The method class registered as ``name`` (``ValueError`` listing the known ones).
+
+    Only that method's entry point is imported.
+    """
+    key = name.lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    for ep in entry_points(group="sparsecore.methods"):
+        if ep.name.lower() != key:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as err:
+            raise ValueError(f"method {name!r} ({ep.value}) failed to import: {err}") from err
+        if isinstance(cls, type) and issubclass(cls, PruningMethod):
+            return cls
+        raise ValueError(f"entry point {name!r} ({ep.value}) is not a PruningMethod subclass")
+    raise ValueError(f"unknown method {name!r}; installed: {', '.join(method_names())}")

@@ -1,7 +1,9 @@
 """Targets: which parameters a method masks, resolved and validated before the model is touched.
 
 * :func:`default_targets`: the ``weight`` of every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
-  Hugging Face ``Conv1D``, minus weights tied to another parameter name.
+  Hugging Face ``Conv1D``, minus weights tied to another parameter name, and, inside a Hugging
+  Face ``PreTrainedModel``, minus its embeddings, pooler and task heads (see
+  :func:`hf_excluded_modules`).
 * :func:`resolve_targets`: names or ``fnmatch`` globs, exclusions and patterns into a list of
   :class:`Target`, raising on anything that would go wrong later (unknown names, tied or
   non-floating parameters, patterns that do not fit a shape).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,7 +22,15 @@ from torch import nn
 from sparsecore.layouts import is_hf_conv1d
 from sparsecore.patterns import Pattern, Unstructured
 
-__all__ = ["PRUNABLE_TYPES", "Target", "default_targets", "resolve_targets", "tied_parameters"]
+__all__ = [
+    "HF_SKIPPED_PARTS",
+    "PRUNABLE_TYPES",
+    "Target",
+    "default_targets",
+    "hf_excluded_modules",
+    "resolve_targets",
+    "tied_parameters",
+]
 
 #: Module types whose ``weight`` is a default pruning target.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -67,20 +78,80 @@ def tied_parameters(model: nn.Module) -> dict[str, list[str]]:
     return tied
 
 
-def default_targets(model: nn.Module) -> list[str]:
+#: Module-name parts that mark an embedding or a pooler inside a Hugging Face base model.
+HF_SKIPPED_PARTS: tuple[str, ...] = ("embeddings", "embed_tokens", "embed_positions", "pooler")
+
+
+def _is_hf_model(module: nn.Module) -> bool:
+    transformers = sys.modules.get("transformers")  # not imported: cannot be an HF model
+    pretrained = getattr(transformers, "PreTrainedModel", None)
+    return pretrained is not None and isinstance(module, pretrained)
+
+
+def hf_excluded_modules(model: nn.Module) -> set[str]:
+    """Qualified names of the modules :func:`default_targets` leaves out of an HF model.
+
+    For every Hugging Face ``PreTrainedModel`` in ``model`` (the model itself or a submodule):
+
+    * everything outside its ``base_model``: the task heads (``classifier``, ``score``,
+      ``qa_outputs``, ``cls``, ``lm_head``, DistilBERT's ``pre_classifier``, ...);
+    * its output embeddings (``get_output_embeddings()``, the LM head, as llm-compressor's
+      ``ignore=["lm_head"]``);
+    * inside the base model, every module under a part named in :data:`HF_SKIPPED_PARTS`
+      (input / position embeddings, ViT's patch embedding, BERT's pooler).
+
+    Pruning these hurts most and saves least: BERT's pooler under a 90% global budget keeps a few
+    of its 147k weights, and a classifier head trained from scratch has no magnitude signal yet.
+    """
+    excluded: set[str] = set()
+    for prefix, module in model.named_modules():
+        if not _is_hf_model(module):
+            continue
+        dot = f"{prefix}." if prefix else ""
+        base = getattr(module, "base_model", module)
+        base_name = next((n for n, m in module.named_modules() if m is base), "")
+        output = (
+            module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+        )
+        for name, sub in module.named_modules():
+            if not name:
+                continue
+            inside_base = base is module or name == base_name or name.startswith(f"{base_name}.")
+            parts = name.split(".")
+            if (
+                not inside_base
+                or (output is not None and sub is output)
+                or any(part in HF_SKIPPED_PARTS for part in parts)
+            ):
+                excluded.add(dot + name)
+    return excluded
+
+
+def default_targets(model: nn.Module, hf_heads: bool = False) -> list[str]:
     """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module and
     every Hugging Face ``Conv1D`` (GPT-2; stored ``(in, out)``, see :mod:`sparsecore.layouts`).
 
     Weights tied to another parameter (``lm_head`` sharing the input embedding) are left out: a
     mask on them would also prune the embedding, which is not what a default should do.
+
+    In a Hugging Face model the embeddings, the pooler, the task heads and the LM head are left
+    out too (:func:`hf_excluded_modules`). To prune them anyway pass ``hf_heads=True`` here, or
+    name them in a method's ``targets`` (names or globs, e.g. ``targets=["*.weight"]``), which
+    replaces the default selection.
+
+    Args:
+        model: The model.
+        hf_heads: Keep the Hugging Face embeddings, pooler and heads in the selection.
     """
     tied = tied_parameters(model)
+    skipped = set() if hf_heads else hf_excluded_modules(model)
     return [
         f"{name}.weight" if name else "weight"
         for name, module in model.named_modules()
         if (isinstance(module, PRUNABLE_TYPES) or is_hf_conv1d(module))
         and isinstance(getattr(module, "weight", None), nn.Parameter)
         and (f"{name}.weight" if name else "weight") not in tied
+        and name not in skipped
     ]
 
 

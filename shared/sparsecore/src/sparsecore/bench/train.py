@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,6 +287,7 @@ def build_method(
     seed: int,
     total_steps: int,
     input_shape: tuple[int, ...] | None = None,
+    options_given: Mapping[str, Any] | None = None,
 ) -> PruningMethod:
     """Instantiate ``cls`` for one training run of ``total_steps`` optimizer steps.
 
@@ -304,6 +305,7 @@ def build_method(
         total_steps: Optimizer steps of the run.
         input_shape: Shape of one input example, given to configs with an ``input_shape``
             field (methods that count FLOPs on the model, such as LAPP).
+        options_given: Config fields set by the user (``--set`` / ``--config``), applied last.
     """
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     options: dict[str, Any] = {"seed": seed}
@@ -320,6 +322,7 @@ def build_method(
     hook = getattr(cls, "bench_config", None)
     if callable(hook):
         options.update(hook(total_steps, sparsity))
+    options.update(options_given or {})
     return cls(**options)
 
 

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sparsecore import __version__
+from sparsecore.cli import reproduce
 from sparsecore.cli.commands import cmd_bench, cmd_list, cmd_report, cmd_run
 from sparsecore.cli.common import (
     DEFAULT_MODELS,
@@ -43,35 +44,77 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="installed methods, patterns, tasks").set_defaults(func=cmd_list)
 
-    def training(p: argparse.ArgumentParser, epochs: int, seeds: int) -> None:
+    def training(p: argparse.ArgumentParser, epochs: int | None, seeds: int | None) -> None:
+        per = " (default: the scenario's)" if epochs is None else ""
         p.add_argument("--task", default="mnist1d", help="mnist1d | mnist1d-large | digits")
         p.add_argument("--model", default=None, help="mlp | convbase | resnet (default per task)")
-        p.add_argument("--epochs", type=int, default=epochs)
-        p.add_argument("--seeds", type=int, default=seeds, help="seeds 0..N-1")
-        p.add_argument("--lr", type=float, default=0.1)
-        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs{per}")
+        p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..N-1{per}")
+        p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+        p.add_argument("--batch-size", type=int, default=128, help="training batch size")
         p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
         p.add_argument("--out", default=None, help="output folder")
-        p.add_argument("--no-progress", dest="progress", action="store_false")
+        p.add_argument("--no-progress", dest="progress", action="store_false", help="no bars")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help="method config option, repeatable (e.g. --set drop_fraction=0.5)",
+        )
+        p.add_argument("--config", default=None, help="JSON or TOML file of method options")
 
     run = sub.add_parser("run", help="train one method over seeds and save the models")
     run.add_argument("method", help="a method from `sparse list`, or dense")
-    run.add_argument("--sparsity", default="0.9")
+    run.add_argument("--sparsity", default="0.9", help="target sparsity in (0, 1)")
     training(run, epochs=20, seeds=3)
     run.set_defaults(func=cmd_run)
-    bench = sub.add_parser("bench", help="dense + baselines + installed methods; JSON + PNG")
-    bench.add_argument("--methods", default="", help="comma-separated (default: all applicable)")
-    bench.add_argument("--sparsities", default="0.5,0.9,0.95")
+    bench = sub.add_parser(
+        "bench", help="each method in its scenario beside dense and baselines; JSON + PNGs"
+    )
+    bench.add_argument("--methods", default="", help="comma-separated (default: all installed)")
+    bench.add_argument(
+        "--scenarios", default="", help="comma-separated scenario names (default: all)"
+    )
+    bench.add_argument(
+        "--sparsities", default=None, help="comma-separated (default: the scenario's)"
+    )
+    bench.add_argument("--quick", action="store_true", help="1 seed, few epochs, one sparsity")
     bench.add_argument(
         "--max-run-seconds", type=float, default=60.0, help="fail runs over this CPU time (0: none)"
     )
-    training(bench, epochs=20, seeds=1)
+    training(bench, epochs=None, seeds=None)
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser("report", help="sparsity report of a saved state_dict")
     report.add_argument("checkpoint")
     report.add_argument("--pattern", default="unstructured", help="pattern to validate, e.g. 2:4")
     report.set_defaults(func=cmd_report)
+    reproduce.add_parser(sub)
     return parser
+
+
+#: Optional modules and the ``sparse-core`` extra that installs them.
+EXTRAS = {
+    "tqdm": "bench",
+    "mnist1d": "bench",
+    "sklearn": "bench",
+    "matplotlib": "bench",
+    "transformers": "hf",
+    "accelerate": "hf",
+    "torch_pruning": "structured",
+}
+
+
+def missing_extra_message(err: ModuleNotFoundError, command: str) -> str:
+    """One line naming the extra that provides the missing module (or the module itself)."""
+    module = (err.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return f"`sparse {command}` needs the module {module!r}, which is not installed"
+    return (
+        f"`sparse {command}` needs the {extra!r} extra (missing module {module!r}): "
+        f"pip install 'sparse-core[{extra}]'"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparse: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:  # an optional extra is not installed
+        if os.environ.get("SPARSE_DEBUG"):
+            raise
+        print(f"sparse: error: {missing_extra_message(err, args.command)}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, OSError, KeyError) as err:
         if os.environ.get("SPARSE_DEBUG"):
             raise

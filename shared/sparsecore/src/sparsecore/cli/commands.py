@@ -16,6 +16,7 @@ from sparsecore.cli.common import (
     applicability,
     check_common,
     fixed_sparsity,
+    method_options_for,
     one_line,
     parse_sparsity,
     run_variant,
@@ -85,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"method {name!r} does not apply to task {args.task!r}: {reason}")
         if fixed_sparsity(methods[name]):
             sparsity = None
+        args.method_options = method_options_for(args, [name], methods)
     out = Path(args.out or f"sparse-results/{name}-{args.task}")
     out.mkdir(parents=True, exist_ok=True)
     saved, macs = [], (0, 0)
@@ -118,8 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_plan(args: argparse.Namespace) -> list[tuple[str, float | None, str | None]]:
-    from sparsecore.bench import make_model, task_spec
+def _bench_groups(args: argparse.Namespace) -> list[Any]:
+    from sparsecore.bench.scenarios import plan_bench, scenario_names
 
     methods = registry.available_methods()
     if args.methods:
@@ -132,52 +134,103 @@ def _bench_plan(args: argparse.Namespace) -> list[tuple[str, float | None, str |
     else:
         chosen = [b for b in BASELINES if b in methods]
         chosen += [m for m in methods if m not in BASELINES]
-    sparsities = [parse_sparsity(s) for s in args.sparsities.split(",") if s.strip()]
-    if not sparsities:
+    args.sparsity_list = (
+        [parse_sparsity(s) for s in args.sparsities.split(",") if s.strip()]
+        if args.sparsities
+        else None
+    )
+    if args.sparsities is not None and not args.sparsity_list:
         raise ValueError("--sparsities is empty")
-    model = make_model(args.model, task_spec(args.task))
-    plan: list[tuple[str, float | None, str | None]] = [("dense", None, None)]
-    for name in (m for m in chosen if m != "dense"):
-        cls = methods[name]
-        reason = applicability(cls, args.task, model)
-        if reason:
-            plan.append((name, None, f"skipped: {reason}"))
-        elif fixed_sparsity(cls):
-            plan.append((name, None, None))
-        else:
-            plan.extend((name, s, None) for s in sparsities)
-    return plan
+    args.method_options = method_options_for(args, [m for m in chosen if m != "dense"], methods)
+    args.scenario_filter = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    known = scenario_names()
+    unknown = [s for s in args.scenario_filter if s not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return plan_bench(args, methods, chosen, BASELINES)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``sparse bench``: dense + baselines + every applicable method; JSON, PNG and a table."""
+    """``sparse bench``: each method in its scenario beside dense and the core baselines."""
     from tqdm.auto import tqdm
 
+    from sparsecore.bench.scenarios import run_planned
     from sparsecore.evaluation import failed_row, format_table, over_seeds, plot_rows, write_results
 
+    epochs, seeds = args.epochs, args.seeds
+    args.epochs, args.seeds = args.epochs or 1, args.seeds or 1  # validated; scenarios fill them
     check_common(args)
-    plan = _bench_plan(args)
+    args.epochs, args.seeds = epochs, seeds
+    methods = registry.available_methods()
+    groups = _bench_groups(args)
     out = Path(args.out or f"sparse-results/bench-{args.task}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    bar = tqdm(plan, desc="bench", disable=not args.progress)
-    for name, sparsity, skip in bar:
-        bar.set_postfix_str(f"{name} {'' if sparsity is None else sparsity}")
-        if skip:
-            rows.append(failed_row(name, skip, math.nan if sparsity is None else sparsity))
-            continue
+    all_rows: list[Any] = []
+    sections: list[dict[str, Any]] = []
+    total = sum(len(g.plan) for g in groups)
+    bar = tqdm(total=total, desc="bench", disable=not args.progress)
+    for group in groups:
+        rows = []
+        scenario = group.scenario
+        if scenario.runner is not None and all(skip for _, _, skip in group.plan):
+            rows = [failed_row(n, skip or "") for n, _, skip in group.plan]
+            bar.update(len(group.plan))
+        elif scenario.runner is not None:  # a custom scenario (e.g. a language-model task)
+            bar.set_postfix_str(scenario.name)
+            variants = [(n, s) for n, s, skip in group.plan if not skip]
+            try:
+                rows = list(scenario.runner(scenario, variants, group.args))
+            except Exception as err:  # one broken scenario must not stop the bench
+                rows = [failed_row(n, one_line(err)) for n, _ in variants]
+            rows += [failed_row(n, skip) for n, _, skip in group.plan if skip]
+            group.notes.extend(scenario.options.pop("notes", []))
+            bar.update(len(group.plan))
+        for name, sparsity, skip in [] if scenario.runner is not None else group.plan:
+            bar.set_postfix_str(f"{scenario.name}: {name} {'' if sparsity is None else sparsity}")
+            bar.update(1)
+            if skip:
+                rows.append(failed_row(name, skip, math.nan if sparsity is None else sparsity))
+                continue
 
-        def one(seed: int, name: str = name, sparsity: float | None = sparsity) -> Any:
-            accuracy, extras = run_variant(name, sparsity, seed, args, args.max_run_seconds)
-            extras.pop("model"), extras.pop("macs")
-            return accuracy, extras
+            def one(
+                seed: int, name: str = name, sparsity: float | None = sparsity, group: Any = group
+            ) -> Any:
+                accuracy, extras = run_planned(
+                    group, name, sparsity, seed, methods, args.max_run_seconds
+                )
+                extras.pop("model"), extras.pop("macs")
+                return accuracy, extras
 
-        try:
-            rows.append(over_seeds(name, range(args.seeds), one))
-        except Exception as err:  # one broken method must not stop the bench
-            rows.append(failed_row(name, one_line(err), math.nan if sparsity is None else sparsity))
+            try:
+                rows.append(over_seeds(name, range(group.args.seeds), one))
+            except Exception as err:  # one broken method must not stop the bench
+                reason = one_line(err)
+                rows.append(failed_row(name, reason, math.nan if sparsity is None else sparsity))
+        figure = out / f"{scenario.name}.png"
+        title = scenario.title
+        if scenario.runner is None:
+            title += f" ({group.args.epochs} ep, {group.args.seeds} seed(s))"
+        plot_rows(rows, figure, title)
+        sections.append(
+            {
+                "scenario": scenario.name,
+                "title": scenario.title,
+                "task": group.args.task,
+                "model": group.args.model,
+                "epochs": group.args.epochs,
+                "seeds": group.args.seeds,
+                "figure": figure.name,
+                "notes": group.notes,
+                "variants": [row.variant for row in rows],
+            }
+        )
+        all_rows.extend(rows)
+        bar.clear()
+        print(f"\n== {scenario.name}: {title}")
+        print(format_table(rows))
+        for note in group.notes:
+            print(f"note: {note}")
     bar.close()
-    print(format_table(rows))
     command = "sparse " + " ".join(args.argv)
     write_results(
         out / "results.json",
@@ -185,15 +238,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.task,
         "benchmark (no claim tested)",
         None,
-        rows,
+        all_rows,
         command,
-        model=args.model,
-        epochs=args.epochs,
+        scenarios=sections,
+        quick=bool(args.quick),
     )
-    plot_rows(
-        rows, out / "accuracy_vs_sparsity.png", f"{args.task} / {args.model}, {args.epochs} ep"
-    )
-    print(f"wrote {out / 'results.json'} and {out / 'accuracy_vs_sparsity.png'}")
+    print(f"wrote {out / 'results.json'} and one figure per scenario in {out}")
     return 0
 
 
@@ -203,6 +253,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sparsecore.patterns import parse_pattern
 
     state = load_checkpoint(args.checkpoint)
-    report = SparsityReport.from_state_dict(state, parse_pattern(args.pattern))
+    pattern = parse_pattern(args.pattern)
+    report = SparsityReport.from_state_dict(state, pattern)
     print(report)
+    if not report.valid:
+        bad = [t.name for t in report.tensors if not t.valid]
+        print(f"sparse: {len(bad)} tensor(s) do not respect {pattern}: {', '.join(bad[:5])}")
+        return 1
     return 0

@@ -19,6 +19,7 @@ __all__ = [
     "build_method",
     "check_common",
     "fixed_sparsity",
+    "method_options_for",
     "one_line",
     "parse_sparsity",
     "run_variant",
@@ -48,6 +49,10 @@ class PluginLog(logging.Handler):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"sparse: error: {message} (see sparse --help)\n")
 
@@ -81,8 +86,9 @@ def run_variant(
     method = None
     if name != "dense":
         steps = args.epochs * math.ceil(task.num_train / args.batch_size)
+        options = getattr(args, "method_options", {}).get(name)
         method = build_method(
-            registry.available_methods()[name], sparsity, seed, steps, input_shape=task.input_shape
+            registry.get_method(name), sparsity, seed, steps, task.input_shape, options
         )
     start = time.process_time()
 
@@ -112,6 +118,42 @@ def run_variant(
         "model": model,
     }
     return result.accuracy, extras
+
+
+def method_options_for(
+    args: argparse.Namespace, names: list[str], methods: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """``--set`` / ``--config`` options per method, checked against each method's config.
+
+    With several methods an option applies to those whose config has the field; an option no
+    chosen method has is an error. Each method's config is built once with its options (and
+    the bench's fitted schedule), so a bad value fails here, naming the field, before any run.
+    """
+    from sparsecore.options import method_options
+
+    sets = list(getattr(args, "set", None) or [])
+    config_file = getattr(args, "config", None)
+    if not sets and config_file is None:
+        return {}
+    names = [n for n in names if n in methods]
+    if not names:
+        raise ValueError("--set / --config need a method (dense has no options)")
+    out: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        cls = methods[name]
+        try:
+            options = method_options(cls.config_class, sets, config_file)
+        except ValueError as err:
+            if len(names) == 1:
+                raise ValueError(f"{name}: {err}") from None
+            errors[name] = str(err)
+            continue
+        build_method(cls, None, 0, 100, None, options)  # validates the values
+        out[name] = options
+    if not out:
+        raise ValueError(f"no chosen method accepts these options: {next(iter(errors.values()))}")
+    return out
 
 
 def one_line(err: BaseException) -> str:
