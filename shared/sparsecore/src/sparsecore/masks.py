@@ -140,6 +140,9 @@ class MaskSet:
         self._weights_dirty = True
         self._factor_versions: list[int] = []
         self.optimizer: torch.optim.Optimizer | None = None
+        # During a setup transaction: a copy of each target taken the first time update() zeroes
+        # entries of it, so a failed setup can restore the weights (see sparsecore.transaction).
+        self._originals: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ access
     @property
@@ -195,9 +198,14 @@ class MaskSet:
         self._state_dirty = True
         self._factors = None
         if self.mode == "hard":
-            self.param(name).mul_(mask)
-            if self.optimizer is not None:
+            param = self.param(name)
+            if self._originals is not None:
+                if name not in self._originals:
+                    self._originals[name] = param.detach().clone()
+            elif self.optimizer is not None:
+                # (during setup the state is masked at the first step: _state_dirty is set)
                 self.mask_optimizer_state()
+            param.mul_(mask)
 
     def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
         """:meth:`update` several masks."""
@@ -262,6 +270,27 @@ class MaskSet:
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     value.mul_(mask)
         self._state_dirty = False
+
+    # ------------------------------------------------------------------ setup transaction
+    def begin_transaction(self) -> None:
+        """Start keeping a copy of each target before :meth:`update` first zeroes it."""
+        self._originals = {}
+
+    def commit(self) -> None:
+        """End the transaction: drop the copies."""
+        self._originals = None
+
+    @torch.no_grad()
+    def rollback(self) -> None:
+        """Restore the weights :meth:`update` changed since :meth:`begin_transaction`, unhook.
+
+        Buffers and parametrizations are removed by the caller's
+        :class:`~sparsecore.transaction.ModelSnapshot`.
+        """
+        for name, original in (self._originals or {}).items():
+            self.param(name).copy_(original)
+        self._originals = None
+        self.detach()
 
     # ------------------------------------------------------------------ hooks
     def attach(

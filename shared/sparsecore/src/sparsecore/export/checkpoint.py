@@ -10,7 +10,12 @@ File layout (an ordinary ``.safetensors`` file, readable by any safetensors read
   ``<param>_mask`` of a sparse tensor ``<param>`` and equals that tensor's bitmask, it is not
   stored at all but rebuilt from ``<param>::bits`` (so masks cost nothing extra);
 * the metadata entry ``sparsecore`` holds JSON: format version and, per tensor, its kind,
-  shape, dtype and number of kept entries. Loading checks every one of these.
+  shape, dtype and number of kept entries, plus ``digests``: the SHA-256 of the bytes of every
+  stored safetensors entry. Loading checks every one of these and raises ``ValueError`` on any
+  difference, so a corrupted file never loads different weights silently (a byte flipped in a
+  value, a bitmask or the header either raises or, when it lands somewhere that does not affect
+  the tensors, loads exactly the saved ones). Files written before digests existed still load,
+  with a ``UserWarning`` that they cannot be verified.
 
 Which entries are kept: the entries selected by the tensor's ``<param>_mask`` buffer when the
 state dict holds one (kept entries are stored even when their value is zero), plus every entry
@@ -29,9 +34,11 @@ Nothing is ever unpickled: the file is safetensors, and only JSON metadata is pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -170,9 +177,39 @@ def save_compact(
     meta = dict(metadata or {})
     if _META_KEY in meta:
         raise ValueError(f"metadata key {_META_KEY!r} is reserved")
-    meta[_META_KEY] = json.dumps({"format": FORMAT, "tensors": info})
+    digests = {name: _digest(t) for name, t in tensors.items()}
+    meta[_META_KEY] = json.dumps({"format": FORMAT, "tensors": info, "digests": digests})
     save_file(tensors, os.fspath(path), metadata=meta)
     return info
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes (dtype-agnostic, no copy for contiguous CPU tensors)."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+def _verify(
+    path: str | os.PathLike[str], header: dict[str, Any], raw: dict[str, torch.Tensor]
+) -> None:
+    """Check every stored entry against the header's digests (``ValueError`` naming it)."""
+    digests = header.get("digests")
+    if digests is None:
+        warnings.warn(
+            f"{os.fspath(path)}: compact checkpoint without digests (written by an older "
+            "sparsecore); its integrity cannot be verified. Save it again to add them.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if not isinstance(digests, dict) or set(digests) != set(raw):
+        raise ValueError(f"{os.fspath(path)}: corrupt digest table (entries differ from the file)")
+    for name, tensor in raw.items():
+        if digests[name] != _digest(tensor):
+            raise ValueError(
+                f"{os.fspath(path)}: entry {name!r} does not match its SHA-256 digest; "
+                "the file is corrupt"
+            )
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:
@@ -198,6 +235,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch
     tensors = header.get("tensors")
     if not isinstance(tensors, dict) or not all(isinstance(e, dict) for e in tensors.values()):
         raise ValueError(f"{os.fspath(path)}: corrupt {_META_KEY!r} metadata (no tensor table)")
+    _verify(path, header, raw)
     return tensors, raw
 
 
