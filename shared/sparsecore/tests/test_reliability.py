@@ -199,3 +199,43 @@ def test_digest_less_checkpoint_loads_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="digests"):
         state = load_compact(old)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- NaN-safe masking (item 6)
+def test_inf_gradient_on_a_pruned_entry_stays_out_of_the_weights() -> None:
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    method = OneShotMagnitude(sparsity=0.5).setup(model, opt)
+    pruned = ~method.masks.mask("0.weight")
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 16)).sum().backward()
+        model[0].weight.grad[pruned] = float("inf")
+        opt.step()
+    weight = model[0].weight
+    assert torch.isfinite(weight).all() and not weight[pruned].any()
+    model[0].weight.data[pruned] = float("inf")  # even a non-finite pruned value: finalize gives 0
+    final = method.finalize()
+    assert torch.isfinite(final[0].weight).all() and not final[0].weight[pruned].any()
+
+
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+def test_ste_and_soft_forward_zero_pruned_inf(mode: str) -> None:
+    from sparsecore.masks import MaskSet
+    from sparsecore.targets import resolve_targets
+
+    layer = nn.Linear(4, 2)
+    keep = torch.tensor([[True, False, True, False], [False, True, True, True]])
+    soft_fn = (lambda _name, w: keep.to(w.dtype)) if mode == "soft" else None
+    masks = MaskSet(layer, resolve_targets(layer, ["weight"]), mode=mode, soft_fn=soft_fn)
+    masks.update("weight", keep)
+    with torch.no_grad():
+        masks.param("weight")[~keep] = float("inf")
+    out = layer(torch.ones(3, 4))
+    assert torch.isfinite(out).all()
+    assert torch.equal(layer.weight, masks.param("weight").detach().masked_fill(~keep, 0))
+    out.sum().backward()
+    grad = masks.param("weight").grad
+    assert grad is not None and not torch.isnan(grad).any()
+    if mode == "ste":  # straight-through: the dense gradient reaches pruned entries
+        assert torch.equal(grad, torch.full((2, 4), 3.0))

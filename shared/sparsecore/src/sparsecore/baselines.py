@@ -44,7 +44,7 @@ from sparsecore.schedules import Polynomial
 from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
-from sparsecore.validation import check_choice, check_int
+from sparsecore.validation import check_choice, check_int, check_number
 
 __all__ = [
     "GMP",
@@ -268,8 +268,7 @@ class IMPConfig(OneShotConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 < self.fraction < 1.0:
-            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
+        check_number(self.fraction, "fraction", 0.0, 1.0, open_low=True, open_high=True)
         check_int(self.rewind_step, "rewind_step", 0)
 
 

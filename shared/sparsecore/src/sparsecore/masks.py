@@ -19,6 +19,10 @@ Modes:
     decay of a zero weight) keep it at exactly zero, so re-masking it every step would change
     nothing and cost a pass over the state.
 
+Masking never multiplies: pruned entries are set to exactly 0 (``masked_fill``), so an ``inf`` or
+NaN in a pruned weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
+:meth:`MaskSet.squash`.
+
 ``ste``
     The forward uses ``W * m`` through a parametrization whose backward passes the *dense* gradient
     to ``W`` (straight-through estimator). Weights stay dense underneath; nothing is masked in the
@@ -64,6 +68,20 @@ ZERO_PRESERVING_OPTIMIZERS: frozenset[type[torch.optim.Optimizer]] = frozenset(
 )
 
 
+class _MaskedSTE(torch.autograd.Function):
+    """Forward: ``W`` with masked entries exactly 0 (``masked_fill``, so ``inf``/NaN there
+    become 0, not NaN); backward: the dense gradient, unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx: object, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return weight.masked_fill(~mask, 0)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
 class _STEMask(nn.Module):
     """Parametrization ``W -> W * m`` whose backward passes the dense gradient to ``W``."""
 
@@ -76,12 +94,15 @@ class _STEMask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         mask = getattr(self._owner, self._buffer_name)
-        masked = weight * mask
-        return weight + (masked - weight).detach()
+        return _MaskedSTE.apply(weight, mask)
 
 
 class _SoftMask(nn.Module):
-    """Parametrization ``W -> f(W) * W`` with a method-supplied differentiable ``f``."""
+    """Parametrization ``W -> f(W) * W`` with a method-supplied differentiable ``f``.
+
+    Where ``f(W)`` is exactly 0 the result is exactly 0 (and no NaN flows back), whatever ``W``
+    holds there: ``W`` is replaced by 0 at those entries before the product.
+    """
 
     def __init__(self, name: str, fn: SoftMaskFn) -> None:
         super().__init__()
@@ -89,7 +110,8 @@ class _SoftMask(nn.Module):
         self._fn = fn
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return self._fn(self._name, weight) * weight
+        values = self._fn(self._name, weight)
+        return values * weight.masked_fill(values == 0, 0)
 
 
 class MaskSet:
@@ -205,41 +227,41 @@ class MaskSet:
             elif self.optimizer is not None:
                 # (during setup the state is masked at the first step: _state_dirty is set)
                 self.mask_optimizer_state()
-            param.mul_(mask)
+            param.masked_fill_(~mask, 0)
 
     def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
         """:meth:`update` several masks."""
         for name, keep in keeps.items():
             self.update(name, keep)
 
-    def _mul_factors(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The masks in each parameter's dtype and device, cached until a mask changes.
+    def _pruned(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The inverted masks (``True`` = pruned) on each parameter's device, cached until a
+        mask changes.
 
-        Multiplying by a same-dtype factor is about 2.5x faster on CPU than by a ``bool`` tensor
-        (no per-element cast), which keeps hard-mode overhead near dense. The cache costs one
-        parameter-sized tensor per target. Any in-place change of a mask buffer (through
-        :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's version
-        counter, which invalidates the cache and marks the optimizer state for re-masking.
+        Masking is ``masked_fill_(pruned, 0)``, not a multiplication: a pruned entry becomes
+        exactly 0 whatever it held (``inf * 0`` would be NaN), at the same speed as the
+        same-dtype multiplication used before (one pass, no per-element cast; see
+        ``benchmarks/overhead.py``). The cache costs one ``bool`` per entry. Any in-place change of
+        a mask buffer (through :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the
+        tensor's version counter, which invalidates the cache and marks the optimizer state for
+        re-masking.
         """
         masks = list(self.masks().values())
         versions = [m._version for m in masks]
-        factors = self._factors
+        pruned = self._factors
         stale = (
-            factors is None
+            pruned is None
             or versions != self._factor_versions
-            or any(
-                f.device != p.device or f.dtype != p.dtype
-                for f, p in zip(factors, params, strict=True)
-            )
+            or any(f.device != p.device for f, p in zip(pruned, params, strict=True))
         )
         if stale:
-            if factors is not None:
+            if pruned is not None:
                 self._state_dirty = True
                 self._weights_dirty = True
-            factors = [m.to(p.dtype) for m, p in zip(masks, params, strict=True)]
-            self._factors = factors
+            pruned = [(~m).to(p.device) for m, p in zip(masks, params, strict=True)]
+            self._factors = pruned
             self._factor_versions = versions
-        return factors
+        return pruned
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -247,17 +269,16 @@ class MaskSet:
         if self.mode != "hard":
             return
         params = list(self.params().values())
-        torch._foreach_mul_(params, self._mul_factors(params))
+        for param, pruned in zip(params, self._pruned(params), strict=True):
+            param.masked_fill_(pruned, 0)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        """Zero the gradients of masked entries."""
+        """Zero the gradients of masked entries (exactly, even where they are ``inf`` / NaN)."""
         params = list(self.params().values())
-        factors = self._mul_factors(params)
-        pairs = [(p.grad, f) for p, f in zip(params, factors, strict=True) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs, strict=True)
-            torch._foreach_mul_(list(grads), list(masks))
+        for param, pruned in zip(params, self._pruned(params), strict=True):
+            if param.grad is not None:
+                param.grad.masked_fill_(pruned, 0)
 
     @torch.no_grad()
     def mask_optimizer_state(self) -> None:
@@ -266,9 +287,12 @@ class MaskSet:
             return
         for name, param in self.params().items():
             mask = self.mask(name)
+            pruned = None
             for value in self.optimizer.state.get(param, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.mul_(mask)
+                    if pruned is None:
+                        pruned = ~mask.to(value.device)
+                    value.masked_fill_(pruned, 0)
         self._state_dirty = False
 
     # ------------------------------------------------------------------ setup transaction
@@ -358,7 +382,7 @@ class MaskSet:
             mask = self.mask(name)
             if parametrize.is_parametrized(module, t.param_name):
                 parametrize.remove_parametrizations(module, t.param_name, leave_parametrized=False)
-            getattr(module, t.param_name).mul_(mask)
+            getattr(module, t.param_name).masked_fill_(~mask, 0)
             delattr(module, t.buffer_name)
         self._factors = None
         self.targets = {}

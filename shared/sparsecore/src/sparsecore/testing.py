@@ -33,7 +33,7 @@ from torch import nn
 from sparsecore.method import PruningMethod
 from sparsecore.registry import available_methods
 
-__all__ = ["MethodConformance", "model_fingerprint", "tiny_mlp"]
+__all__ = ["MethodConformance", "model_fingerprint", "tiny_mlp", "wrong_type_values"]
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -105,6 +105,26 @@ def tiny_mlp(seed: int = 0, in_features: int = 16, hidden: int = 32, classes: in
     )
 
 
+def wrong_type_values(config_class: type) -> list[tuple[str, Any]]:
+    """``(field, value of the wrong type)`` for every config field with a plain annotation.
+
+    Numbers and flags get a string, strings and name sequences get ``42``; fields annotated
+    with other types (patterns, callables, mappings) are left to the config's own tests.
+    """
+    import dataclasses
+
+    out: list[tuple[str, Any]] = []
+    for field in dataclasses.fields(config_class):
+        if not field.init or field.name.startswith("_"):
+            continue
+        kinds = {t.strip() for t in str(field.type).replace("None", "").split("|") if t.strip()}
+        if kinds and kinds <= {"int", "float", "bool"}:
+            out.append((field.name, "not-a-number"))
+        elif kinds and kinds <= {"str", "tuple[str, ...]", "Pattern", "Pattern | str"}:
+            out.append((field.name, 42))
+    return out
+
+
 class MethodConformance:
     """Pytest base class: subclass it and set :attr:`method_cls`."""
 
@@ -118,6 +138,8 @@ class MethodConformance:
     #: Whether the target sparsity must hold at the end of training (False for methods whose
     #: sparsity is reached only after finalize, e.g. soft masks).
     check_sparsity_after_training: ClassVar[bool] = True
+    #: Config fields :meth:`test_config_fields_reject_wrong_types` leaves out (say why).
+    wrong_type_exempt: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- hooks for packages
     def make_method(self, **overrides: Any) -> PruningMethod:
@@ -341,6 +363,20 @@ class MethodConformance:
         del method.init_masks
         method.setup(model, optimizer)  # the same method object can be set up again
         assert method.masks.names
+
+    def test_config_fields_reject_wrong_types(self) -> None:
+        """Every config field, given a value of the wrong type, raises a TypeError / ValueError
+        that names the field (``sparsecore.validation``), at construction.
+        """
+        for field, bad in wrong_type_values(self.method_cls.config_class):
+            if field in self.wrong_type_exempt:
+                continue
+            try:
+                self.make_method(**{field: bad})
+            except (TypeError, ValueError) as err:
+                assert field in str(err), f"{field}={bad!r}: the error does not name it: {err}"
+            else:
+                raise AssertionError(f"{field}={bad!r} was accepted")
 
     def test_wrong_model_type_raises(self) -> None:
         """A model that is not an nn.Module is a TypeError."""

@@ -20,6 +20,13 @@ from sparsecore.cli.common import (
     parse_sparsity,
     run_variant,
 )
+from sparsecore.cli.output import (
+    atomic_write,
+    check_finite_model,
+    check_finite_value,
+    check_output_folder,
+    create_output_folder,
+)
 
 __all__ = ["cmd_bench", "cmd_list", "cmd_report", "cmd_run"]
 
@@ -71,16 +78,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if fixed_sparsity(methods[name]):
             sparsity = None
     out = Path(args.out or f"sparse-results/{name}-{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
-    saved, macs = [], (0, 0)
+    check_output_folder(out, args.overwrite)  # before training; creates nothing
+    models: dict[Path, dict[str, torch.Tensor]] = {}
+    macs = (0, 0)
 
     def one(seed: int) -> tuple[float, dict[str, Any]]:
         nonlocal macs
         accuracy, extras = run_variant(name, sparsity, seed, args)
+        model = extras.pop("model")
+        check_finite_model(model, f"seed {seed}")
+        check_finite_value(accuracy, f"seed {seed}")
         tag = "dense" if name == "dense" else "default" if sparsity is None else f"s{sparsity:g}"
-        path = out / f"{name}-{args.task}-{tag}-seed{seed}.pt"
-        torch.save(extras.pop("model").state_dict(), path)
-        saved.append(path)
+        models[out / f"{name}-{args.task}-{tag}-seed{seed}.pt"] = model.state_dict()
         macs = extras.pop("macs")
         return accuracy, extras
 
@@ -88,18 +97,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table([row]))
     print(f"MACs per example: dense {macs[0]:,}, effective {macs[1]:,}")
     command = "sparse " + " ".join(args.argv)
-    write_results(
+    # Everything trained and finite: only now the folder is created and written (atomically).
+    create_output_folder(out, args.overwrite)
+    for path, state in models.items():
+        atomic_write(path, lambda tmp, state=state: torch.save(state, tmp))
+    atomic_write(
         out / "results.json",
-        name,
-        args.task,
-        f"sparse run {name}",
-        None,
-        [row],
-        command,
-        model=args.model,
-        epochs=args.epochs,
+        lambda tmp: write_results(
+            tmp,
+            name,
+            args.task,
+            f"sparse run {name}",
+            None,
+            [row],
+            command,
+            model=args.model,
+            epochs=args.epochs,
+        ),
     )
-    print(f"saved {len(saved)} model(s) and results.json in {out}")
+    print(f"saved {len(models)} model(s) and results.json in {out}")
     return 0
 
 
@@ -143,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_common(args)
     plan = _bench_plan(args)
     out = Path(args.out or f"sparse-results/bench-{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, args.overwrite)  # before training; creates nothing
     rows = []
     bar = tqdm(plan, desc="bench", disable=not args.progress)
     for name, sparsity, skip in bar:
@@ -154,7 +170,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         def one(seed: int, name: str = name, sparsity: float | None = sparsity) -> Any:
             accuracy, extras = run_variant(name, sparsity, seed, args, args.max_run_seconds)
-            extras.pop("model"), extras.pop("macs")
+            check_finite_model(extras.pop("model"), f"seed {seed}")  # a diverged run fails
+            check_finite_value(accuracy, f"seed {seed}")
+            extras.pop("macs")
             return accuracy, extras
 
         try:
@@ -164,20 +182,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bar.close()
     print(format_table(rows))
     command = "sparse " + " ".join(args.argv)
-    write_results(
+    create_output_folder(out, args.overwrite)
+    atomic_write(
         out / "results.json",
-        "bench",
-        args.task,
-        "benchmark (no claim tested)",
-        None,
-        rows,
-        command,
-        model=args.model,
-        epochs=args.epochs,
+        lambda tmp: write_results(
+            tmp,
+            "bench",
+            args.task,
+            "benchmark (no claim tested)",
+            None,
+            rows,
+            command,
+            model=args.model,
+            epochs=args.epochs,
+        ),
     )
-    plot_rows(
-        rows, out / "accuracy_vs_sparsity.png", f"{args.task} / {args.model}, {args.epochs} ep"
-    )
+    title = f"{args.task} / {args.model}, {args.epochs} ep"
+    atomic_write(out / "accuracy_vs_sparsity.png", lambda tmp: plot_rows(rows, tmp, title))
     print(f"wrote {out / 'results.json'} and {out / 'accuracy_vs_sparsity.png'}")
     return 0
 

@@ -402,5 +402,5 @@ def effective_tensor(module: nn.Module, param_name: str) -> torch.Tensor:
     if not parametrize.is_parametrized(module, param_name):
         mask = getattr(module, f"{param_name}_mask", None)
         if isinstance(mask, torch.Tensor) and mask.shape == tensor.shape:
-            tensor = tensor * mask
+            tensor = tensor.masked_fill(~mask.to(torch.bool), 0)
     return tensor.detach()
