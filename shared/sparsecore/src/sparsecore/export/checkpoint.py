@@ -216,7 +216,9 @@ def _dtype_name(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     try:
         with safe_open(os.fspath(path), framework="pt") as handle:
             meta = handle.metadata() or {}
@@ -235,8 +237,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch
     tensors = header.get("tensors")
     if not isinstance(tensors, dict) or not all(isinstance(e, dict) for e in tensors.values()):
         raise ValueError(f"{os.fspath(path)}: corrupt {_META_KEY!r} metadata (no tensor table)")
-    _verify(path, header, raw)
-    return tensors, raw
+    return tensors, raw, header
 
 
 def _decode(
@@ -317,11 +318,13 @@ def load_compact(
         ValueError: The file is unreadable, not a compact checkpoint, internally inconsistent, or
             does not match ``model``; the message names the offending tensor.
     """
-    entries, raw = _read(path)
+    entries, raw, header = _read(path)
     decoded: dict[str, torch.Tensor] = {}
     order = sorted(entries, key=lambda k: entries[k].get("kind") == "mask_of")
     for key in order:
         decoded[key] = _decode(key, entries[key], raw, decoded)
+    # after the structural checks (whose messages are more specific), the bytes themselves
+    _verify(path, header, raw)
     state = {key: decoded[key] for key in entries}
     if model is not None:
         _check_against(state, model, strict)
@@ -362,7 +365,7 @@ def compact_size_report(path: str | os.PathLike[str]) -> dict[str, int]:
     Returns:
         ``{"bytes", "tensors", "sparse_tensors", "numel", "stored_values"}``.
     """
-    entries, _ = _read(path)
+    entries, _, _ = _read(path)
     sparse = [e for e in entries.values() if e["kind"] == "sparse"]
     numel = sum(math.prod(e["shape"]) for e in entries.values())
     stored = sum(e["nnz"] for e in sparse) + sum(
