@@ -19,8 +19,9 @@ Modes:
     decay of a zero weight) keep it at exactly zero, so re-masking it every step would change
     nothing and cost a pass over the state.
 
-Masking never multiplies: pruned entries are set to exactly 0 (``masked_fill``), so an ``inf`` or
-NaN in a pruned weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
+Masking never multiplies: pruned entries are set to exactly 0 (a bitwise AND with the cached
+mask bits on the per-step paths, ``masked_fill`` elsewhere), so an ``inf`` or NaN in a pruned
+weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
 :meth:`MaskSet.squash`.
 
 ``ste``
@@ -66,6 +67,10 @@ SoftMaskFn = Callable[[str, torch.Tensor], torch.Tensor]
 ZERO_PRESERVING_OPTIMIZERS: frozenset[type[torch.optim.Optimizer]] = frozenset(
     {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad, torch.optim.RMSprop}
 )
+
+
+#: Integer dtype of the same width as a floating dtype (for bit-level masking).
+_INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class _MaskedSTE(torch.autograd.Function):
@@ -234,34 +239,41 @@ class MaskSet:
         for name, keep in keeps.items():
             self.update(name, keep)
 
-    def _pruned(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The inverted masks (``True`` = pruned) on each parameter's device, cached until a
-        mask changes.
+    def _keep_bits(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The masks as integer bit patterns (all ones = kept, all zeros = pruned), in each
+        parameter's integer view dtype and device, cached until a mask changes.
 
-        Masking is ``masked_fill_(pruned, 0)``, not a multiplication: a pruned entry becomes
-        exactly 0 whatever it held (``inf * 0`` would be NaN), at the same speed as the
-        same-dtype multiplication used before (one pass, no per-element cast; see
-        ``benchmarks/overhead.py``). The cache costs one ``bool`` per entry. Any in-place change of
-        a mask buffer (through :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the
-        tensor's version counter, which invalidates the cache and marks the optimizer state for
+        Hot-path masking is ``tensor.view(int).bitwise_and_(bits)``, not a multiplication: a
+        pruned entry becomes exactly ``+0.0`` whatever it held (``inf * 0`` would be NaN, and
+        ``-w * 0`` is ``-0.0``), at the cost of a same-dtype multiply (one pass, no per-element
+        cast; ``masked_fill_`` is about 5x slower on CPU, see ``benchmarks/overhead.py``). The
+        cache costs one parameter-sized tensor per target. Any in-place change of a mask buffer
+        (through :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's
+        version counter, which invalidates the cache and marks the optimizer state for
         re-masking.
         """
         masks = list(self.masks().values())
         versions = [m._version for m in masks]
-        pruned = self._factors
+        bits = self._factors
         stale = (
-            pruned is None
+            bits is None
             or versions != self._factor_versions
-            or any(f.device != p.device for f, p in zip(pruned, params, strict=True))
+            or any(
+                b.device != p.device or b.dtype != _INT_VIEW[p.element_size()]
+                for b, p in zip(bits, params, strict=True)
+            )
         )
         if stale:
-            if pruned is not None:
+            if bits is not None:
                 self._state_dirty = True
                 self._weights_dirty = True
-            pruned = [(~m).to(p.device) for m, p in zip(masks, params, strict=True)]
-            self._factors = pruned
+            bits = [
+                m.to(device=p.device, dtype=_INT_VIEW[p.element_size()]).neg_()
+                for m, p in zip(masks, params, strict=True)
+            ]
+            self._factors = bits
             self._factor_versions = versions
-        return pruned
+        return bits
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -269,16 +281,21 @@ class MaskSet:
         if self.mode != "hard":
             return
         params = list(self.params().values())
-        for param, pruned in zip(params, self._pruned(params), strict=True):
-            param.masked_fill_(pruned, 0)
+        for param, bits in zip(params, self._keep_bits(params), strict=True):
+            param.detach().view(bits.dtype).bitwise_and_(bits)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
         """Zero the gradients of masked entries (exactly, even where they are ``inf`` / NaN)."""
         params = list(self.params().values())
-        for param, pruned in zip(params, self._pruned(params), strict=True):
-            if param.grad is not None:
-                param.grad.masked_fill_(pruned, 0)
+        for param, bits in zip(params, self._keep_bits(params), strict=True):
+            grad = param.grad
+            if grad is None:
+                continue
+            if grad.dtype == param.dtype and grad.layout == torch.strided:
+                grad.view(bits.dtype).bitwise_and_(bits)
+            else:  # a gradient of another dtype or layout: the general (slower) path
+                grad.masked_fill_(bits == 0, 0)
 
     @torch.no_grad()
     def mask_optimizer_state(self) -> None:
