@@ -22,9 +22,9 @@ state dict holds one (kept entries are stored even when their value is zero), pl
 whose value is not zero. Round trip semantics: every kept entry comes back with exactly its bits
 (NaN payloads and ``-0.0`` included); an entry that was not stored comes back as ``+0.0``. So
 ``torch.equal`` (which treats ``-0.0 == 0.0``) holds for every tensor, and the only bit pattern
-that can change is the sign of a zero in a pruned position: hard-mode masking multiplies negative
-weights by ``False`` and leaves ``-0.0`` there, and spending a bit per entry on that sign would
-defeat the purpose of the format.
+that can change is the sign of a zero in a pruned position: sparsecore's masking writes ``+0.0``
+there, but other sources (multiplicative masking) may leave ``-0.0``, and spending a bit per entry
+on that sign would defeat the purpose of the format.
 
 A tensor is stored sparse only when that is smaller than storing it dense, i.e. when its sparsity
 exceeds ``1 / (8 * itemsize)`` (3.1% for fp32), or when ``min_sparsity`` says so.
