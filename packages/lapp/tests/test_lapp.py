@@ -262,3 +262,10 @@ def test_bench_config_prunes_during_the_first_quarter():
     method = build_method(LAPP, 0.5, seed=0, total_steps=400, input_shape=(1, 8, 8))
     assert method.config.prune_steps == 100 and method.config.input_shape == (1, 8, 8)
     assert LAPP.bench_config(2, None) == {"prune_steps": 1, "bypass": False}
+
+
+@pytest.mark.parametrize("call", ["finalize", "freeze", "flops_ratio"])
+def test_calls_before_setup_are_runtime_errors(call: str) -> None:
+    """Not a bare AssertionError: a RuntimeError that says to call setup first (issue 18)."""
+    with pytest.raises(RuntimeError, match="setup"):
+        getattr(LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4), call)()

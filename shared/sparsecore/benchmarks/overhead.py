@@ -5,6 +5,8 @@ The three variants are timed interleaved in the same run (round-robin over repea
 reports the median step time of each and its ratio to dense.
 
 Run: ``uv run python shared/sparsecore/benchmarks/overhead.py [--repeats 7] [--steps 20]``
+(``--clock cpu --threads 1`` times process CPU time instead of wall time: steadier on a shared
+machine, where other processes' load inflates wall time unevenly).
 """
 
 from __future__ import annotations
@@ -56,18 +58,23 @@ def torch_ao_variant() -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
 
-def step_timer(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[int], float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def step_timer(
+    model: nn.Module, opt: torch.optim.Optimizer, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[int], float]:
     x = torch.randn(BATCH, WIDTH)
     y = torch.randn(BATCH, WIDTH)
 
     def run(steps: int) -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             loss = nn.functional.mse_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return (time.perf_counter() - start) / steps
+        return (clock() - start) / steps
 
     return run
 
@@ -77,6 +84,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = {
@@ -84,7 +92,7 @@ def main() -> None:
         "sparsecore hard": sparsecore_variant(),
         "torch.ao.pruning": torch_ao_variant(),
     }
-    timers = {name: step_timer(*pair) for name, pair in variants.items()}
+    timers = {name: step_timer(*pair, CLOCKS[args.clock]) for name, pair in variants.items()}
     for timer in timers.values():  # warm-up
         timer(3)
     times: dict[str, list[float]] = {name: [] for name in timers}
@@ -94,7 +102,7 @@ def main() -> None:
     dense = statistics.median(times["dense"])
     print(
         f"MLP {DEPTH}x{WIDTH}, batch {BATCH}, 90% mask, {args.threads} threads, "
-        f"median of {args.repeats} x {args.steps} steps"
+        f"{args.clock} clock, median of {args.repeats} x {args.steps} steps"
     )
     print(f"{'variant':<18} {'ms/step':>9} {'vs dense':>9}")
     for name, values in times.items():

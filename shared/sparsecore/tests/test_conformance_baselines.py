@@ -9,7 +9,6 @@ from sparsecore.testing import MethodConformance
 
 torch.set_num_threads(1)
 
-
 class TestMagnitude(MethodConformance):
     method_cls = OneShotMagnitude
 

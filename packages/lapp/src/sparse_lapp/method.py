@@ -85,6 +85,7 @@ from sparsecore.schedules import Polynomial
 from sparsecore.select import topk_mask
 from sparsecore.targets import resolve_targets
 from sparsecore.taxonomy import Taxonomy
+from sparsecore.transaction import check_setup_inputs
 from sparsecore.window import PruningWindow, WindowNames
 
 __all__ = ["LAPP", "compact"]
@@ -172,20 +173,26 @@ class LAPP(PruningMethod):
             )
         names = [p for unit in fm.units for p in unit.params]
         targets = resolve_targets(model, names, (), Channel())
-        self.model = model
-        self.flops_model = fm
-        self._masks = MaskSet(model, targets, mode="hard")
-        device = next(model.parameters()).device
-        self.thresholds = torch.full(
-            (len(fm.units),), float(cfg.init_threshold), device=device, requires_grad=True
-        )
-        self._topt = torch.optim.Adam([self.thresholds], lr=cfg.threshold_lr, betas=(0.0, 0.99))
-        if optimizer is not None:
-            self.attach(optimizer)
-        self._install_gates()
+        params = dict(model.named_parameters(remove_duplicate=False))
+        check_setup_inputs({t.name: params[t.name] for t in targets}, optimizer)
+        with self.setup_transaction(model, optimizer):
+            self.model = model
+            self.flops_model = fm
+            self._masks = MaskSet(model, targets, mode="hard")
+            self._masks.begin_transaction()
+            device = next(model.parameters()).device
+            self.thresholds = torch.full(
+                (len(fm.units),), float(cfg.init_threshold), device=device, requires_grad=True
+            )
+            self._topt = torch.optim.Adam([self.thresholds], lr=cfg.threshold_lr, betas=(0.0, 0.99))
+            if optimizer is not None:
+                self.attach(optimizer)
+            self._gate_handles = []
+            self._install_gates()
         return self
 
     def _install_gates(self) -> None:
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None and self.model is not None
         modules = dict(self.model.named_modules())
         for u, unit in enumerate(self.flops_model.units):
@@ -210,6 +217,7 @@ class LAPP(PruningMethod):
     @torch.no_grad()
     def scores(self, u: int) -> torch.Tensor:
         """Raw importance scores of unit ``u``'s channels (BN ``|γ|`` or filter L2 norm)."""
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None
         unit = self.flops_model.units[u]
         params = self.masks.params()
@@ -227,6 +235,7 @@ class LAPP(PruningMethod):
 
     def gate(self, u: int) -> torch.Tensor:
         """Mask of unit ``u``: hard 0/1 values with the surrogate gradient to ``θ_u``."""
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.thresholds is not None
         z = self.standardized_scores(u)
         t = self.thresholds[u]
@@ -241,6 +250,7 @@ class LAPP(PruningMethod):
     @torch.no_grad()
     def current_keep(self) -> list[torch.Tensor]:
         """The channel masks in force now (bool, one per unit)."""
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None
         if self.frozen:
             masks = self.masks.masks()
@@ -249,6 +259,7 @@ class LAPP(PruningMethod):
 
     def flops_ratio(self) -> float:
         """MACs of the network under the current masks, relative to the original model."""
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None
         kept = [float(k.sum()) for k in self.current_keep()]
         return float(self.flops_model.macs(kept)) / self.flops_model.original_macs
@@ -265,6 +276,7 @@ class LAPP(PruningMethod):
         """``λ · |F(m)/F0 - a_t|`` during the pruning phase, zero after the freeze."""
         if self._masks is None or self.frozen:
             return torch.zeros(())
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None and self.thresholds is not None
         kept = [self.gate(u).sum() for u in range(len(self.flops_model.units))]
         ratio = self.flops_model.macs(kept) / self.flops_model.original_macs
@@ -287,6 +299,7 @@ class LAPP(PruningMethod):
         """Fix the masks (projected onto the FLOPs budget), write them into the MaskSet."""
         if self.frozen:
             return
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None and self.thresholds is not None
         fm = self.flops_model
         keeps = self.current_keep()
@@ -344,7 +357,11 @@ class LAPP(PruningMethod):
         """Freeze (if the pruning phase has not ended), remove the gates, bake the masks.
 
         Warns (``ScheduleIncompleteWarning``) when it runs before ``prune_steps`` steps.
+
+        Raises:
+            RuntimeError: Called before `setup`.
         """
+        self.masks  # noqa: B018 - RuntimeError before setup
         if not self.frozen:
             self.freeze()
         self._remove_gates()
@@ -352,6 +369,7 @@ class LAPP(PruningMethod):
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:  # noqa: D102
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.thresholds is not None and self._topt is not None
         return {
             "thresholds": self.thresholds.detach().clone(),
@@ -363,6 +381,7 @@ class LAPP(PruningMethod):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.thresholds is not None and self._topt is not None
         with torch.no_grad():
             self.thresholds.copy_(state["thresholds"])

@@ -281,6 +281,7 @@ class LotteryTicket(IMP):
                 Its weights and buffers (masks excluded) are loaded, then the masks re-applied;
                 ``step`` is set to ``rewind_step`` (OpenLTH trains the branch from step ``k``).
         """
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.model is not None
         state = fresh.state_dict() if isinstance(fresh, nn.Module) else dict(fresh)
         mask_keys = self.masks.state_keys()

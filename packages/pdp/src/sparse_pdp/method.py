@@ -279,7 +279,7 @@ class PDP(PruningMethod):
             return
         self.masks.update_all(self.final_masks())
         for name, param in self.masks.params().items():
-            param.mul_(self.masks.mask(name))
+            param.masked_fill_(~self.masks.mask(name), 0)  # exactly 0, even where inf
         self.masks.mask_optimizer_state()
         self.hardened = True
 

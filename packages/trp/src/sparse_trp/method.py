@@ -87,6 +87,8 @@ class TRP(PruningMethod):
     bench_scenario: ClassVar[str] = "digits-resnet"
 
     name: ClassVar[str] = "trp"
+    #: A non-finite layer is left unchanged (its SVD fails and is logged), not refused at setup.
+    requires_finite_weights: ClassVar[bool] = False
     config_class: ClassVar[type[MethodConfig]] = TRPConfig
     mask_mode = "hard"
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured,)

@@ -53,7 +53,7 @@ from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_int, check_number
+from sparsecore.validation import check_choice, check_int, check_number
 from sparsecore.window import PruningWindow
 
 __all__ = [
@@ -112,7 +112,8 @@ def prune_by_scores(
     density = 1.0 - sparsity
     if scope == "global" and not isinstance(method.config.pattern, NM):
         pattern = common_pattern(patterns, "scope='global'")
-        keeps = select_global(scores, density, pattern)
+        floor = getattr(method.config, "min_per_layer", 1)
+        keeps = select_global(scores, density, pattern, min_per_tensor=floor)
     else:
         keeps = {n: select(s, density, patterns[n], name=n) for n, s in scores.items()}
     method.masks.update_all(keeps)
@@ -140,6 +141,9 @@ class OneShotConfig(MethodConfig):
 
     Attributes:
         scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
+        min_per_layer: With ``scope="global"``: units (weights, or channels / blocks) every
+            target keeps at least, so a global ranking never cuts a layer off (see
+            :func:`~sparsecore.select.select_global`; the total stays exact). ``0`` opts out.
         input_shape: With ``pattern="channel"``: the shape of one input example (no batch
             dimension). Setting it makes the method prune channel *groups* (see
             `sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
@@ -149,13 +153,14 @@ class OneShotConfig(MethodConfig):
     """
 
     scope: str = "layer"
+    min_per_layer: int = 1
     input_shape: tuple[int, ...] | None = None
     round_to: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        check_choice(self.scope, "scope", SCOPES)
+        check_int(self.min_per_layer, "min_per_layer", 0)
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, int | str) or not all(
@@ -203,6 +208,7 @@ class RandomPruning(PruningMethod):
     )
 
     name = "random"
+    requires_finite_weights: ClassVar[bool] = False
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
 
     def init_masks(self) -> None:  # noqa: D102
@@ -228,9 +234,10 @@ class SNIP(ChannelGroupsSupport, PruningMethod):
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
         check_scope_layouts(self, targets)
 
-    def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:  # noqa: D102
-        assert self.model is not None
+    def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:
+        """Score ``|w * g|`` on ``batches`` and prune (``RuntimeError`` before :meth:`setup`)."""
         params = self.masks.params()
+        assert self.model is not None
         grads = gradients_on(self.model, params, batches, loss_fn)
         scores = {n: (params[n].detach() * grads[n]).abs() for n in params}
         scope = "global" if self.config.scope == "global" else "layer"
@@ -380,6 +387,7 @@ class IMP(PruningMethod):
 
     def capture_rewind_point(self) -> None:
         """Store the model's state (weights and buffers, not masks) as the rewind point."""
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.model is not None
         masks = self.masks.state_keys()
         self.rewind_state = {
@@ -409,6 +417,7 @@ class IMP(PruningMethod):
         """Load the rewind point's weights and buffers, keep the current masks, re-apply them."""
         if self.rewind_state is None:
             raise RuntimeError(f"no rewind point yet (rewind_step={self.config.rewind_step})")
+        self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.model is not None
         self.model.load_state_dict(self.rewind_state, strict=False)
         self.masks.apply()

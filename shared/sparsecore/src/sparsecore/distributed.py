@@ -181,7 +181,7 @@ def average_state_dicts(
         out[key] = acc.to(value.dtype)
     for owner, mask_key in _mask_keys(out).items():
         if out[owner].is_floating_point():
-            out[owner].mul_(out[mask_key])
+            out[owner].masked_fill_(~out[mask_key].to(torch.bool), 0)
     return out
 
 
@@ -226,4 +226,4 @@ def average_state_dicts_across_ranks(
             value.div_(world)
     for name, mask in pairs.items():
         if name in state:
-            state[name].mul_(mask)
+            state[name].masked_fill_(~mask.to(torch.bool), 0)

@@ -19,6 +19,11 @@ Modes:
     decay of a zero weight) keep it at exactly zero, so re-masking it every step would change
     nothing and cost a pass over the state.
 
+Masking never multiplies: pruned entries are set to exactly 0 (a bitwise AND with the cached
+mask bits on the per-step paths, ``masked_fill`` elsewhere), so an ``inf`` or NaN in a pruned
+weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
+:meth:`MaskSet.squash`.
+
 ``ste``
     The forward uses ``W * m`` through a parametrization whose backward passes the *dense* gradient
     to ``W`` (straight-through estimator). Weights stay dense underneath; nothing is masked in the
@@ -64,6 +69,24 @@ ZERO_PRESERVING_OPTIMIZERS: frozenset[type[torch.optim.Optimizer]] = frozenset(
 )
 
 
+#: Integer dtype of the same width as a floating dtype (for bit-level masking).
+_INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class _MaskedSTE(torch.autograd.Function):
+    """Forward: ``W`` with masked entries exactly 0 (``masked_fill``, so ``inf``/NaN there
+    become 0, not NaN); backward: the dense gradient, unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx: object, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return weight.masked_fill(~mask, 0)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
 class _STEMask(nn.Module):
     """Parametrization ``W -> W * m`` whose backward passes the dense gradient to ``W``."""
 
@@ -76,12 +99,15 @@ class _STEMask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         mask = getattr(self._owner, self._buffer_name)
-        masked = weight * mask
-        return weight + (masked - weight).detach()
+        return _MaskedSTE.apply(weight, mask)
 
 
 class _SoftMask(nn.Module):
-    """Parametrization ``W -> f(W) * W`` with a method-supplied differentiable ``f``."""
+    """Parametrization ``W -> f(W) * W`` with a method-supplied differentiable ``f``.
+
+    Where ``f(W)`` is exactly 0 the result is exactly 0 (and no NaN flows back), whatever ``W``
+    holds there: ``W`` is replaced by 0 at those entries before the product.
+    """
 
     def __init__(self, name: str, fn: SoftMaskFn) -> None:
         super().__init__()
@@ -89,7 +115,8 @@ class _SoftMask(nn.Module):
         self._fn = fn
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return self._fn(self._name, weight) * weight
+        values = self._fn(self._name, weight)
+        return values * weight.masked_fill(values == 0, 0)
 
 
 class MaskSet:
@@ -139,8 +166,13 @@ class MaskSet:
         self._factors: list[torch.Tensor] | None = None
         self._weights_dirty = True
         self._factor_versions: list[int] = []
+        # Mask versions written by update(), whose optimizer state and weights are already masked.
+        self._updated_versions: dict[int, int] = {}
         self._positions = {name: i for i, name in enumerate(self.targets)}
         self.optimizer: torch.optim.Optimizer | None = None
+        # During a setup transaction: a copy of each target taken the first time update() zeroes
+        # entries of it, so a failed setup can restore the weights (see sparsecore.transaction).
+        self._originals: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ access
     @property
@@ -193,72 +225,95 @@ class MaskSet:
                 f"got {keep.dtype} {tuple(keep.shape)}"
             )
         mask.copy_(keep)
-        self._refresh_factor(name, mask)
         if self.mode != "hard":
             self._state_dirty = True
             return
         param = self.param(name)
-        param.mul_(mask)
-        if self.optimizer is None:
+        if self._originals is not None:
+            if name not in self._originals:
+                self._originals[name] = param.detach().clone()
+            self._state_dirty = True  # during setup: the state is masked at the first step
+        elif self.optimizer is None:
             self._state_dirty = True  # attach() re-masks all state anyway
         else:
             # Only this parameter's state can hold newly masked entries: O(1) per updated layer,
             # so an update of k layers costs O(k), not O(k * layers).
             self._mask_state_of(param, mask)
-
-    def _refresh_factor(self, name: str, mask: torch.Tensor) -> None:
-        """Rebuild the cached multiply factor of ``name`` only (the others stay valid)."""
-        factors = self._factors
-        if factors is None:
-            return
-        index = self._positions.get(name)
-        if index is None or index >= len(factors):
-            self._factors = None
-            return
-        old = factors[index]
-        factors[index] = mask.to(device=old.device, dtype=old.dtype)
-        self._factor_versions[index] = mask._version
+        param.masked_fill_(~mask, 0)
+        # _keep_bits rebuilds only this layer's bits and knows its state is already masked.
+        self._updated_versions[self._positions[name]] = mask._version
 
     def _mask_state_of(self, param: torch.Tensor, mask: torch.Tensor) -> None:
-        """Zero masked entries of the optimizer-state tensors of one parameter."""
+        """Zero (exactly, NaN-safe) masked entries of the optimizer state of one parameter."""
         assert self.optimizer is not None
+        pruned = None
         for value in self.optimizer.state.get(param, {}).values():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                value.mul_(mask)
+                if pruned is None:
+                    pruned = ~mask.to(value.device)
+                value.masked_fill_(pruned, 0)
 
     def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
         """:meth:`update` several masks."""
         for name, keep in keeps.items():
             self.update(name, keep)
 
-    def _mul_factors(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The masks in each parameter's dtype and device, cached until a mask changes.
+    def _keep_bits(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The masks as integer bit patterns (all ones = kept, all zeros = pruned), in each
+        parameter's integer view dtype and device, cached until a mask changes.
 
-        Multiplying by a same-dtype factor is about 2.5x faster on CPU than by a ``bool`` tensor
-        (no per-element cast), which keeps hard-mode overhead near dense. The cache costs one
-        parameter-sized tensor per target. Any in-place change of a mask buffer (through
-        :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's version
-        counter, which invalidates the cache and marks the optimizer state for re-masking.
+        Hot-path masking is ``tensor.view(int).bitwise_and_(bits)``, not a multiplication: a
+        pruned entry becomes exactly ``+0.0`` whatever it held (``inf * 0`` would be NaN, and
+        ``-w * 0`` is ``-0.0``), at the cost of a same-dtype multiply (one pass, no per-element
+        cast; ``masked_fill_`` is about 5x slower on CPU, see ``benchmarks/overhead.py``). The
+        cache costs one parameter-sized tensor per target. Any in-place change of a mask buffer
+        (through :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's
+        version counter, which invalidates the cache and marks the optimizer state for
+        re-masking.
         """
         masks = list(self.masks().values())
         versions = [m._version for m in masks]
-        factors = self._factors
+        bits = self._factors
         stale = (
-            factors is None
+            bits is None
             or versions != self._factor_versions
             or any(
-                f.device != p.device or f.dtype != p.dtype
-                for f, p in zip(factors, params, strict=True)
+                b.device != p.device or b.dtype != _INT_VIEW[p.element_size()]
+                for b, p in zip(bits, params, strict=True)
             )
         )
-        if stale:
-            if factors is not None:
+
+        def build(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            return m.to(device=p.device, dtype=_INT_VIEW[p.element_size()]).neg_()
+
+        if stale and (
+            bits is None
+            or len(bits) != len(masks)
+            or any(
+                b.device != p.device or b.dtype != _INT_VIEW[p.element_size()]
+                for b, p in zip(bits, params, strict=True)
+            )
+        ):
+            if bits is not None:
                 self._state_dirty = True
                 self._weights_dirty = True
-            factors = [m.to(p.dtype) for m, p in zip(masks, params, strict=True)]
-            self._factors = factors
+            bits = [build(m, p) for m, p in zip(masks, params, strict=True)]
+        elif stale:
+            # Rebuild only the layers whose mask changed (O(k) for an update of k layers); a
+            # change that did not come through update() (load_state_dict, a direct copy_) also
+            # re-masks the optimizer state and the weights.
+            for i, (version, old) in enumerate(zip(versions, self._factor_versions, strict=True)):
+                if version != old:
+                    bits[i] = build(masks[i], params[i])
+                    if self._updated_versions.get(i) != version:
+                        self._state_dirty = True
+                        self._weights_dirty = True
+        if stale:
+            self._factors = bits
             self._factor_versions = versions
-        return factors
+            self._updated_versions.clear()
+        assert bits is not None
+        return bits
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -266,17 +321,21 @@ class MaskSet:
         if self.mode != "hard":
             return
         params = list(self.params().values())
-        torch._foreach_mul_(params, self._mul_factors(params))
+        for param, bits in zip(params, self._keep_bits(params), strict=True):
+            param.detach().view(bits.dtype).bitwise_and_(bits)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        """Zero the gradients of masked entries."""
+        """Zero the gradients of masked entries (exactly, even where they are ``inf`` / NaN)."""
         params = list(self.params().values())
-        factors = self._mul_factors(params)
-        pairs = [(p.grad, f) for p, f in zip(params, factors, strict=True) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs, strict=True)
-            torch._foreach_mul_(list(grads), list(masks))
+        for param, bits in zip(params, self._keep_bits(params), strict=True):
+            grad = param.grad
+            if grad is None:
+                continue
+            if grad.dtype == param.dtype and grad.layout == torch.strided:
+                grad.view(bits.dtype).bitwise_and_(bits)
+            else:  # a gradient of another dtype or layout: the general (slower) path
+                grad.masked_fill_(bits == 0, 0)
 
     @torch.no_grad()
     def mask_optimizer_state(self) -> None:
@@ -286,6 +345,27 @@ class MaskSet:
         for name, param in self.params().items():
             self._mask_state_of(param, self.mask(name))
         self._state_dirty = False
+
+    # ------------------------------------------------------------------ setup transaction
+    def begin_transaction(self) -> None:
+        """Start keeping a copy of each target before :meth:`update` first zeroes it."""
+        self._originals = {}
+
+    def commit(self) -> None:
+        """End the transaction: drop the copies."""
+        self._originals = None
+
+    @torch.no_grad()
+    def rollback(self) -> None:
+        """Restore the weights :meth:`update` changed since :meth:`begin_transaction`, unhook.
+
+        Buffers and parametrizations are removed by the caller's
+        :class:`~sparsecore.transaction.ModelSnapshot`.
+        """
+        for name, original in (self._originals or {}).items():
+            self.param(name).copy_(original)
+        self._originals = None
+        self.detach()
 
     # ------------------------------------------------------------------ hooks
     def attach(
@@ -353,7 +433,7 @@ class MaskSet:
             mask = self.mask(name)
             if parametrize.is_parametrized(module, t.param_name):
                 parametrize.remove_parametrizations(module, t.param_name, leave_parametrized=False)
-            getattr(module, t.param_name).mul_(mask)
+            getattr(module, t.param_name).masked_fill_(~mask, 0)
             delattr(module, t.buffer_name)
         self._factors = None
         self.targets = {}

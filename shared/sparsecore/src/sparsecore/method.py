@@ -28,10 +28,11 @@ subclasses override only :meth:`DynamicSparseMethod.grow_scores` (and optionally
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ from sparsecore.schedules import Cosine, Periodic
 from sparsecore.select import drop_lowest, grow_highest, keep_count, topk_mask
 from sparsecore.targets import Target, resolve_targets
 from sparsecore.taxonomy import Taxonomy
+from sparsecore.transaction import check_setup_inputs, setup_transaction
 from sparsecore.validation import check_int, check_number
 from sparsecore.window import ScheduleIncompleteWarning
 
@@ -64,6 +66,19 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def check_sparsity(value: float, name: str = "sparsity") -> float:
     """Validate a sparsity in ``[0, 1)`` (``TypeError`` / ``ValueError`` naming ``name``)."""
     return check_number(value, name, 0.0, 1.0, open_high=True)
+
+
+def _names(value: Any, field: str) -> tuple[str, ...]:
+    """Names / globs as a tuple of strings (``TypeError`` naming ``field`` otherwise)."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, bytes | torch.Tensor):
+        names = tuple(value)
+        if all(isinstance(n, str) for n in names):
+            return names
+    raise TypeError(
+        f"{field} must be a parameter name or glob, or a sequence of them, got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,15 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
+        if not isinstance(self.pattern, Pattern | str):
+            raise TypeError(
+                f"pattern must be a Pattern or a string such as 'unstructured' or '2:4', "
+                f"got {self.pattern!r}"
+            )
         object.__setattr__(self, "pattern", parse_pattern(self.pattern))
         if self.targets is not None:
-            targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
-            object.__setattr__(self, "targets", targets)
-        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
-        object.__setattr__(self, "exclude", exclude)
+            object.__setattr__(self, "targets", _names(self.targets, "targets"))
+        object.__setattr__(self, "exclude", _names(self.exclude, "exclude"))
         check_int(self.seed, "seed")
 
     @property
@@ -125,6 +143,9 @@ class PruningMethod:
     #: Where the method sits in the Sparseland taxonomy (`sparsecore.taxonomy`); every
     #: registered method declares one (the conformance suite checks it).
     taxonomy: ClassVar[Taxonomy | None] = None
+    #: Whether :meth:`setup` refuses NaN / infinite target weights (methods that rank or use
+    #: the weights; a random mask does not need them).
+    requires_finite_weights: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -150,10 +171,20 @@ class PruningMethod:
     ) -> PruningMethod:
         """Validate everything, then add masks to ``model`` and hook into ``optimizer``.
 
-        Nothing is changed on the model if validation fails.
+        All or nothing: inputs are checked first (pattern, targets, the method's
+        :meth:`validate`, an optimizer that holds the targets, no ``meta`` tensors, finite
+        weights when :attr:`requires_finite_weights`); then masks, parametrizations and hooks
+        are added inside :func:`~sparsecore.transaction.setup_transaction`, so an error in
+        :meth:`init_masks` or later leaves the model and optimizer exactly as they were.
 
         Returns:
             ``self``, so ``method = Method(...).setup(model, opt)`` reads naturally.
+
+        Raises:
+            RuntimeError: The method is already set up.
+            TypeError: ``model`` / ``optimizer`` of the wrong type.
+            ValueError: Unsupported pattern, bad targets, meta or non-finite target weights, an
+                optimizer over other parameters, or the method's own checks.
         """
         if self._masks is not None:
             raise RuntimeError(f"{type(self).__name__} is already set up on a model")
@@ -166,22 +197,50 @@ class PruningMethod:
         names = resolve_targets(model, self.config.targets, self.config.exclude, Unstructured())
         patterns = {t.name: self.pattern_for(model, t.name) for t in names}
         targets = resolve_targets(model, self.config.targets, self.config.exclude, patterns)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        check_setup_inputs(
+            {t.name: params[t.name] for t in targets},
+            optimizer,
+            finite=self.requires_finite_weights,
+        )
         self.validate(model, targets)
         targets = [*targets, *self.companion_targets(model, targets)]
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        self.model = model
-        self._masks = MaskSet(
-            model,
-            targets,
-            mode=self.mask_mode,
-            soft_fn=self.soft_mask if self.mask_mode == "soft" else None,
-        )
-        if optimizer is not None:
-            self.attach(optimizer)
-        self.init_masks()
-        self._masks.apply()
+        with self.setup_transaction(model, optimizer):
+            self.model = model
+            self._masks = MaskSet(
+                model,
+                targets,
+                mode=self.mask_mode,
+                soft_fn=self.soft_mask if self.mask_mode == "soft" else None,
+            )
+            self._masks.begin_transaction()
+            if optimizer is not None:
+                self.attach(optimizer)
+            self.init_masks()
+            self._masks.apply()
         return self
+
+    @contextlib.contextmanager
+    def setup_transaction(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None
+    ) -> Iterator[None]:
+        """The commit phase of a setup: on any error, undo it on the model, optimizer and method.
+
+        Packages with their own ``setup`` wrap its model-changing part in this (after their
+        checks). On success the mask set's rollback copies are dropped.
+        """
+        with setup_transaction(model, optimizer):
+            try:
+                yield
+            except BaseException:
+                if self._masks is not None:
+                    self._masks.rollback()
+                self._masks = None
+                self.model = None
+                self.dense_grads = None
+                raise
+        if self._masks is not None:
+            self._masks.commit()
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Hook into a (new) optimizer, e.g. after rebuilding it for retraining."""

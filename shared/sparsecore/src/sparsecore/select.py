@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 
 from sparsecore.patterns import NM, Block, Channel, Head, Pattern, Unstructured
-from sparsecore.validation import check_number
+from sparsecore.validation import check_int, check_number
 
 __all__ = [
     "check_density",
@@ -138,6 +138,8 @@ def select_global(
     scores: Mapping[str, torch.Tensor],
     density: float,
     pattern: Pattern | None = None,
+    *,
+    min_per_tensor: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Keep-masks for several tensors from one global ranking.
 
@@ -145,11 +147,29 @@ def select_global(
     (``total_units`` counts entries for unstructured, channels/blocks/heads otherwise). Ties are
     broken by concatenation order (the mapping's iteration order), then position.
 
+    Layer floor: a global ranking can leave a tensor with no unit at all (the whole layer cut
+    off, the model's output then constant). By default every tensor keeps at least
+    ``min_per_tensor`` of its units (its highest-scored ones; never more than it has with a score
+    above ``-inf``, so entries excluded with ``-inf`` are not revived); the rest of the budget
+    goes to the global ranking, so the total stays exact. When the unconstrained ranking already
+    gives every tensor its floor, the result is exactly the unconstrained one. If the floors
+    alone exceed the budget, the tensors with the highest best score get theirs first.
+    ``min_per_tensor=0`` is the plain global ranking.
+
+    Args:
+        scores: Scores per tensor name.
+        density: Fraction kept over all tensors, in ``(0, 1]``.
+        pattern: The structure (default :class:`Unstructured`); not :class:`NM`.
+        min_per_tensor: Units every tensor keeps at least (``0``: no floor).
+
     Raises:
-        TypeError: For :class:`NM`, which is per-group by definition (use :func:`select`).
+        TypeError: For :class:`NM`, which is per-group by definition (use :func:`select`), or a
+            non-integer ``min_per_tensor``.
+        ValueError: NaN scores, a bad density or a negative ``min_per_tensor``.
     """
     pattern = pattern or Unstructured()
     check_density(density)
+    check_int(min_per_tensor, "min_per_tensor", 0)
     if isinstance(pattern, NM):
         raise TypeError("select_global: N:M is a per-group pattern; use select() per tensor")
     if not scores:
@@ -160,8 +180,12 @@ def select_global(
         pattern.check_shape(tensor.shape, name)
         detached = tensor.detach()
         units[name] = detached if isinstance(pattern, Unstructured) else pattern.reduce(detached)
-    flat = torch.cat([u.reshape(-1).to(torch.float64) for u in units.values()])
-    keep_flat = topk_mask(flat, keep_count(flat.numel(), density))
+    parts = [u.reshape(-1).to(torch.float64) for u in units.values()]
+    flat = torch.cat(parts)
+    budget = keep_count(flat.numel(), density)
+    keep_flat = _topk(flat, budget)
+    if min_per_tensor > 0:
+        keep_flat = _apply_floor(flat, parts, keep_flat, budget, min_per_tensor)
     masks: dict[str, torch.Tensor] = {}
     offset = 0
     for name, unit in units.items():
@@ -171,6 +195,31 @@ def select_global(
             part = pattern.expand(part, scores[name].shape).contiguous()
         masks[name] = part
     return masks
+
+
+def _apply_floor(
+    flat: torch.Tensor,
+    parts: list[torch.Tensor],
+    keep_flat: torch.Tensor,
+    budget: int,
+    floor: int,
+) -> torch.Tensor:
+    """The global top-``budget`` of ``flat`` with at least ``floor`` units from every part."""
+    sizes = [p.numel() for p in parts]
+    floors = [min(floor, int((p > -math.inf).sum())) for p in parts]
+    counts = [int(k.sum()) for k in torch.split(keep_flat, sizes)]
+    if all(c >= f for c, f in zip(counts, floors, strict=True)):
+        return keep_flat  # nothing below its floor: the plain ranking
+    if sum(floors) > budget:  # floors alone exceed the budget: best tensors first
+        order = sorted(range(len(parts)), key=lambda i: -float(parts[i].max()) if sizes[i] else 0)
+        left = budget
+        for i in order:
+            floors[i] = min(floors[i], left)
+            left -= floors[i]
+    reserved = torch.cat([_topk(p, f) for p, f in zip(parts, floors, strict=True)])
+    rest = flat[~reserved]
+    picked = _topk(rest, budget - int(reserved.sum()))
+    return reserved.masked_scatter(~reserved, picked)
 
 
 def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:

@@ -173,7 +173,9 @@ def resolve_targets(
 
     Raises:
         ValueError: A name or glob matches no parameter, nothing is left to prune, a pattern
-            does not fit a tensor's shape, or a chosen parameter is tied to another name.
+            does not fit a tensor's shape, a chosen parameter is tied to another name, or it is
+            on the ``meta`` device (masks of a meta model would be uninitialised memory after
+            ``to_empty()``).
         TypeError: A target is not a floating-point parameter.
     """
     if not isinstance(model, nn.Module):
@@ -213,6 +215,11 @@ def resolve_targets(
             )
         if not tensor.is_floating_point():
             raise TypeError(f"target {name!r} is not a floating-point parameter")
+        if tensor.is_meta:
+            raise ValueError(
+                f"model: target {name!r} is on the meta device (no values to prune); "
+                "materialise the model first (to_empty(device=...), then initialise or load it)"
+            )
         if isinstance(pattern, Mapping):
             pat = pattern.get(name, Unstructured())
         else:

@@ -41,10 +41,69 @@ __all__ = [
     "MethodConformance",
     "WindowCase",
     "check_window_case",
+    "model_fingerprint",
     "tiny_mlp",
     "window_cases",
     "window_property_test",
+    "wrong_type_values",
 ]
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+def model_fingerprint(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Everything a setup may change: state_dict keys and values, hooks, parametrizations,
+    module classes and the optimizer's step hooks (to compare before/after a rejected setup).
+
+    Meta tensors are compared by shape and dtype (they have no values).
+    """
+    state = {
+        k: (v.shape, v.dtype) if v.is_meta else v.detach().clone()
+        for k, v in model.state_dict(keep_vars=True).items()
+    }
+    modules = {
+        name: (
+            type(m),
+            tuple(len(getattr(m, attr, {})) for attr in _HOOK_DICTS),
+            tuple(m.parametrizations) if hasattr(m, "parametrizations") else (),
+            tuple(m._buffers),
+            tuple(m._parameters),
+        )
+        for name, m in model.named_modules()
+    }
+    opt_hooks = None
+    if optimizer is not None:
+        opt_hooks = (
+            len(optimizer._optimizer_step_pre_hooks),
+            len(optimizer._optimizer_step_post_hooks),
+        )
+    return {"state": state, "modules": modules, "optimizer": opt_hooks}
+
+
+def _same_fingerprint(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before["modules"] == after["modules"], "modules, hooks or parametrizations changed"
+    assert before["optimizer"] == after["optimizer"], "optimizer hooks changed"
+    assert before["state"].keys() == after["state"].keys(), "state_dict keys changed"
+    for key, value in before["state"].items():
+        other = after["state"][key]
+        if isinstance(value, torch.Tensor):
+            same = value.shape == other.shape and value.dtype == other.dtype
+            if same and value.is_floating_point():  # NaN equals NaN here
+                same = torch.allclose(value, other, rtol=0.0, atol=0.0, equal_nan=True)
+            elif same:
+                same = torch.equal(value, other)
+            assert same, f"state_dict value {key} changed"
+        else:
+            assert value == other, f"meta tensor {key} changed"
 
 
 def tiny_mlp(seed: int = 0, in_features: int = 16, hidden: int = 32, classes: int = 4) -> nn.Module:
@@ -57,6 +116,26 @@ def tiny_mlp(seed: int = 0, in_features: int = 16, hidden: int = 32, classes: in
         nn.ReLU(),
         nn.Linear(hidden, classes),
     )
+
+
+def wrong_type_values(config_class: type) -> list[tuple[str, Any]]:
+    """``(field, value of the wrong type)`` for every config field with a plain annotation.
+
+    Numbers and flags get a string, strings and name sequences get ``42``; fields annotated
+    with other types (patterns, callables, mappings) are left to the config's own tests.
+    """
+    import dataclasses
+
+    out: list[tuple[str, Any]] = []
+    for field in dataclasses.fields(config_class):
+        if not field.init or field.name.startswith("_"):
+            continue
+        kinds = {t.strip() for t in str(field.type).replace("None", "").split("|") if t.strip()}
+        if kinds and kinds <= {"int", "float", "bool"}:
+            out.append((field.name, "not-a-number"))
+        elif kinds and kinds <= {"str", "tuple[str, ...]", "Pattern", "Pattern | str"}:
+            out.append((field.name, 42))
+    return out
 
 
 class MethodConformance:
@@ -72,6 +151,8 @@ class MethodConformance:
     #: Whether the target sparsity must hold at the end of training (False for methods whose
     #: sparsity is reached only after finalize, e.g. soft masks).
     check_sparsity_after_training: ClassVar[bool] = True
+    #: Config fields :meth:`test_config_fields_reject_wrong_types` leaves out (say why).
+    wrong_type_exempt: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- hooks for packages
     def make_method(self, **overrides: Any) -> PruningMethod:
@@ -253,6 +334,81 @@ class MethodConformance:
         after = model.state_dict()
         assert before.keys() == after.keys()
         assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # ---------------------------------------------------------------- transactional setup
+    def _rejected_setup_case(
+        self, case: str
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None, type[BaseException], str]:
+        if case == "foreign_optimizer":
+            model = self.make_model()
+            return model, self.make_optimizer(self.make_model(seed=1)), ValueError, "optimizer"
+        if case == "meta_model":
+            with torch.device("meta"):
+                model = self.make_model()
+            return model, self.make_optimizer(model), ValueError, "meta"
+        model = self.make_model()
+        with torch.no_grad():
+            for param in model.parameters():  # every one, so whichever the targets are
+                if param.is_floating_point() and param.numel():
+                    param.view(-1)[0] = float("nan")
+        return model, self.make_optimizer(model), ValueError, "NaN"
+
+    @pytest.mark.parametrize("case", ["foreign_optimizer", "meta_model", "nan_weight"])
+    def test_rejected_setup_leaves_no_trace(self, case: str) -> None:
+        """A setup that is refused leaves state_dict, hooks, parametrizations and optimizer
+        hooks exactly as they were (and the model can then be set up properly).
+        """
+        method = self.make_method()
+        if case == "nan_weight" and not method.requires_finite_weights:
+            pytest.skip("the method does not use the weights' values")
+        model, optimizer, error, match = self._rejected_setup_case(case)
+        before = model_fingerprint(model, optimizer)
+        with pytest.raises(error, match=match):
+            method.setup(model, optimizer)
+        _same_fingerprint(before, model_fingerprint(model, optimizer))
+        if case == "foreign_optimizer":
+            method.setup(model, self.make_optimizer(model))  # not stuck: a fresh setup works
+            assert method.masks.names
+
+    def test_failed_setup_rolls_back(self) -> None:
+        """An error raised late in setup (after masks were built and set) is undone completely."""
+        model = self.make_model()
+        optimizer = self.make_optimizer(model)
+        method = self.make_method()
+        original = method.init_masks
+        reached: list[bool] = []
+
+        def failing_init_masks() -> None:
+            original()
+            reached.append(True)
+            raise RuntimeError("injected failure")
+
+        method.init_masks = failing_init_masks  # type: ignore[method-assign]
+        before = model_fingerprint(model, optimizer)
+        try:
+            method.setup(model, optimizer)
+        except RuntimeError as err:
+            assert "injected failure" in str(err)
+        if not reached:
+            pytest.skip("this method's setup does not go through init_masks")
+        _same_fingerprint(before, model_fingerprint(model, optimizer))
+        del method.init_masks
+        method.setup(model, optimizer)  # the same method object can be set up again
+        assert method.masks.names
+
+    def test_config_fields_reject_wrong_types(self) -> None:
+        """Every config field, given a value of the wrong type, raises a TypeError / ValueError
+        that names the field (``sparsecore.validation``), at construction.
+        """
+        for field, bad in wrong_type_values(self.method_cls.config_class):
+            if field in self.wrong_type_exempt:
+                continue
+            try:
+                self.make_method(**{field: bad})
+            except (TypeError, ValueError) as err:
+                assert field in str(err), f"{field}={bad!r}: the error does not name it: {err}"
+            else:
+                raise AssertionError(f"{field}={bad!r} was accepted")
 
     def test_wrong_model_type_raises(self) -> None:
         """A model that is not an nn.Module is a TypeError."""

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
         p.add_argument("--batch-size", type=int, default=128, help="training batch size")
         p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
-        p.add_argument("--out", default=None, help="output folder")
+        p.add_argument("--out", default=None, help="output folder (new or empty)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="accept a non-empty --out: replace the *.pt / results.json / *.png files in it",
+        )
         p.add_argument("--no-progress", dest="progress", action="store_false", help="no bars")
         p.add_argument(
             "--set",

@@ -21,6 +21,13 @@ from sparsecore.cli.common import (
     parse_sparsity,
     run_variant,
 )
+from sparsecore.cli.output import (
+    atomic_write,
+    check_finite_model,
+    check_finite_value,
+    check_output_folder,
+    create_output_folder,
+)
 from sparsecore.taxonomy import taxonomy_rows
 
 __all__ = ["cmd_bench", "cmd_list", "cmd_report", "cmd_run"]
@@ -88,16 +95,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             sparsity = None
         args.method_options = method_options_for(args, [name], methods)
     out = Path(args.out or f"sparse-results/{name}-{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
-    saved, macs = [], (0, 0)
+    check_output_folder(out, args.overwrite)  # before training; creates nothing
+    models: dict[Path, dict[str, torch.Tensor]] = {}
+    macs = (0, 0)
 
     def one(seed: int) -> tuple[float, dict[str, Any]]:
         nonlocal macs
         accuracy, extras = run_variant(name, sparsity, seed, args)
+        model = extras.pop("model")
+        check_finite_model(model, f"seed {seed}")
+        check_finite_value(accuracy, f"seed {seed}")
         tag = "dense" if name == "dense" else "default" if sparsity is None else f"s{sparsity:g}"
-        path = out / f"{name}-{args.task}-{tag}-seed{seed}.pt"
-        torch.save(extras.pop("model").state_dict(), path)
-        saved.append(path)
+        models[out / f"{name}-{args.task}-{tag}-seed{seed}.pt"] = model.state_dict()
         macs = extras.pop("macs")
         return accuracy, extras
 
@@ -105,18 +114,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table([row]))
     print(f"MACs per example: dense {macs[0]:,}, effective {macs[1]:,}")
     command = "sparse " + " ".join(args.argv)
-    write_results(
+    # Everything trained and finite: only now the folder is created and written (atomically).
+    create_output_folder(out, args.overwrite)
+    for path, state in models.items():
+        atomic_write(path, lambda tmp, state=state: torch.save(state, tmp))
+    atomic_write(
         out / "results.json",
-        name,
-        args.task,
-        f"sparse run {name}",
-        None,
-        [row],
-        command,
-        model=args.model,
-        epochs=args.epochs,
+        lambda tmp: write_results(
+            tmp,
+            name,
+            args.task,
+            f"sparse run {name}",
+            None,
+            [row],
+            command,
+            model=args.model,
+            epochs=args.epochs,
+        ),
     )
-    print(f"saved {len(saved)} model(s) and results.json in {out}")
+    print(f"saved {len(models)} model(s) and results.json in {out}")
     return 0
 
 
@@ -164,8 +180,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = registry.available_methods()
     groups = _bench_groups(args)
     out = Path(args.out or f"sparse-results/bench-{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, args.overwrite)  # before training; creates nothing
     all_rows: list[Any] = []
+    figures: list[tuple[Path, list[Any], str]] = []
     sections: list[dict[str, Any]] = []
     total = sum(len(g.plan) for g in groups)
     bar = tqdm(total=total, desc="bench", disable=not args.progress)
@@ -198,7 +215,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 accuracy, extras = run_planned(
                     group, name, sparsity, seed, methods, args.max_run_seconds
                 )
-                extras.pop("model"), extras.pop("macs")
+                check_finite_model(extras.pop("model"), f"seed {seed}")  # a diverged run fails
+                check_finite_value(accuracy, f"seed {seed}")
+                extras.pop("macs")
                 return accuracy, extras
 
             try:
@@ -210,7 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         title = scenario.title
         if scenario.runner is None:
             title += f" ({group.args.epochs} ep, {group.args.seeds} seed(s))"
-        plot_rows(rows, figure, title)
+        figures.append((figure, rows, title))
         sections.append(
             {
                 "scenario": scenario.name,
@@ -232,17 +251,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"note: {note}")
     bar.close()
     command = "sparse " + " ".join(args.argv)
-    write_results(
+    create_output_folder(out, args.overwrite)
+    atomic_write(
         out / "results.json",
-        "bench",
-        args.task,
-        "benchmark (no claim tested)",
-        None,
-        all_rows,
-        command,
-        scenarios=sections,
-        quick=bool(args.quick),
+        lambda tmp: write_results(
+            tmp,
+            "bench",
+            args.task,
+            "benchmark (no claim tested)",
+            None,
+            all_rows,
+            command,
+            scenarios=sections,
+            quick=bool(args.quick),
+        ),
     )
+    for figure, rows, title in figures:
+        atomic_write(figure, lambda tmp, rows=rows, title=title: plot_rows(rows, tmp, title))
     print(f"wrote {out / 'results.json'} and one figure per scenario in {out}")
     return 0
 

@@ -185,6 +185,11 @@ def check_common(args: argparse.Namespace) -> None:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(MODELS)}")
     if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1 or not args.lr > 0:
         raise ValueError("--epochs, --seeds, --batch-size and --lr must be positive")
+    if not math.isfinite(args.lr):
+        raise ValueError(f"--lr must be finite, got {args.lr}")
+    limit = getattr(args, "max_run_seconds", 0.0)
+    if not (math.isfinite(limit) and limit >= 0):
+        raise ValueError(f"--max-run-seconds must be >= 0 (0: no limit), got {limit}")
     make_model(args.model, task_spec(args.task))  # raises if the model does not fit the task
     if args.threads:
         torch.set_num_threads(args.threads)

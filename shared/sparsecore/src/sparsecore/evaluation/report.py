@@ -38,8 +38,9 @@ def snapshot(masks: MaskSet | Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a saved ``state_dict`` safely: ``.safetensors`` files, or ``torch.save`` files loaded
-    with ``weights_only=True`` (a ``{"state_dict": ...}`` wrapper is unwrapped).
+    """Read a saved ``state_dict`` safely: ``.safetensors`` files (compact sparse checkpoints
+    from `sparsecore.export.save_compact` are decoded and verified), or ``torch.save`` files
+    loaded with ``weights_only=True`` (a ``{"state_dict": ...}`` wrapper is unwrapped).
 
     Args:
         path: The file.
@@ -52,6 +53,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
     safetensors = path.suffix == ".safetensors"
+    if safetensors and _is_compact(path):
+        # a compact sparse checkpoint (``::bits`` / ``::values`` entries): decoded and verified
+        # by the export module, masks included
+        from sparsecore.export.checkpoint import load_compact
+
+        return load_compact(path)
     try:
         if safetensors:
             from safetensors.torch import load_file
@@ -69,6 +76,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {str(path)!r} does not hold a state_dict")
     return state
+
+
+def _is_compact(path: Path) -> bool:
+    """Whether a safetensors file was written by `sparsecore.export.save_compact`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return "sparsecore" in (handle.metadata() or {})
+    except (SafetensorError, OSError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -384,5 +402,5 @@ def effective_tensor(module: nn.Module, param_name: str) -> torch.Tensor:
     if not parametrize.is_parametrized(module, param_name):
         mask = getattr(module, f"{param_name}_mask", None)
         if isinstance(mask, torch.Tensor) and mask.shape == tensor.shape:
-            tensor = tensor * mask
+            tensor = tensor.masked_fill(~mask.to(torch.bool), 0)
     return tensor.detach()

@@ -10,16 +10,21 @@ File layout (an ordinary ``.safetensors`` file, readable by any safetensors read
   ``<param>_mask`` of a sparse tensor ``<param>`` and equals that tensor's bitmask, it is not
   stored at all but rebuilt from ``<param>::bits`` (so masks cost nothing extra);
 * the metadata entry ``sparsecore`` holds JSON: format version and, per tensor, its kind,
-  shape, dtype and number of kept entries. Loading checks every one of these.
+  shape, dtype and number of kept entries, plus ``digests``: the SHA-256 of the bytes of every
+  stored safetensors entry. Loading checks every one of these and raises ``ValueError`` on any
+  difference, so a corrupted file never loads different weights silently (a byte flipped in a
+  value, a bitmask or the header either raises or, when it lands somewhere that does not affect
+  the tensors, loads exactly the saved ones). Files written before digests existed still load,
+  with a ``UserWarning`` that they cannot be verified.
 
 Which entries are kept: the entries selected by the tensor's ``<param>_mask`` buffer when the
 state dict holds one (kept entries are stored even when their value is zero), plus every entry
 whose value is not zero. Round trip semantics: every kept entry comes back with exactly its bits
 (NaN payloads and ``-0.0`` included); an entry that was not stored comes back as ``+0.0``. So
 ``torch.equal`` (which treats ``-0.0 == 0.0``) holds for every tensor, and the only bit pattern
-that can change is the sign of a zero in a pruned position: hard-mode masking multiplies negative
-weights by ``False`` and leaves ``-0.0`` there, and spending a bit per entry on that sign would
-defeat the purpose of the format.
+that can change is the sign of a zero in a pruned position: sparsecore's masking writes ``+0.0``
+there, but other sources (multiplicative masking) may leave ``-0.0``, and spending a bit per entry
+on that sign would defeat the purpose of the format.
 
 A tensor is stored sparse only when that is smaller than storing it dense, i.e. when its sparsity
 exceeds ``1 / (8 * itemsize)`` (3.1% for fp32), or when ``min_sparsity`` says so.
@@ -29,9 +34,11 @@ Nothing is ever unpickled: the file is safetensors, and only JSON metadata is pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -170,16 +177,48 @@ def save_compact(
     meta = dict(metadata or {})
     if _META_KEY in meta:
         raise ValueError(f"metadata key {_META_KEY!r} is reserved")
-    meta[_META_KEY] = json.dumps({"format": FORMAT, "tensors": info})
+    digests = {name: _digest(t) for name, t in tensors.items()}
+    meta[_META_KEY] = json.dumps({"format": FORMAT, "tensors": info, "digests": digests})
     save_file(tensors, os.fspath(path), metadata=meta)
     return info
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes (dtype-agnostic, no copy for contiguous CPU tensors)."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+def _verify(
+    path: str | os.PathLike[str], header: dict[str, Any], raw: dict[str, torch.Tensor]
+) -> None:
+    """Check every stored entry against the header's digests (``ValueError`` naming it)."""
+    digests = header.get("digests")
+    if digests is None:
+        warnings.warn(
+            f"{os.fspath(path)}: compact checkpoint without digests (written by an older "
+            "sparsecore); its integrity cannot be verified. Save it again to add them.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if not isinstance(digests, dict) or set(digests) != set(raw):
+        raise ValueError(f"{os.fspath(path)}: corrupt digest table (entries differ from the file)")
+    for name, tensor in raw.items():
+        if digests[name] != _digest(tensor):
+            raise ValueError(
+                f"{os.fspath(path)}: entry {name!r} does not match its SHA-256 digest; "
+                "the file is corrupt"
+            )
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     try:
         with safe_open(os.fspath(path), framework="pt") as handle:
             meta = handle.metadata() or {}
@@ -198,7 +237,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch
     tensors = header.get("tensors")
     if not isinstance(tensors, dict) or not all(isinstance(e, dict) for e in tensors.values()):
         raise ValueError(f"{os.fspath(path)}: corrupt {_META_KEY!r} metadata (no tensor table)")
-    return tensors, raw
+    return tensors, raw, header
 
 
 def _decode(
@@ -279,11 +318,13 @@ def load_compact(
         ValueError: The file is unreadable, not a compact checkpoint, internally inconsistent, or
             does not match ``model``; the message names the offending tensor.
     """
-    entries, raw = _read(path)
+    entries, raw, header = _read(path)
     decoded: dict[str, torch.Tensor] = {}
     order = sorted(entries, key=lambda k: entries[k].get("kind") == "mask_of")
     for key in order:
         decoded[key] = _decode(key, entries[key], raw, decoded)
+    # after the structural checks (whose messages are more specific), the bytes themselves
+    _verify(path, header, raw)
     state = {key: decoded[key] for key in entries}
     if model is not None:
         _check_against(state, model, strict)
@@ -324,7 +365,7 @@ def compact_size_report(path: str | os.PathLike[str]) -> dict[str, int]:
     Returns:
         ``{"bytes", "tensors", "sparse_tensors", "numel", "stored_values"}``.
     """
-    entries, _ = _read(path)
+    entries, _, _ = _read(path)
     sparse = [e for e in entries.values() if e["kind"] == "sparse"]
     numel = sum(math.prod(e["shape"]) for e in entries.values())
     stored = sum(e["nnz"] for e in sparse) + sum(

@@ -147,7 +147,7 @@ def to_sparse_inference(
             weight = child.weight.detach()
             mask = getattr(child, "weight_mask", None)
             if isinstance(mask, torch.Tensor) and mask.shape == weight.shape:
-                weight = weight * mask
+                weight = weight.masked_fill(~mask.to(torch.bool), 0)
             if _sparsity(weight) >= min_sparsity:
                 replacements.append((parent, child_name, CSRLinear(weight, child.bias)))
     for parent, child_name, module in replacements:

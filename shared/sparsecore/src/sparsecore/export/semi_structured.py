@@ -62,7 +62,7 @@ def to_semi_structured(model: nn.Module, *, strict: bool = False) -> list[str]:
         weight = module.weight.detach()
         mask = getattr(module, "weight_mask", None)
         if isinstance(mask, torch.Tensor) and mask.shape == weight.shape:
-            weight = weight * mask
+            weight = weight.masked_fill(~mask.to(torch.bool), 0)
         reason = None
         if not weight.is_cuda or weight.dtype not in _DTYPES:
             reason = f"needs a CUDA fp16/bf16 weight, got {weight.dtype} on {weight.device}"
