@@ -144,8 +144,9 @@ class OneShotConfig(MethodConfig):
         min_per_layer: With ``scope="global"``: units (weights, or channels / blocks) every
             target keeps at least, so a global ranking never cuts a layer off (see
             :func:`~sparsecore.select.select_global`; the total stays exact). ``0`` opts out.
-        input_shape: With ``pattern="channel"``: the shape of one input example (no batch
-            dimension). Setting it makes the method prune channel *groups* (see
+        input_shape: The shape of one input example (no batch dimension); ignored unless
+            ``pattern="channel"``. With the channel pattern it makes the method prune channel
+            *groups* (see
             `sparsecore.groups.masking`): coupled layers, biases and BatchNorm channels
             together, so that ``export.remove_channels`` removes what was masked.
         round_to: With ``input_shape`` and ``scope="layer"``: every group keeps a multiple of
@@ -168,10 +169,6 @@ class OneShotConfig(MethodConfig):
             ):
                 raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
             object.__setattr__(self, "input_shape", tuple(shape))
-            if not isinstance(self.pattern, Channel) or self.pattern.dim != 0:
-                raise ValueError(
-                    f"input_shape (channel groups) needs pattern='channel', got {self.pattern}"
-                )
         if self.round_to is not None:
             check_int(self.round_to, "round_to", 1)
             if self.input_shape is None or self.scope != "layer":
@@ -371,7 +368,7 @@ class IMP(PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:  # noqa: D102
         check_scope_layouts(self, targets)
-        if self.config.input_shape is not None:
+        if self.config.input_shape is not None and isinstance(self.config.pattern, Channel):
             raise ValueError("IMP: input_shape (channel groups) is not supported yet")
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
