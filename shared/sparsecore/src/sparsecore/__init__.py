@@ -14,6 +14,7 @@ from sparsecore.method import (
     MethodConfig,
     PruningMethod,
 )
+from sparsecore.oneshot import SparseGPT, Wanda
 from sparsecore.patterns import (
     NM,
     Block,
@@ -48,8 +49,10 @@ __all__ = [
     "PruningMethod",
     "RandomPruning",
     "RigL",
+    "SparseGPT",
     "Target",
     "Unstructured",
+    "Wanda",
     "__version__",
     "available_methods",
     "default_targets",
