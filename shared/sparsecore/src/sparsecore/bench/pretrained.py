@@ -56,7 +56,7 @@ LM_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "config": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                        num_key_value_heads=4, intermediate_size=384),
-        "train": dict(steps=800, batch=16, lr=3e-3),
+        "train": dict(steps=600, batch=16, lr=3e-3),
         "seq_len": 128,
     },
     "small": {
