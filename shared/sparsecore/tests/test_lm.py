@@ -116,3 +116,15 @@ def test_cached_model_reloads_bit_identically_and_new_corpus_retrains(fast_micro
     assert len(fast_micro) == 2 and tiny_lm_path("micro", other) != path
     with pytest.raises(ValueError, match="unknown tiny LM size"):
         pretrained_tiny_lm("huge")
+
+
+def test_stdlib_topics_text_task_is_balanced_and_disjoint():
+    from sparsecore.bench.text import load_text_task
+
+    task = load_text_task("stdlib-topics", train_per_class=6, test_per_class=3)
+    assert len(task.train_texts) == 30 and len(task.test_texts) == 15
+    assert sorted(set(task.train_labels)) == [0, 1, 2, 3, 4]
+    assert set(task.train_texts).isdisjoint(task.test_texts)
+    assert task == load_text_task("stdlib-topics", train_per_class=6, test_per_class=3)
+    with pytest.raises(ValueError, match="unknown text task"):
+        load_text_task("imdb")
