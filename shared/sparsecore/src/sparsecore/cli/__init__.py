@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sparsecore import __version__
+from sparsecore.cli import oneshot
 from sparsecore.cli.commands import cmd_bench, cmd_list, cmd_report, cmd_run
 from sparsecore.cli.common import (
     DEFAULT_MODELS,
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("checkpoint")
     report.add_argument("--pattern", default="unstructured", help="pattern to validate, e.g. 2:4")
     report.set_defaults(func=cmd_report)
+    oneshot.register(sub)
     return parser
 
 

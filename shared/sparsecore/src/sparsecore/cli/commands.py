@@ -140,6 +140,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from sparsecore.evaluation import failed_row, format_table, over_seeds, plot_rows, write_results
 
+    if args.task == "stdlib-lm":  # one-shot LM rows: sparsecore.bench.lm_bench
+        from sparsecore.bench.lm_bench import bench_command
+
+        return bench_command(args)
     check_common(args)
     plan = _bench_plan(args)
     out = Path(args.out or f"sparse-results/bench-{args.task}")
