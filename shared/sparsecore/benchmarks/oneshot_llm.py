@@ -107,6 +107,33 @@ def single(method_name: str, size: str, calib_blocks: int, eval_blocks: int) -> 
     }
 
 
+def side_by_side(args: argparse.Namespace) -> list[dict]:
+    """llm-compressor's SparseGPT and Wanda on the same saved model, blocks and sparsity."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from sparsecore.bench.lm import calibration_blocks, load_lm_task
+    from sparsecore.bench.pretrained import LM_SIZES, tiny_lm_path
+
+    task = load_lm_task(seq_len=LM_SIZES[args.size]["seq_len"])
+    runner = Path(__file__).with_name("llmcompressor_runner.py")
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        blocks = Path(tmp) / "blocks.safetensors"
+        calib = calibration_blocks(task, args.calib_blocks, seed=0)
+        save_file(
+            {"calib": calib, "eval": task.eval_blocks[: args.eval_blocks].contiguous()}, blocks
+        )
+        for name in ("wanda", "sparsegpt"):
+            command = [args.llmcompressor, str(runner), str(tiny_lm_path(args.size, task)),
+                       str(blocks), name, "0.5", tmp, os.environ.get("BENCH_THREADS", "2")]  # fmt: skip
+            env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+            done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+            out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every method in a subprocess, print the table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -115,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-blocks", type=int, default=32)
     parser.add_argument("--eval-blocks", type=int, default=128)
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--llmcompressor", default=None, help="python of a venv with llmcompressor (side by side)"
+    )
     parser.add_argument("--out", default="sparse-results/oneshot_llm.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -133,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--eval-blocks", str(args.eval_blocks)]  # fmt: skip
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    theirs = side_by_side(args) if args.llmcompressor else []
     config = results[0]["config"]
     tiny = linear_shapes(config["hidden_size"], config["intermediate_size"])
     big = linear_shapes(LLAMA2_7B["hidden"], LLAMA2_7B["mlp"])
@@ -155,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Llama-2-7B estimate (cost model in the docstring): SparseGPT sweep "
           f"~{estimate['sparsegpt_7b_cpu_hours']:.1f} CPU-hours at this machine's rate; "
           f"Hessians of one layer {estimate['hessians_one_layer_gb']:.2f} GB")  # fmt: skip
+    for r in theirs:
+        ours = next(o for o in results if o["method"] == r["method"])
+        print(f"llm-compressor {r['method']:<9} {r['total_s']:8.2f} s  ppl {r['perplexity']:8.3f}"
+              f"  | ours {ours['total_s']:8.2f} s  ppl {ours['perplexity']:8.3f}  "
+              f"wall ratio ours/theirs {ours['total_s'] / r['total_s']:.2f}")  # fmt: skip
     ppl = {r["method"]: r["perplexity"] for r in results}
     order = ppl["sparsegpt"] <= ppl["wanda"] <= ppl["magnitude"]
     print(f"SparseGPT <= Wanda <= magnitude at 50%: {'holds' if order else 'does NOT hold'} {ppl}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"size": args.size, "results": results, "estimate": estimate,
+    report = {"size": args.size, "results": results, "llmcompressor": theirs, "estimate": estimate,
               "order_holds": order, "command": " ".join(sys.argv)}  # fmt: skip
     out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
