@@ -5,7 +5,7 @@ Executed by ``oneshot_llm.py --llmcompressor VENV_PYTHON`` inside a throwaway vi
 transformers 5.24, so it cannot join a dependency group of the workspace). Only torch,
 transformers, safetensors and llm-compressor are imported here, never sparsecore.
 
-Usage: ``python llmcompressor_runner.py MODEL_DIR BLOCKS.safetensors METHOD SPARSITY OUT_DIR``
+Usage: ``python llmcompressor_runner.py MODEL_DIR BLOCKS.safetensors METHOD SPARSITY THREADS``
 where BLOCKS holds ``calib`` and ``eval`` int64 token blocks.
 """
 
@@ -40,7 +40,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     model_dir, blocks_path, method, sparsity = sys.argv[1:5]
-    torch.set_num_threads(int(sys.argv[6]) if len(sys.argv) > 6 else 2)
+    torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2)
     blocks = load_file(blocks_path)
     calib, held = blocks["calib"], blocks["eval"]
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)

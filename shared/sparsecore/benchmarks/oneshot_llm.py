@@ -126,8 +126,17 @@ def side_by_side(args: argparse.Namespace) -> list[dict]:
             {"calib": calib, "eval": task.eval_blocks[: args.eval_blocks].contiguous()}, blocks
         )
         for name in ("wanda", "sparsegpt"):
-            command = [args.llmcompressor, str(runner), str(tiny_lm_path(args.size, task)),
-                       str(blocks), name, "0.5", tmp, os.environ.get("BENCH_THREADS", "2")]  # fmt: skip
+            threads = os.environ.get("BENCH_THREADS", "2")
+            model_dir = str(tiny_lm_path(args.size, task))
+            command = [
+                args.llmcompressor,
+                str(runner),
+                model_dir,
+                str(blocks),
+                name,
+                "0.5",
+                threads,
+            ]
             env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
             done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             out.append(json.loads(done.stdout.strip().splitlines()[-1]))
