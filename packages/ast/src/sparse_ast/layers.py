@@ -31,7 +31,6 @@ from sparsecore import NM, transpose_pattern
 from sparsecore.layouts import is_hf_conv1d, linear_view
 
 __all__ = [
-    "ActivationNorms",
     "default_lm_targets",
     "is_conv1d",
     "layout_pattern",
@@ -97,47 +96,6 @@ def mask_scores(
         return scores
     norm = input_norm.to(scores.device, scores.dtype)
     return scores * (norm[:, None] if conv1d else norm[None, :])
-
-
-class ActivationNorms:
-    """Collects ``sum over tokens of x_j**2`` of the inputs of some modules (forward hooks).
-
-    Use as a context manager around dense forward passes over calibration data; afterwards
-    :meth:`norms` gives ``||X_j||_2`` per module name.
-    """
-
-    def __init__(self, modules: dict[str, nn.Module]) -> None:
-        self.modules = modules
-        self.sq_sums: dict[str, torch.Tensor] = {}
-        self.tokens: dict[str, int] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def _hook(self, name: str):
-        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: object) -> None:
-            x = inputs[0].detach()
-            flat = x.reshape(-1, x.shape[-1]).to(torch.float64)
-            total = flat.pow(2).sum(0)
-            if name in self.sq_sums:
-                self.sq_sums[name] += total
-                self.tokens[name] += flat.shape[0]
-            else:
-                self.sq_sums[name] = total
-                self.tokens[name] = flat.shape[0]
-
-        return hook
-
-    def __enter__(self) -> ActivationNorms:
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def norms(self) -> dict[str, torch.Tensor]:
-        """``||X_j||_2`` (float32) per module that saw at least one input."""
-        return {n: s.sqrt().float() for n, s in self.sq_sums.items()}
 
 
 def run_batches(model: nn.Module, batches: Iterable[object]) -> int:

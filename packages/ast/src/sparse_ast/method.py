@@ -56,7 +56,6 @@ from torch import nn
 from sparse_ast.config import ASTConfig
 from sparse_ast.distill import Distiller
 from sparse_ast.layers import (
-    ActivationNorms,
     default_lm_targets,
     is_conv1d,
     linear_view,
@@ -66,6 +65,7 @@ from sparse_ast.layers import (
 from sparse_ast.optim import ASTAdamW
 from sparse_ast.slorb import add_slorb, slorb_forward_hook
 from sparsecore import NM, MethodConfig, Pattern, PruningMethod, Target
+from sparsecore.calibration import StatisticsHooks
 from sparsecore.method import Batch, LossFn
 from sparsecore.select import select
 from sparsecore.taxonomy import Taxonomy
@@ -89,7 +89,7 @@ class AdaptiveSparseTrainer(PruningMethod):
         note="starts from a dense (pretrained) model; N:M masks recomputed from the dense weights",
     )
     #: The ``sparse bench`` scenario this method is shown in (sparsecore.bench.scenarios).
-    bench_scenario: ClassVar[str] = "lm"
+    bench_scenario: ClassVar[str] = "lm-ast"
 
     name = "ast"
     config_class: ClassVar[type[MethodConfig]] = ASTConfig
@@ -321,7 +321,7 @@ class AdaptiveSparseTrainer(PruningMethod):
         try:
             for mask in self.masks.masks().values():
                 mask.fill_(True)
-            with ActivationNorms(self._layers) as stats:
+            with StatisticsHooks(self._layers) as stats:
                 seen = run_batches(model, batches)
         finally:
             for name, mask in self.masks.masks().items():
@@ -335,7 +335,9 @@ class AdaptiveSparseTrainer(PruningMethod):
                 )
         if seen == 0:
             raise ValueError("batches is empty: calibration needs at least one batch")
-        self.input_norms = stats.norms()
+        self.input_norms = {
+            n: s.input_norms.float() for n, s in stats.stats.items() if s.tokens > 0
+        }
         if self.config.mask_metric == "wanda":
             self.masks.update_all(self.compute_masks())
             if self.config.slorb:

@@ -14,6 +14,7 @@ from sparsecore.method import (
     MethodConfig,
     PruningMethod,
 )
+from sparsecore.oneshot import SparseGPT, Wanda
 from sparsecore.patterns import (
     NM,
     Block,
@@ -51,8 +52,10 @@ __all__ = [
     "RandomPruning",
     "RigL",
     "ScheduleIncompleteWarning",
+    "SparseGPT",
     "Target",
     "Unstructured",
+    "Wanda",
     "__version__",
     "available_methods",
     "default_targets",

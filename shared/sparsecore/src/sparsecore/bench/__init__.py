@@ -8,6 +8,7 @@
     result = train(model, task, method=RigL(sparsity=0.9, update_every=50), epochs=10)
 """
 
+from sparsecore.bench.lm import LM_TASKS, LMTask, load_lm_task, perplexity, unigram_perplexity
 from sparsecore.bench.models import (
     MLP,
     MODELS,
@@ -18,6 +19,7 @@ from sparsecore.bench.models import (
     tiny_gpt2,
     tiny_llama,
 )
+from sparsecore.bench.pretrained import LM_SIZES, pretrained_tiny_lm
 from sparsecore.bench.tasks import TASK_SHAPES, TASKS, Task, load_task, task_spec
 from sparsecore.bench.train import (
     TrainResult,
@@ -30,11 +32,14 @@ from sparsecore.bench.train import (
 )
 
 __all__ = [
+    "LM_SIZES",
+    "LM_TASKS",
     "MLP",
     "MODELS",
     "TASKS",
     "TASK_SHAPES",
     "ConvBase",
+    "LMTask",
     "ResNet",
     "Task",
     "TrainResult",
@@ -42,12 +47,16 @@ __all__ = [
     "build_method",
     "evaluate",
     "fixed_sparsity",
+    "load_lm_task",
     "load_task",
     "make_model",
     "model_sparsity",
+    "perplexity",
+    "pretrained_tiny_lm",
     "task_spec",
     "tiny_bert",
     "tiny_gpt2",
     "tiny_llama",
     "train",
+    "unigram_perplexity",
 ]

@@ -152,7 +152,8 @@ def load_task(name: str = "mnist1d", seed: int = 0) -> Task:
     """Build an embedded task (cached in-process, no network).
 
     Args:
-        name: ``"mnist1d"``, ``"mnist1d-large"`` or ``"digits"``.
+        name: ``"mnist1d"``, ``"mnist1d-large"`` or ``"digits"``; ``"stdlib-lm"`` returns the
+            language-modelling task of :func:`sparsecore.bench.lm.load_lm_task` (an ``LMTask``).
         seed: Data seed; ``0`` is the standard dataset (see the module docstring).
 
     Returns:
@@ -167,8 +168,12 @@ def load_task(name: str = "mnist1d", seed: int = 0) -> Task:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     key = name.strip().lower()
+    if key == "stdlib-lm":  # the language-modelling task lives in sparsecore.bench.lm
+        from sparsecore.bench.lm import load_lm_task
+
+        return load_lm_task(key)  # type: ignore[return-value]
     if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}, stdlib-lm")
     x_train, y_train, x_test, y_test = _arrays(key, seed)
     x_tr = torch.tensor(x_train, dtype=torch.float32)
     x_te = torch.tensor(x_test, dtype=torch.float32)

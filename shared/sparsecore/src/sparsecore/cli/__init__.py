@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sparsecore import __version__
-from sparsecore.cli import reproduce
+from sparsecore.cli import oneshot, reproduce
 from sparsecore.cli.commands import cmd_bench, cmd_list, cmd_report, cmd_run
 from sparsecore.cli.common import (
     DEFAULT_MODELS,
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--pattern", default="unstructured", help="pattern to validate, e.g. 2:4")
     report.set_defaults(func=cmd_report)
     reproduce.add_parser(sub)
+    oneshot.register(sub)
     return parser
 
 

@@ -173,6 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sparsecore.bench.scenarios import run_planned
     from sparsecore.evaluation import failed_row, format_table, over_seeds, plot_rows, write_results
 
+    if args.task == "stdlib-lm":  # one-shot LM rows: sparsecore.bench.lm_bench
+        from sparsecore.bench.lm_bench import bench_command
+
+        return bench_command(args)
     epochs, seeds = args.epochs, args.seeds
     args.epochs, args.seeds = args.epochs or 1, args.seeds or 1  # validated; scenarios fill them
     check_common(args)

