@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -104,7 +104,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
-        if not isinstance(self.pattern, Pattern | str):
+        if not isinstance(self.pattern, Pattern | str | Mapping):
             raise TypeError(
                 f"pattern must be a Pattern or a string such as 'unstructured' or '2:4', "
                 f"got {self.pattern!r}"
