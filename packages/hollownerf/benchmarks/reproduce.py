@@ -47,7 +47,7 @@ from sparse_hollownerf import (
 from sparsecore import OneShotMagnitude
 from sparsecore.evaluation import Row, format_table, write_results
 
-FULL = {"steps": 400, "image": 20, "train_views": 12, "test_views": 4, "seeds": [0, 1, 2]}
+FULL = {"steps": 800, "image": 24, "train_views": 16, "test_views": 4, "seeds": [0, 1, 2]}
 QUICK = {"steps": 24, "image": 8, "train_views": 4, "test_views": 2, "seeds": [0, 1]}
 ENC = {"levels": 6, "features": 2, "base_resolution": 4, "max_resolution": 40}
 TABLE = 2**11
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(
         args.out,
         "hollownerf",
-        "synthetic-primitives-20px" if not args.quick else "synthetic-primitives-8px",
+        "synthetic-primitives-24px" if not args.quick else "synthetic-primitives-8px",
         claim,
         holds,
         rows,
