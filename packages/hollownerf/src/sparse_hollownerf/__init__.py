@@ -21,7 +21,7 @@ from sparse_hollownerf.accounting import (
 from sparse_hollownerf.config import HollowNeRFConfig
 from sparse_hollownerf.field import HashNeRF, Rendered, composite, render_rays, stratified_samples
 from sparse_hollownerf.hashgrid import PRIMES, HashEncoding, spatial_hash
-from sparse_hollownerf.method import HollowNeRF, project_topk
+from sparse_hollownerf.method import HollowNeRF, project_l1_budget
 from sparse_hollownerf.saliency import SaliencyGrid
 from sparse_hollownerf.scene import (
     Primitive,
@@ -58,7 +58,7 @@ __all__ = [
     "make_optimizer",
     "make_views",
     "needed_entries",
-    "project_topk",
+    "project_l1_budget",
     "psnr",
     "random_scene",
     "render_rays",

@@ -94,7 +94,7 @@ class EncodingBudget:
         table_entries: Rows allocated in the hash tables.
         needed_entries: Rows that can ever be read.
         hash_params: ``needed_entries × F`` (or the kept scalars of a masked table).
-        saliency_params: Non-zero saliency values (0 without a gate).
+        saliency_params: Unpruned saliency vertices (0 without a gate).
         mlp_params: MLP parameters.
         params: ``hash_params + saliency_params`` (the encoding budget compared in benchmarks).
         bytes: fp32 bytes of the stored encoding + MLP, including bitmasks.
@@ -130,7 +130,7 @@ def encoding_budget(model: nn.Module, table_mask: torch.Tensor | None = None) ->
         extra_bytes = 0
     sal = 0
     if saliency is not None:
-        sal = int((saliency.values != 0).sum())
+        sal = int((saliency.vertex_saliency() != 0).sum())
         extra_bytes += math.ceil(saliency.values.numel() / 8)
     params = hash_params + sal
     return EncodingBudget(

@@ -4,10 +4,16 @@ Choices:
 
 * Scene bounds: the unit cube ``[0, 1]^3``. Points outside get zero density (an axis-aligned
   bounding box, the same for every variant).
-* Gate (HollowNeRF, §3 of the paper as summarised in the digest [reconstructed]): the hash
-  features of all levels are multiplied by ``s(x)``; where ``s(x) == 0`` the hash tables are not
-  read at all (see :class:`~sparse_hollownerf.hashgrid.HashEncoding`). The MLP still runs on the
-  zero feature vector (it learns the "empty" output there); only the hash lookups are skipped.
+* Gate (HollowNeRF; labels as in `sparse_hollownerf.saliency`): a zero-skipping gate on the
+  density [issue/summary], ``sigma(x) = tanh(s(x) / gate_temperature) · softplus(raw(x))``; the
+  tanh form is [issue/summary], the temperature (default 0.1, so the gate is open for
+  ``s ≳ 0.3``) is [reconstructed]. ``tanh(0) = 0``, so where ``s(x) = 0`` (all corners pruned)
+  the density is exactly zero, and those samples are skipped: no hash lookup (the tables are
+  neither read nor updated there, which is what frees table capacity for the salient regions)
+  and no MLP evaluation; their colour is 0 (it has zero compositing weight) [reconstructed].
+  ``skip_empty=False`` evaluates every sample and multiplies by the gate instead (same output,
+  used to time the skipping). The hash features themselves are not scaled by ``s``
+  [reconstructed; the previous version did, which gave the saliency a scale-ambiguous signal].
 * MLP: ``L*F -> hidden -> hidden -> 4`` with ReLU (Instant-NGP uses 64-wide layers and a separate
   colour network with a spherical-harmonics view encoding; our synthetic scenes are Lambertian, so
   one small view-independent network suffices). Density ``softplus`` (more stable than Instant-
@@ -28,6 +34,7 @@ from torch import nn
 
 from sparse_hollownerf.hashgrid import HashEncoding
 from sparse_hollownerf.saliency import SaliencyGrid
+from sparsecore.validation import check_bool, check_number
 
 __all__ = ["HashNeRF", "Rendered", "composite", "render_rays", "stratified_samples"]
 
@@ -42,7 +49,12 @@ class HashNeRF(nn.Module):
     """
 
     def __init__(
-        self, encoding: HashEncoding, hidden: int = 32, saliency: SaliencyGrid | None = None
+        self,
+        encoding: HashEncoding,
+        hidden: int = 32,
+        saliency: SaliencyGrid | None = None,
+        gate_temperature: float = 0.1,
+        skip_empty: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(encoding, HashEncoding):
@@ -51,6 +63,9 @@ class HashNeRF(nn.Module):
             raise TypeError(f"saliency must be a SaliencyGrid or None, got {saliency!r}")
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        check_number(gate_temperature, "gate_temperature", 0.0, open_low=True)
+        self.gate_temperature = float(gate_temperature)
+        self.skip_empty = check_bool(skip_empty, "skip_empty")
         self.encoding = encoding
         self.saliency = saliency
         self.mlp = nn.Sequential(
@@ -60,31 +75,42 @@ class HashNeRF(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 4),
         )
+        #: Samples evaluated / skipped by `forward` since construction (plain counters).
+        self.samples_evaluated = 0
+        self.samples_skipped = 0
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gated hash features and the points that were looked up.
+    def gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density gate and the samples that are evaluated.
 
         Returns:
-            ``(features (N, L*F), active (N,) bool)``.
+            ``(gate (N,), active (N,) bool)``: ``tanh(s(x) / gate_temperature)`` (1 without a
+            saliency grid, 0 outside the unit cube) and ``inside & gate != 0``.
         """
         inside = ((x >= 0) & (x <= 1)).all(-1)
-        xc = x.clamp(0.0, 1.0)
         if self.saliency is None:
-            return self.encoding(xc, inside), inside
-        s = self.saliency(xc)
-        active = inside & (s != 0)
-        feats = self.encoding(xc, active)
-        return feats * s[:, None], active
+            return inside.to(x.dtype), inside
+        g = torch.tanh(self.saliency(x.clamp(0.0, 1.0)) / self.gate_temperature) * inside
+        return g, inside & (g != 0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Density ``(N,)`` and colour ``(N, 3)`` at points ``x (N, 3)``."""
         if x.dim() != 2 or x.shape[-1] != 3:
             raise ValueError(f"x must have shape (N, 3), got {tuple(x.shape)}")
-        feats, _ = self.features(x)
-        raw = self.mlp(feats)
-        inside = ((x >= 0) & (x <= 1)).all(-1)
-        sigma = nn.functional.softplus(raw[:, 0]) * inside
-        return sigma, torch.sigmoid(raw[:, 1:])
+        g, active = self.gate(x)
+        xc = x.clamp(0.0, 1.0)
+        if not self.skip_empty:
+            raw = self.mlp(self.encoding(xc))
+            self.samples_evaluated += x.shape[0]
+            return nn.functional.softplus(raw[:, 0]) * g, torch.sigmoid(raw[:, 1:])
+        idx = active.nonzero().squeeze(1)
+        self.samples_evaluated += int(idx.numel())
+        self.samples_skipped += x.shape[0] - int(idx.numel())
+        raw = self.mlp(self.encoding(xc[idx]))
+        sigma = x.new_zeros(x.shape[0]).index_copy(
+            0, idx, nn.functional.softplus(raw[:, 0]) * g[idx]
+        )
+        rgb = x.new_zeros(x.shape[0], 3).index_copy(0, idx, torch.sigmoid(raw[:, 1:]))
+        return sigma, rgb
 
 
 @dataclass
