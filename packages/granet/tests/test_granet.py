@@ -321,3 +321,21 @@ def test_global_magnitude_prune_by_hand() -> None:
     # asking for more than is active keeps every active entry and re-admits nothing
     keeps = global_magnitude_prune(weights, masks, 0.0)
     assert all(torch.equal(keeps[n], masks[n]) for n in masks)
+
+
+def test_sparse_init_independent_of_same_seed_model_init() -> None:
+    """s2s GraNet's random start mask is not drawn from the numbers that drew the weights."""
+
+    def first_mask(seed: int) -> tuple[float, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        weight = model[0].weight.detach().clone()
+        method = GraNet(sparsity=0.9, init_density=0.5, seed=seed, end_step=100).setup(model)
+        mask = method.masks.mask("0.weight").bool()
+        return (weight[mask] > 0).float().mean().item(), mask.clone()
+
+    fraction, mask = first_mask(5)
+    assert mask.sum() > 1000
+    assert 0.4 < fraction < 0.6  # was 1.0 with the raw seed
+    again, mask_again = first_mask(5)
+    assert fraction == again and torch.equal(mask, mask_again)
