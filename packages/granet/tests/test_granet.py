@@ -372,7 +372,9 @@ def test_regrowth_uses_the_gradient_of_the_triggering_step() -> None:
             dropped = sorted(torch.nonzero(mask).flatten().tolist(), key=lambda i: (w[i], -i))
             after_drop[dropped[:r]] = False
 
-            def grown(grad: torch.Tensor, after_drop: torch.Tensor = after_drop) -> set[int]:
+            def grown(
+                grad: torch.Tensor, after_drop: torch.Tensor = after_drop, r: int = r
+            ) -> set[int]:
                 candidates = torch.nonzero(~after_drop).flatten().tolist()
                 g = grad.reshape(-1).abs().tolist()
                 return set(sorted(candidates, key=lambda i: (-g[i], i))[:r])
