@@ -111,8 +111,22 @@ def test_bench_config_fits_slorb_to_any_2_4_width():
     model = make_model("mlp", task_spec("mnist1d"))  # 40 inputs: k = 16 does not divide them
     with pytest.raises(ValueError, match="slorb_k=16"):
         AdaptiveSparseTrainer().setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
-    assert AdaptiveSparseTrainer.bench_config(100, None) == {"slorb_k": 4}
+    assert AdaptiveSparseTrainer.bench_config(100, None)["slorb_k"] == 4
     assert applicability(AdaptiveSparseTrainer, "mnist1d", model) is None
     method = build_method(AdaptiveSparseTrainer, None, seed=0, total_steps=100)
     method.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
     assert method.config.slorb_k == 4 and len(method.slorb_parameters()) > 0
+
+
+def test_bench_config_keeps_the_official_loss_ratio_and_fits_the_decay_ramp():
+    """`sparse bench` adds regularization() to the task loss with weight 1: AST's bench hook
+    keeps the official 0.33 : 0.67 ratio and ramps the decay over a quarter of the run."""
+    from sparsecore.bench.train import build_method
+
+    for total in (400, 40_000):
+        config = build_method(AdaptiveSparseTrainer, None, seed=0, total_steps=total).config
+        assert config.increase_steps == total // 4  # official: 10k of 40k iterations
+        assert config.decay_at(total // 4) == config.srste_decay  # full λ within the run
+        assert config.alpha_kl / 1.0 == pytest.approx(0.67 / 0.33)  # task weight 1 in the loop
+        assert config.alpha_squarehead == 0.0
+    assert AdaptiveSparseTrainer().config.increase_steps == 10_000  # the user-facing default

@@ -321,3 +321,66 @@ def test_global_magnitude_prune_by_hand() -> None:
     # asking for more than is active keeps every active entry and re-admits nothing
     keeps = global_magnitude_prune(weights, masks, 0.0)
     assert all(torch.equal(keeps[n], masks[n]) for n in masks)
+
+
+def test_sparse_init_independent_of_same_seed_model_init() -> None:
+    """s2s GraNet's random start mask is not drawn from the numbers that drew the weights."""
+
+    def first_mask(seed: int) -> tuple[float, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        weight = model[0].weight.detach().clone()
+        method = GraNet(sparsity=0.9, init_density=0.5, seed=seed, end_step=100).setup(model)
+        mask = method.masks.mask("0.weight").bool()
+        return (weight[mask] > 0).float().mean().item(), mask.clone()
+
+    fraction, mask = first_mask(5)
+    assert mask.sum() > 1000
+    assert 0.4 < fraction < 0.6  # was 1.0 with the raw seed
+    again, mask_again = first_mask(5)
+    assert fraction == again and torch.equal(mask, mask_again)
+
+
+def test_regrowth_uses_the_gradient_of_the_triggering_step() -> None:
+    """The grown set is the top-|g| of the minibatch gradient of the step that runs the update.
+
+    The reference gradients are recorded by the training loop itself (after ``backward()``,
+    before ``opt.step()``), not by the method.
+    """
+    model = tanh_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    options = {"sparsity": D_F_SPARSITY, "update_every": 5, "end_step": 40, "total_steps": 60}
+    method = Recording(**options, init_density=1.0).setup(model, opt)
+    names = dict(model.named_parameters())
+    loop_grads: dict[int, dict[str, torch.Tensor]] = {}
+    for step in range(1, 31):
+        x, y = batch(step)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        loop_grads[step] = {n: names[n].grad.detach().clone() for n in method.masks.names}
+        opt.step()
+    assert [r["step"] for r in method.regens] == [5, 10, 15, 20, 25, 30]
+    differs = False
+    for regen in method.regens:
+        step = regen["step"]
+        for name, weight in regen["w"].items():
+            mask, w = regen["m"][name].reshape(-1), weight.reshape(-1).abs().tolist()
+            r = regen["regrown"][name]
+            if r == 0:
+                continue
+            after_drop = mask.clone()
+            dropped = sorted(torch.nonzero(mask).flatten().tolist(), key=lambda i: (w[i], -i))
+            after_drop[dropped[:r]] = False
+
+            def grown(
+                grad: torch.Tensor, after_drop: torch.Tensor = after_drop, r: int = r
+            ) -> set[int]:
+                candidates = torch.nonzero(~after_drop).flatten().tolist()
+                g = grad.reshape(-1).abs().tolist()
+                return set(sorted(candidates, key=lambda i: (-g[i], i))[:r])
+
+            new_mask = regen["after"]["m"][name].reshape(-1)
+            got = set(torch.nonzero(new_mask & ~after_drop).flatten().tolist())
+            assert got == grown(loop_grads[step][name]), (step, name)
+            differs |= got != grown(loop_grads[step - 1][name])
+    assert differs  # the previous step's gradient would have grown other weights

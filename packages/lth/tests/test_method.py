@@ -253,3 +253,44 @@ def test_initial_sparsity_is_one_shot_magnitude(make_model):
     kept = torch.cat([weights[n][m] for n, m in method.masks.masks().items()])
     dropped = torch.cat([weights[n][~m] for n, m in method.masks.masks().items()])
     assert kept.min() >= dropped.max()
+
+
+def test_rewind_to_zero_with_initial_sparsity_restores_the_unpruned_init(make_model):
+    """Regression: the rewind point used to be saved after the initial pruning (zeros)."""
+    model = make_model()
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method = LotteryTicket(sparsity=0.6, rewind_step=0).setup(model)
+    for name, value in init.items():
+        assert torch.equal(method.rewind_state[name], value), name
+    method.randomly_prune("layerwise")
+    method.rewind()
+    for name, mask in method.masks.masks().items():
+        param = method.masks.param(name)
+        assert torch.equal(param[mask], init[name][mask])
+        assert param[mask].ne(0).all()  # none of the kept weights starts at zero
+
+
+def test_each_level_prunes_the_previous_levels_trained_weights(make_model):
+    """Level L's mask is the global top-k of |w| after level L-1's training, not of θ_k."""
+    spec = TrainSpec(steps=20, lr=0.05, schedule="constant")
+    model = make_model()
+    method = LotteryTicket(fraction=0.3, rewind_step=0).setup(model)
+    optimizer = spec.make_optimizer(model)
+    method.attach(optimizer)
+    for level in range(1, 4):
+        _train(model, optimizer, None, spec.steps, seed=level)
+        trained = {n: p.detach().abs().clone() for n, p in method.masks.params().items()}
+        previous = {n: m.clone() for n, m in method.masks.masks().items()}
+        method.prune_round()
+        flat = torch.cat([torch.where(previous[n], trained[n], -1.0).flatten() for n in trained])
+        keep = sum(method.masks.nnz().values())
+        expected = torch.zeros_like(flat, dtype=torch.bool)
+        expected[flat.argsort(descending=True, stable=True)[:keep]] = True
+        got = torch.cat([method.masks.mask(n).flatten() for n in trained])
+        assert torch.equal(got, expected), level
+        rewound = torch.cat([method.rewind_state[n].abs().flatten() for n in trained])
+        from_init = torch.zeros_like(expected)
+        from_init[torch.where(flat >= 0, rewound, -1.0).argsort(descending=True)[:keep]] = True
+        assert not torch.equal(got, from_init)  # the ranking is not that of θ_0
+        optimizer = spec.make_optimizer(model)
+        method.rewind(optimizer)

@@ -16,14 +16,18 @@ With E epochs: warm-up W = E/6, ramp R = 2E/3, then E - W - R epochs at the fina
 * ``srste`` (N:M only): SR-STE-like: N:M mask recomputed from ``|w|`` every step, forward
   ``W * m``, straight-through dense gradient plus SR-STE's decay ``lambda (1 - m) W``
   (lambda = 2e-4);
-* ``pdp``: PDP warm-up W, soft-mask ramp R (relative temperature ``tau t^2``, tau = 0.03), then
-  hard-mask fine-tuning (``harden``) for the last epochs, like GMP's fixed-mask phase;
-* ``pdp-soft``: the same PDP with soft masks until the end (no hard fine-tuning).
+* ``pdp``: **the paper's PDP as specified**: warm-up W, soft-mask ramp R, soft masks until the
+  end (no hard-mask fine-tuning), the paper's absolute temperature τ = 1e-4 (no temperature
+  tuned for PDP), then the final hard mask ``m >= 0.5``;
+* ``pdp-rel``: the package default (relative temperature ``τ t²``, τ = 0.03), soft to the end;
+* ``pdp-rel+ft``: ``pdp-rel`` with hard-mask fine-tuning (``harden``) for the last epochs, like
+  GMP's fixed-mask phase (a modification: reported, not the headline).
 
 Every accuracy is measured on the FINALIZED model (hard masks, exactly the target sparsity). The
-claim is tested per (model, structure) cell: it holds in a cell when ``pdp``'s mean accuracy is
-not below any magnitude baseline's mean by more than one standard error of the difference; it
-holds overall when it holds in every cell.
+claim is tested per (model, structure) cell: it holds in a cell when ``pdp``'s (the paper's)
+mean accuracy is >= the mean of every baseline (GMP or SR-STE-like, one-shot + fine-tune) at
+equal epochs; it holds overall when it holds in every cell. A differentiable-pruning competitor
+from the paper's tables (STR, Kusupati et al. 2020) is not included: see the README.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ LR = 0.05
 # Relative temperature (tau * t^2), picked once for all cells on a held-out split of the training
 # set (see the README); the paper's absolute tau = 1e-4 diverges on these small models.
 TAU = 0.03
+#: The paper's absolute temperature (Appendix D as summarised by third-party code).
+PAPER_TAU = 1e-4
 
 # Per model: the classifier (kept dense for channel pruning) and the tensors N:M cannot tile.
 MODELS: dict[str, dict[str, Any]] = {
@@ -144,17 +150,17 @@ def run_variant(
         common = _common(model_name, structure)
     if variant == "dense":
         result = train(model, task, epochs=epochs, **kwargs)
-    elif variant in ("pdp", "pdp-soft"):
+    elif variant in ("pdp", "pdp-rel", "pdp-rel+ft"):
         distribution = "global" if structure["scope"] == "global" else "uniform"
-        finetune = warmup + ramp if variant == "pdp" and warmup + ramp < epochs else None
+        finetune = warmup + ramp if variant == "pdp-rel+ft" and warmup + ramp < epochs else None
+        tau = {"tau": PAPER_TAU, "relative_tau": False} if variant == "pdp" else {"tau": TAU}
         method = PDP.for_epochs(
             spe,
             warmup,
             ramp,
             finetune,
             distribution=distribution,
-            tau=TAU,
-            relative_tau=True,
+            **tau,
             **common,
         )
         result = train(model, task, method=method, epochs=epochs, **kwargs)
@@ -194,11 +200,11 @@ def _cell_verdict(rows: dict[str, Row]) -> tuple[bool, str]:
     pdp = rows["pdp"]
     parts, ok = [], True
     for name, row in rows.items():
-        if name in ("pdp", "pdp-soft", "dense"):
+        if name.startswith("pdp") or name == "dense":
             continue
         diff = pdp.mean - row.mean
         se = math.sqrt(pdp.std**2 / len(pdp.seeds) + row.std**2 / len(row.seeds))
-        ok &= diff >= -se
+        ok &= diff >= 0
         parts.append(f"vs {name}: {100 * diff:+.1f} pp (se {100 * se:.1f})")
     return ok, "; ".join(parts)
 
@@ -235,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.models:
         cells.append((model_name, None, "dense"))
         for sname, structure in STRUCTURES.items():
-            variants = ["gmp", "oneshot+ft", "pdp", "pdp-soft"]
+            pdps = ["pdp", "pdp-rel", "pdp-rel+ft"]
+            variants = ["gmp", "oneshot+ft", *pdps]
             if structure["pattern"] == "1:4":
-                variants = ["oneshot+ft", "srste", "pdp", "pdp-soft"]
+                variants = ["oneshot+ft", "srste", *pdps]
             cells += [(model_name, sname, v) for v in variants]
     specs = [(v, m, s, epochs, seed, args.quick, False) for m, s, v in cells for seed in args.seeds]
     # Pay the one-time costs (MNIST-1D generation, torch.optim's lazy torch._dynamo import) once in
@@ -270,13 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(all_rows))
     print()
     for name, ok, text in verdicts:
-        verdict = "within 1 se of or above every baseline" if ok else "below a baseline by > 1 se"
+        verdict = "at or above every baseline's mean" if ok else "below a baseline's mean"
         print(f"{name}: PDP {verdict} ({text})")
     holds = all(ok for _, ok, _ in verdicts)
     claim = (
-        "PDP's final hard-masked accuracy is >= that of every magnitude baseline (GMP, one-shot "
-        "magnitude + fine-tune, SR-STE-like for N:M) at equal sparsity and equal epochs, within "
-        "one standard error, in every (model, structure) cell on MNIST-1D"
+        "the paper's PDP (absolute tau=1e-4, soft masks to the end, no fine-tuning) reaches a "
+        "final hard-masked mean accuracy >= that of every baseline (GMP, one-shot magnitude + "
+        "fine-tune, SR-STE-like for N:M) at equal sparsity and equal epochs, in every (model, "
+        "structure) cell on MNIST-1D"
     )
     command = "python " + " ".join(
         [f"packages/pdp/benchmarks/{Path(__file__).name}", *sys.argv[1:]]

@@ -380,3 +380,61 @@ def test_every_step_uses_the_per_target_stored_pattern(pattern: str) -> None:
         keep = method.full_keep[name]
         assert torch.equal(final[name], hard_mask(param, stored, keep)), name
         assert stored.is_valid(final[name]) and not method.config.pattern.is_valid(final[name])
+
+
+# ---------------------------------------------------------------------- schedule in the forward
+def test_forward_uses_the_gradually_increasing_target_and_ranks_after_warmup() -> None:
+    """Each ramp stage's forward weight is ``m(w)·w`` at that stage's kept count; the per-layer
+    targets are ranked from the weights after the warm-up, not from the initial weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    begin, end, every = 6, 26, 5
+    method = PDP(sparsity=0.9, begin_step=begin, end_step=end, update_every=every).setup(model, opt)
+    assert method.full_keep is None
+    names = ["0.weight", "2.weight"]
+    units = {"0.weight": 16 * 32, "2.weight": 32 * 4}
+    gen = torch.Generator().manual_seed(1)
+    kept_at_half: list[int] = []
+    for step in range(1, 31):
+        x, y = torch.randn(8, 16, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        before_ranking = {n: method.masks.param(n).detach().clone() for n in names}
+        opt.step()
+        if step < begin:
+            assert method.full_keep is None  # no ranking during the warm-up
+            continue
+        if step == begin:
+            # brute force: one global ranking of |w| after exactly `begin` optimizer steps
+            trained = {n: method.masks.param(n).detach() for n in names}
+            flat = torch.cat([trained[n].abs().flatten() for n in names])
+            keep = keep_count(flat.numel(), 0.1)
+            thr = flat.sort(descending=True).values[keep - 1]
+            by_hand = {n: int((trained[n].abs() >= thr).sum()) for n in names}
+            assert method.full_keep == by_hand
+            at_init = torch.cat([init[n].abs().flatten() for n in names])
+            thr0 = at_init.sort(descending=True).values[keep - 1]
+            assert {n: int((init[n].abs() >= thr0).sum()) for n in names} != by_hand
+            del before_ranking
+        # the forward weight at this step, read off the module, is m(w)·w at the ramped count
+        fraction = min(1.0, ((step - begin) // every + 1) / math.ceil((end - begin) / every))
+        total_kept = 0
+        for name, module in (("0.weight", model[0]), ("2.weight", model[2])):
+            w = method.masks.param(name)
+            assert method.full_keep is not None
+            keep = units[name] - math.floor(fraction * (units[name] - method.full_keep[name]))
+            expected = soft_mask(w, U, keep, 0.03, relative=True) * w
+            assert torch.allclose(module.weight, expected, atol=1e-7), (step, name)
+            total_kept += int((soft_mask(w, U, keep, 0.03, relative=True) >= 0.5).sum())
+        kept_at_half.append(total_kept)
+    assert all(a >= b for a, b in itertools.pairwise(kept_at_half))
+    assert kept_at_half[0] > kept_at_half[-1] == keep_count(16 * 32 + 32 * 4, 0.1)
+    assert len(set(kept_at_half)) >= 4  # several intermediate targets, not a jump
+
+
+def test_defaults_warm_up_and_use_the_relative_temperature() -> None:
+    config = PDPConfig()
+    assert config.begin_step > 0 and config.relative_tau and config.tau == 0.03

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from sparse_sms import SMSConfig, SparseModelSoup, removal_count
+from sparse_sms.method import proportional_removals
 
 torch.set_num_threads(1)
 
@@ -195,3 +196,32 @@ def test_declares_its_multi_run_procedure():
     assert SparseModelSoup.procedure is not None and "soup" in SparseModelSoup.procedure
     reason = applicability(SparseModelSoup, "mnist1d", make_model("mlp", task_spec("mnist1d")))
     assert reason == f"own procedure ({SparseModelSoup.procedure})"
+
+
+def test_prune_to_with_uniform_selector_is_exact_globally():
+    model = mlp()
+    method = SparseModelSoup(sparsity=0.9, n_phases=1, phase=0, selector="uniform").setup(model)
+    total = sum(w.numel() for w in weights(model).values())
+    for target in (0.31, 0.577, 0.83):
+        before = method.masks.nnz()
+        previous = {n: m.clone() for n, m in method.masks.masks().items()}
+        method.prune_to(target)
+        after = method.masks.nnz()
+        assert sum(after.values()) == math.floor((1 - target) * total + 1e-6), target
+        removed = sum(before.values()) - sum(after.values())
+        for name, count in after.items():  # each tensor loses its share, up to one entry
+            share = removed * before[name] / sum(before.values())
+            assert abs((before[name] - count) - share) < 1.0
+            assert not (method.masks.mask(name) & ~previous[name]).any()
+            w = method.masks.param(name).detach().abs()
+            m = method.masks.mask(name)
+            if (previous[name] & ~m).any() and m.any():  # per tensor: the smallest |w| went
+                assert w[m].min() >= w[previous[name] & ~m].max()
+
+
+def test_proportional_removals_sum_exactly():
+    for active, remove in (({"a": 7, "b": 5, "c": 1}, 6), ({"a": 3, "b": 3}, 3), ({"a": 4}, 9)):
+        out = proportional_removals(active, remove)
+        assert sum(out.values()) == min(remove, sum(active.values()))
+        assert all(0 <= out[n] <= active[n] for n in active)
+    assert proportional_removals({"a": 3, "b": 3}, 3) == {"a": 2, "b": 1}  # tie: earlier tensor

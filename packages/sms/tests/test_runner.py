@@ -196,3 +196,51 @@ def test_run_on_cuda_matches_the_mask(net_factory, data_factory):
     for name, mask in result.masks.items():
         assert params[name].is_cuda
         assert torch.equal(params[name] != 0, mask)
+
+
+def test_next_phase_prunes_the_soup_and_ingredients_start_from_it(net_factory, data_factory):
+    """Phase 2's mask is the global top-k of |soup_1| and every ingredient starts at the soup."""
+    model, train_fn, eval_fn, batches = setup(net_factory, data_factory)
+    starts: dict[int, list[dict]] = {}
+    ends: dict[int, list[dict]] = {}
+
+    def recording_train(m, method, ing):
+        starts.setdefault(ing.phase, []).append(
+            {n: p.detach().clone() for n, p in m.named_parameters()}
+        )
+        train_fn(m, method, ing)
+        ends.setdefault(ing.phase, []).append(
+            {n: p.detach().clone() for n, p in m.named_parameters()}
+        )
+
+    cfg = SMSConfig(
+        sparsity=0.8, n_phases=2, n_ingredients=3, retrain_epochs=1, max_lr=0.05, soup="uniform"
+    )
+    result = sms.run(model, recording_train, eval_fn, cfg, bn_batches=batches)
+    names = list(result.masks)
+    # the uniform soup of phase 1, by hand (float64 mean of the trained ingredients)
+    soup = {
+        n: torch.stack([e[n].double() for e in ends[1]]).mean(0).to(ends[1][0][n].dtype)
+        for n in ends[1][0]
+    }
+    phase1 = {n: ends[1][0][n] != 0 for n in names}  # trained masked weights: zeros = mask 1
+    start2 = starts[2]
+    assert all(torch.equal(start2[0][n], s[n]) for s in start2[1:] for n in start2[0])
+    mask2 = {n: start2[0][n] != 0 for n in names}
+    for name, value in start2[0].items():
+        expected = soup[name] * mask2[name] if name in mask2 else soup[name]
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+    # phase 2 removed round(q * active) of phase 1's active entries, the smallest |soup|
+    active = sum(int(m.sum()) for m in phase1.values())
+    kept = sum(int(m.sum()) for m in mask2.values())
+    assert kept == active - round(cfg.prune_fraction * active)
+    assert all(not (mask2[n] & ~phase1[n]).any() for n in names)
+    kept_mag = torch.cat([soup[n].abs()[mask2[n]] for n in names])
+    removed_mag = torch.cat([soup[n].abs()[phase1[n] & ~mask2[n]] for n in names])
+    assert kept_mag.min() >= removed_mag.max() - 1e-6
+    # and not of the phase-1 starting point (the pruned pretrained model)
+    start1 = {n: starts[1][0][n].abs() for n in names}
+    by_start = torch.cat([torch.where(phase1[n], start1[n], -1.0).flatten() for n in names])
+    from_start = torch.zeros_like(by_start, dtype=torch.bool)
+    from_start[by_start.argsort(descending=True)[:kept]] = True
+    assert not torch.equal(from_start, torch.cat([mask2[n].flatten() for n in names]))

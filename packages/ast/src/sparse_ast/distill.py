@@ -8,6 +8,11 @@ Official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py`` (``Distill_
 * ``layerwise_loss`` (SquareHead): ``sum_l mean((h_s - h_t)**2) / (mean(h_t**2) + eps)`` over the
   outputs of every transformer block, ``eps = finfo(bfloat16).eps``. With Hugging Face models we
   use ``hidden_states[1:]`` (the embedding output is skipped: teacher and student share it).
+  Note on that indexing [documented, not changed]: in Hugging Face Llama / GPT-2 the *last*
+  entry of ``hidden_states`` is taken after the final norm (``model.norm`` / ``ln_f``), while
+  the others are the raw residual stream after each block. So the last term of SquareHead
+  compares normalised states and the last block's raw output is not compared. The official
+  code's ``Distill_Model`` reads the same ``hidden_states`` tuple, so this matches it.
 
 :class:`Distiller` makes this work with an unchanged training loop: a forward hook on the student
 records the inputs and output of each training forward; ``regularization()`` then runs the

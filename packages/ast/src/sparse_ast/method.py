@@ -100,13 +100,27 @@ class AdaptiveSparseTrainer(PruningMethod):
 
     @classmethod
     def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
-        """Config overrides for one ``sparse bench`` run: SLoRB groups of ``k = 4`` inputs.
+        """Config overrides for one ``sparse bench`` run, fitted to the run's length.
 
-        The official k = 16 does not divide the bench models' input widths (MNIST-1D has 40
-        features); 2:4 already requires every pruned width to be a multiple of 4, so k = 4 fits
-        every model AST can prune.
+        * SLoRB groups of ``k = 4`` inputs: the official k = 16 does not divide the bench models'
+          input widths (MNIST-1D has 40 features); 2:4 already requires every pruned width to be
+          a multiple of 4, so k = 4 fits every model AST can prune.
+        * The decay ramp ``increase_steps`` is a quarter of the run (official: 10k of 40k
+          iterations), not the fixed 10k default, which a short run would never finish.
+        * Loss weights: the bench loop computes ``task_loss + regularization()`` (task weight
+          1), so ``alpha_kl`` becomes ``alpha_kl / alpha_task`` (0.67 / 0.33) and
+          ``alpha_squarehead`` likewise: the official *ratio* of the terms is kept; the whole
+          loss is ``1 / alpha_task`` times the official one (the same under Adam; under SGD
+          an LR scaled by that factor).
         """
-        return {"slorb_k": 4}
+        defaults = ASTConfig()
+        weight = defaults.alpha_task
+        return {
+            "slorb_k": 4,
+            "increase_steps": max(1, total_steps // 4),
+            "alpha_kl": defaults.alpha_kl / weight,
+            "alpha_squarehead": defaults.alpha_squarehead / weight,
+        }
 
     def __init__(self, config: ASTConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

@@ -51,7 +51,9 @@ class GraNetConfig(MethodConfig):
             official scripts' ratio (pruning ends at epoch 80 of 160). ``end_step`` must not
             exceed it.
         regenerate: ``False`` turns zero-cost neuroregeneration off, leaving GraNet's gradual
-            global magnitude pruning alone (the official ``--method GMP``), for ablations.
+            global magnitude pruning alone, for ablations. This equals the official
+            ``--method GMP`` only with ``init_density=1.0``; with ``init_density < 1`` it is a
+            random sparse start pruned further (no regrowth).
     """
 
     init_density: float = 0.5

@@ -170,6 +170,10 @@ class LotteryTicket(IMP):
         return [n for n in self.masks.names if self._is_ignored(n)]
 
     def init_masks(self) -> None:  # noqa: D102
+        # θ_0 is captured before the initial pruning, so that rewinding (and the random-pruning
+        # control, which unmasks other entries) restores the unpruned initial weights
+        if self.config.rewind_step == 0:
+            self.capture_rewind_point()
         if self.config.sparsity > 0 and self.config.scope == "layer":
             for name, mask in self.masks.masks().items():
                 if not self._is_ignored(name):
@@ -179,8 +183,6 @@ class LotteryTicket(IMP):
         elif self.config.sparsity > 0:
             total = sum(m.numel() for m in self.masks.masks().values())
             self._prune_to_keep(total - keep_count(total, self.config.density))
-        if self.config.rewind_step == 0:
-            self.capture_rewind_point()
 
     # ------------------------------------------------------------------ pruning
     def _scores(self) -> dict[str, torch.Tensor]:

@@ -49,7 +49,7 @@ from sparsecore.select import select, select_global
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
 
-__all__ = ["SparseModelSoup", "removal_count"]
+__all__ = ["SparseModelSoup", "proportional_removals", "removal_count"]
 
 
 def removal_count(active: int, fraction: float) -> int:
@@ -59,6 +59,24 @@ def removal_count(active: int, fraction: float) -> int:
     ``prune.global_unstructured(amount=q)`` uses on the active entries.
     """
     return min(active, max(0, round(fraction * active)))
+
+
+def proportional_removals(active: Mapping[str, int], remove: int) -> dict[str, int]:
+    """Split ``remove`` removals over tensors in proportion to their ``active`` entries.
+
+    Each tensor gets ``floor(remove * n_i / N)``, and the remaining removals go to the largest
+    fractional parts (ties: the earlier tensor), so the counts sum to exactly ``remove``.
+    """
+    total = sum(active.values())
+    if remove <= 0 or total == 0:
+        return {n: 0 for n in active}
+    remove = min(remove, total)
+    base = {n: remove * a // total for n, a in active.items()}
+    order = sorted(active, key=lambda n: -((remove * active[n]) % total))
+    left = remove - sum(base.values())
+    for name in order[:left]:
+        base[name] += 1
+    return base
 
 
 class SparseModelSoup(PruningMethod):
@@ -223,14 +241,22 @@ class SparseModelSoup(PruningMethod):
     def prune_to(self, sparsity: float) -> None:
         """Prune (masks only shrink) to a global ``sparsity`` by the selector's scores.
 
-        Used by the pruning-during-training variant, whose targets come from a schedule.
+        Used by the pruning-during-training variant, whose targets come from a schedule. The
+        global count is exact for every selector: ``"uniform"`` splits the removals over the
+        tensors in proportion to their active entries (largest remainders, ties to the earlier
+        tensor), so each tensor loses the same fraction up to one entry.
         """
         nnz = self.masks.nnz()
         total = sum(m.numel() for m in self.masks.masks().values())
         keep = min(sum(nnz.values()), math.floor((1.0 - sparsity) * total + 1e-6))
-        fraction = 1.0 - keep / max(sum(nnz.values()), 1)
         if self.config.selector == "uniform":
-            self.prune_fraction_of_active(fraction)
+            removals = proportional_removals(nnz, sum(nnz.values()) - keep)
+            scores = {
+                n: torch.where(self.masks.mask(n), s.to(torch.float64), -math.inf)
+                for n, s in self.scores().items()
+            }
+            keeps = {n: self._keep_top(n, sc, nnz[n] - removals[n]) for n, sc in scores.items()}
+            self.masks.update_all(keeps)
             return
         scores = {
             n: torch.where(self.masks.mask(n), s.to(torch.float64), -math.inf)

@@ -28,8 +28,13 @@ Choices, with reasons:
   that many components.
 * The singular values are split as ``√σ`` between the two factors (the official NC does the same;
   the official VH puts ``σ`` on the second factor: only the conditioning differs).
-* :func:`plan_ranks` leaves a layer dense when its factorisation would not have fewer weights
-  (``only_if_smaller``); the official code decomposes every eligible stride-1 layer regardless.
+* :func:`plan_ranks` leaves a layer dense when its factorisation would not cost fewer
+  multiply-accumulates (``only_if_smaller``); the official code decomposes every eligible
+  stride-1 layer regardless. MACs, not weight counts, decide: a strided layer's ND point-wise
+  factor (and VH's first factor along a strided width) runs at the input resolution, so a
+  factorisation with fewer weights can cost more. With an ``example`` input the spatial sizes
+  are the real ones (:mod:`sparse_trp.flops`); without, the count is per output position in the
+  large-input limit (``|in| = prod(stride) · |out|``), exact for stride 1.
 * Default criteria follow the official evaluation: ``ValueThreshold(0.05)`` for NC/VH (the trained
   weights are already low-rank), ``EnergyThreshold(0.85)`` for ND.
 """
@@ -52,6 +57,7 @@ __all__ = [
     "decomposed_module",
     "eligible_layers",
     "factor_params",
+    "macs_per_output_position",
     "plan_ranks",
 ]
 
@@ -125,6 +131,37 @@ def factor_params(module: nn.Module, scheme: str, rank: int) -> int:
     return rank * (c * n + n * k)
 
 
+def macs_per_output_position(module: nn.Module, scheme: str, rank: int | None) -> int:
+    """MACs per output position of ``module`` (``rank=None``: dense), large-input limit.
+
+    The input of a strided layer is taken as ``prod(stride)`` times its output (padding
+    ignored), so ND's point-wise factor costs ``C·N·R·prod(stride)`` and VH's first factor
+    ``C·kh·R·stride_w`` per output position. Exact for stride 1; a Linear layer counts per token.
+    """
+    w = module.weight
+    if rank is None:
+        return w.numel()
+    if isinstance(module, nn.Linear):
+        return factor_params(module, scheme, rank)
+    n, c = w.shape[:2]
+    k = math.prod(w.shape[2:])
+    if scheme == "NC":
+        return rank * (c * k + n)
+    if scheme == "VH":
+        return c * w.shape[2] * rank * module.stride[1] + rank * w.shape[3] * n
+    return c * n * rank * math.prod(module.stride) + n * rank * k
+
+
+def _is_smaller(module: nn.Module, scheme: str, rank: int, size: tuple[int, ...] | None) -> bool:
+    """Whether the factorisation at ``rank`` costs fewer MACs than the dense layer."""
+    if size is None:
+        dense = macs_per_output_position(module, scheme, None)
+        return macs_per_output_position(module, scheme, rank) < dense
+    from sparse_trp.flops import decomposed_macs, dense_macs
+
+    return decomposed_macs(module, scheme, rank, size) < dense_macs(module, size)
+
+
 @torch.no_grad()
 def plan_ranks(
     model: nn.Module,
@@ -132,6 +169,7 @@ def plan_ranks(
     scheme: str,
     criterion: RankCriterion,
     only_if_smaller: bool = True,
+    example: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Choose a rank per layer from its singular values.
 
@@ -140,11 +178,19 @@ def plan_ranks(
         layers: Module names to consider.
         scheme: ``"NC"``, ``"VH"`` or ``"ND"``.
         criterion: Rank criterion (for ND: applied per filter, the plan keeps the largest).
-        only_if_smaller: Leave a layer dense when the factorisation has at least as many weights.
+        only_if_smaller: Leave a layer dense when the factorisation would cost at least as many
+            multiply-accumulates as the dense layer.
+        example: A batch of inputs for the layers' real spatial sizes in the MAC comparison;
+            ``None``: per output position in the large-input limit (see the module docstring).
 
     Returns:
         The plan ``{"scheme": scheme, "ranks": {name: rank}}`` (plain Python values).
     """
+    sizes: dict[str, tuple[int, ...]] = {}
+    if only_if_smaller and example is not None:
+        from sparse_trp.flops import layer_inputs
+
+        sizes = layer_inputs(model, example)
     ranks: dict[str, int] = {}
     for name in layers:
         module = model.get_submodule(name)
@@ -153,7 +199,7 @@ def plan_ranks(
         sigma = torch.linalg.svdvals(matrix)
         rank = int(criterion(sigma).max())
         rank = min(rank, _rank_bound(module, scheme))
-        if only_if_smaller and factor_params(module, scheme, rank) >= module.weight.numel():
+        if only_if_smaller and not _is_smaller(module, scheme, rank, sizes.get(name)):
             continue
         ranks[name] = rank
     return {"scheme": scheme, "ranks": ranks}

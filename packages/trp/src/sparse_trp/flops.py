@@ -160,7 +160,7 @@ def plan_at_macs(
     from sparse_trp.lowrank import EnergyThreshold
 
     def plan(e: float) -> dict[str, Any]:
-        return plan_ranks(model, layers, scheme, EnergyThreshold(e))
+        return plan_ranks(model, layers, scheme, EnergyThreshold(e), example=example)
 
     low, high = 0.0, 1.0
     for _ in range(iterations):

@@ -189,13 +189,18 @@ class TRP(PruningMethod):
         return ValueThreshold(0.05)
 
     def plan(
-        self, criterion: RankCriterion | None = None, only_if_smaller: bool = True
+        self,
+        criterion: RankCriterion | None = None,
+        only_if_smaller: bool = True,
+        example: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """Ranks for :meth:`decompose`: ``{"scheme": ..., "ranks": {layer: rank}}``.
 
         Args:
             criterion: Rank criterion; default :meth:`default_criterion`.
-            only_if_smaller: Leave layers dense whose factorisation would not be smaller.
+            only_if_smaller: Leave layers dense whose factorisation would not cost fewer MACs.
+            example: A batch of inputs for exact spatial sizes in that comparison (see
+                `sparse_trp.plan_ranks`).
         """
         if self.model is None:
             raise RuntimeError("TRP: call setup(model, optimizer) and train first")
@@ -205,10 +210,14 @@ class TRP(PruningMethod):
             self.config.scheme,
             criterion or self.default_criterion(),
             only_if_smaller,
+            example,
         )
 
     def decompose(
-        self, criterion: RankCriterion | None = None, only_if_smaller: bool = True
+        self,
+        criterion: RankCriterion | None = None,
+        only_if_smaller: bool = True,
+        example: torch.Tensor | None = None,
     ) -> tuple[nn.Module, dict[str, Any]]:
         """A decomposed copy of the trained model (mask buffers removed) and its plan.
 
@@ -217,7 +226,7 @@ class TRP(PruningMethod):
         ``torch.save({"plan": plan, "state": small.state_dict()}, path)`` and rebuild it with
         :func:`sparse_trp.build_decomposed`.
         """
-        plan = self.plan(criterion, only_if_smaller)
+        plan = self.plan(criterion, only_if_smaller, example)
         assert self.model is not None
         small = decompose(self.model, plan)
         for module_name in self.layers.values():

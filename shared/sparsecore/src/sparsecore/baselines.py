@@ -377,10 +377,10 @@ class IMP(PruningMethod):
         self.rewind_state: dict[str, torch.Tensor] | None = None
 
     def init_masks(self) -> None:  # noqa: D102
+        if self.config.rewind_step == 0:  # before the initial pruning: the unpruned init
+            self.capture_rewind_point()
         if self.config.sparsity > 0:
             prune_by_scores(self, _magnitudes(self), self.config.sparsity, self.config.scope)
-        if self.config.rewind_step == 0:
-            self.capture_rewind_point()
 
     def capture_rewind_point(self) -> None:
         """Store the model's state (weights and buffers, not masks) as the rewind point."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -57,10 +58,31 @@ __all__ = [
     "MethodConfig",
     "PruningMethod",
     "check_sparsity",
+    "method_seed",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def method_seed(seed: int, salt: str) -> int:
+    """Seed of a method's own generator, mixed from the user's ``seed`` and a per-method ``salt``.
+
+    Benchmarks usually call ``torch.manual_seed(seed)`` for the model and pass the same integer to
+    the method. Seeding the method's generator with that raw integer draws the first random mask
+    from the very numbers that drew the first layer's weights (e.g. every kept weight positive).
+    A hash (BLAKE2b of ``salt`` and ``seed``) decorrelates the two streams while keeping runs
+    deterministic and identical on every DDP rank.
+
+    Args:
+        seed: The user's integer seed (`MethodConfig.seed`).
+        salt: A per-method string; `PruningMethod` uses its class name.
+
+    Returns:
+        A non-negative 63-bit integer for `torch.Generator.manual_seed`.
+    """
+    digest = hashlib.blake2b(f"{salt}:{int(seed)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def check_sparsity(value: float, name: str = "sparsity") -> float:
@@ -93,7 +115,9 @@ class MethodConfig:
         targets: Parameter names or globs to prune; ``None``: every Linear/Conv/HF-Conv1D weight.
         exclude: Names or globs left dense (e.g. the classifier).
         seed: Seed of the method's own random generator (random masks, random growth), so that
-            every DDP rank draws the same numbers.
+            every DDP rank draws the same numbers. The generator is seeded with
+            `method_seed(seed, class name)`, not the raw integer, so that a model seeded with the
+            same integer does not correlate with the method's first random mask.
     """
 
     sparsity: float = 0.9
@@ -162,7 +186,9 @@ class PruningMethod:
         self.model: nn.Module | None = None
         self._masks: MaskSet | None = None
         self.step = 0
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(
+            method_seed(config.seed, type(self).__name__)
+        )
         self.dense_grads: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ lifecycle
