@@ -3,7 +3,7 @@
 The core's distribution is ``sparse-core`` (the name ``sparsecore`` on PyPI belongs to another
 project), so a method wheel that names ``sparsecore`` would install someone else's package from
 a real index. This check reads every wheel's ``Requires-Dist`` lines and fails on any name that
-is neither a workspace member nor in :data:`THIRD_PARTY`.
+is neither a workspace member nor in `THIRD_PARTY`.
 
 Usage: ``python tools/check_wheel_requirements.py DIST_DIR MEMBER [MEMBER ...]``.
 """

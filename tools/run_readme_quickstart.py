@@ -10,10 +10,10 @@ script's output and the code shown).
 
 Stdlib only: nox runs it from a bare session environment.
 
-.. code-block:: bash
-
-    python tools/run_readme_quickstart.py packages/granet/README.md --python /tmp/venv/bin/python
-    python tools/run_readme_quickstart.py packages/lapp/README.md --extras dist/sparse_lapp-*.whl
+```bash
+python tools/run_readme_quickstart.py packages/granet/README.md --python /tmp/venv/bin/python
+python tools/run_readme_quickstart.py packages/lapp/README.md --extras dist/sparse_lapp-*.whl
+```
 
 ``--extras WHEEL`` prints (comma-separated, possibly empty) the ``sparsecore`` extras the package
 needs for its quickstart: those its wheel's own dependencies declare (``Requires-Dist:

@@ -57,7 +57,7 @@ def make_data(task: str, quick: bool, seed: int) -> SpatioTemporalData:
 
 
 def make_model(task: str, data: SpatioTemporalData, seed: int) -> SensorGate:
-    """A fresh forecaster wrapped in a :class:`SensorGate`."""
+    """A fresh forecaster wrapped in a `SensorGate`."""
     torch.manual_seed(seed)
     t_in, t_out = data.x_train.shape[1], data.y_train.shape[1]
     if task == "grid":
@@ -139,7 +139,7 @@ def _run_star(args: tuple[str, str, float, int, int, bool]) -> tuple[float, dict
 
 
 def summarise(variant: str, results: list[tuple[float, dict[str, Any]]]) -> tuple[Row, dict]:
-    """A MAE :class:`Row` plus the RMSE / noise-overlap summary."""
+    """A MAE `Row` plus the RMSE / noise-overlap summary."""
     maes = [r[0] for r in results]
     rmses = [r[1]["rmse"] for r in results]
     row = Row(

@@ -3,7 +3,7 @@
 DynST masks one tensor, the wrapper's ``sensor_gate`` (one entry per sensor), so the suite's
 "weights" are the gate entries: sparsity, exact zeros, finalize, exact resume and bad-input checks
 all apply unchanged. The only adaptation is the model: a tiny MLP behind a
-:class:`~sparse_dynst.SensorGate` on sensor-graph input ``(B, T, N, C)``.
+`sparse_dynst.SensorGate` on sensor-graph input ``(B, T, N, C)``.
 """
 
 from __future__ import annotations

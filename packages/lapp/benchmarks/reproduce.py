@@ -6,14 +6,14 @@ Variants, all trained from scratch with the same optimizer, schedule and epoch b
 * ``scratch-E`` / ``scratch-B``: the uniform-width network of (at most) the target FLOPs (every
   prunable layer at the same keep ratio, as wide as the budget allows; no bypass), freshly
   initialised and trained for the same epochs (E) or the same computation (B, capped at 2×,
-  :func:`sparsecore.evaluation.scratch_budgets`);
+  `sparsecore.evaluation.scratch_budgets`);
 * ``l1-filter``: GMP-style channel pruning: the L1 norm of each filter ranks the channels, the
   per-layer keep count follows the cubic ramp over the same pruning window as LAPP down to the
   uniform widths above, then training continues (fine-tuning) with frozen masks;
 * ``lapp``: LAPP (bypasses, learnable thresholds, FLOPs constraint, freeze, compaction).
 
-Every pruned model is physically compacted with :func:`sparsecore.export.remove_channels`; the
-table's FLOPs ratio is :func:`sparsecore.evaluation.count_flops` of the compacted model over the
+Every pruned model is physically compacted with `sparsecore.export.remove_channels`; the
+table's FLOPs ratio is `sparsecore.evaluation.count_flops` of the compacted model over the
 dense one (bypasses included for LAPP); params and CPU latency (batch 256, median of interleaved
 repeats against the dense model) are in the notes and the JSON.
 

@@ -14,7 +14,7 @@ classifier 1e-3, batch 16, 24 tokens):
   lowest XX% of the 72 heads removed physically (global ranking), then ``RECOVER`` epochs.
 * ``shrp-XX``: pretrained encoder converted to Expert Attention; ``EPOCHS`` epochs with SHRP
   (first third balancing, then specialisation with usage counted; XX% of heads with the lowest
-  usage removed at the end), deployed as a plain smaller BERT (:func:`sparse_shrp.to_plain_bert`,
+  usage removed at the end), deployed as a plain smaller BERT (`sparse_shrp.to_plain_bert`,
   least-squares fit on the training sentences), then ``RECOVER`` epochs.
 
 Claim tested: at the same number of heads removed (50% and 75% of 72), SHRP's mean test accuracy

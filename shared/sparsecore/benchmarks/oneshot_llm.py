@@ -62,7 +62,7 @@ def _rss_mb() -> float:
 
 
 def single(method_name: str, size: str, calib_blocks: int, eval_blocks: int) -> dict:
-    """Prune once in this process and measure (called in a subprocess by :func:`main`)."""
+    """Prune once in this process and measure (called in a subprocess by `main`)."""
     import torch
 
     from sparsecore.bench.lm import calibration_blocks, load_lm_task, perplexity

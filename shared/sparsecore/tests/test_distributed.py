@@ -112,7 +112,7 @@ def ddp_results(tmp_path_factory) -> list[dict]:
     Both ranks write their results before a final barrier; once both files exist, a crash while
     the processes shut down does not matter. Before that, only the abort seen once in a
     sandboxed CI run (never locally) is forgiven: gloo's threads hitting ``std::terminate``
-    (:data:`ENV_ABORT`). The ranks are then started by hand, twice at most. A rank that exits
+    (`ENV_ABORT`). The ranks are then started by hand, twice at most. A rank that exits
     with a Python error other than losing its aborted peer, or any other abort, fails the
     tests; if that gloo abort happens on both retries, the DDP tests are skipped with the logs.
     """

@@ -2,13 +2,13 @@
 
 Public API:
 
-* :class:`AdaptiveSparseTrainer` (registry name ``"ast"``) and its :class:`ASTConfig`;
-* :class:`ASTAdamW`, the official AdamW variant with the SR-STE decay inside the update;
-* distillation losses :func:`kl_distillation_loss`, :func:`squarehead_loss`;
-* SLoRB helpers :func:`slorb_projection`, :func:`slorb_init_weight`;
-* export: :func:`save_compact`, :func:`load_compact`, :func:`restore_slorb`,
-  :func:`to_semi_structured`;
-* :func:`default_lm_targets`.
+* `AdaptiveSparseTrainer` (registry name ``"ast"``) and its `ASTConfig`;
+* `ASTAdamW`, the official AdamW variant with the SR-STE decay inside the update;
+* distillation losses `kl_distillation_loss`, `squarehead_loss`;
+* SLoRB helpers `slorb_projection`, `slorb_init_weight`;
+* export: `save_compact`, `load_compact`, `restore_slorb`,
+  `to_semi_structured`;
+* `default_lm_targets`.
 """
 
 from sparse_ast.config import ASTConfig

@@ -25,7 +25,7 @@ SLORB_INITS = ("mean", "sum", "zero", "xavier")
 
 @dataclass(frozen=True)
 class ASTConfig(MethodConfig):
-    """Options of :class:`~sparse_ast.AdaptiveSparseTrainer`.
+    """Options of `sparse_ast.AdaptiveSparseTrainer`.
 
     Attributes:
         pattern: An N:M pattern along the *input* dimension (default ``"2:4"``; official
@@ -36,7 +36,7 @@ class ASTConfig(MethodConfig):
             code, which sparsifies every linear layer of the blocks and keeps ``lm_head`` dense.
         mask_metric: ``"magnitude"`` (``|W|``, the README's choice) or ``"wanda"``
             (``|W| * ||X_j||_2`` from calibration activations; call
-            :meth:`~sparse_ast.AdaptiveSparseTrainer.calibrate` first).
+            `sparse_ast.AdaptiveSparseTrainer.calibrate` first).
         mask_update_every: k, optimizer steps between mask recomputations from the dense weights
             (official ``--output_flip_every`` = 10). ``None``: the initial mask is kept
             (official ``--change_mask False``).
@@ -47,7 +47,7 @@ class ASTConfig(MethodConfig):
         distill: Distil from a frozen copy of the dense model (official ``--distill_model``).
         temperature: KL temperature T (hard-coded 2 in ``Distill_Model.kl_loss``).
         alpha_task: Weight of the task loss (``--hardness_task``); the method does not see the
-            task loss, so apply it yourself or use :meth:`~sparse_ast.AdaptiveSparseTrainer.loss`.
+            task loss, so apply it yourself or use `sparse_ast.AdaptiveSparseTrainer.loss`.
         alpha_kl: Weight of the KL term returned by ``regularization()`` (``--hardness_kldiv``).
         alpha_squarehead: Weight of the SquareHead hidden-state term (``--hardness_squarehead``).
         slorb: Add the Sparse Low-Rank Boost (official ``--SLoRB``).

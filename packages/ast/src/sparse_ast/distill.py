@@ -14,7 +14,7 @@ Official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py`` (``Distill_
   compares normalised states and the last block's raw output is not compared. The official
   code's ``Distill_Model`` reads the same ``hidden_states`` tuple, so this matches it.
 
-:class:`Distiller` makes this work with an unchanged training loop: a forward hook on the student
+`Distiller` makes this work with an unchanged training loop: a forward hook on the student
 records the inputs and output of each training forward; ``regularization()`` then runs the
 frozen teacher on the same inputs (without ``labels``, which only the task loss needs) and
 returns ``alpha_kl * KL + alpha_squarehead * SquareHead``.

@@ -1,13 +1,13 @@
 """Exporting an AST model: compact 2:4 checkpoints and torch semi-structured sparse tensors.
 
-After :meth:`~sparse_ast.AdaptiveSparseTrainer.finalize` the target weights hold exactly
+After `sparse_ast.AdaptiveSparseTrainer.finalize` the target weights hold exactly
 ``W ⊙ m`` (2 of every 4 inputs nonzero). Then:
 
-* :func:`save_compact` / :func:`load_compact` are sparsecore's compact safetensors format
+* `save_compact` / `load_compact` are sparsecore's compact safetensors format
   (packed bitmask plus kept values; re-exported, not reimplemented). A model trained with SLoRB
   carries ``slorb_proj`` / ``slorb_weight`` parameters; to load such a checkpoint into a fresh
-  model, call :func:`restore_slorb` on it first.
-* :func:`to_semi_structured` converts 2:4 layers to ``torch.sparse`` semi-structured tensors on
+  model, call `restore_slorb` on it first.
+* `to_semi_structured` converts 2:4 layers to ``torch.sparse`` semi-structured tensors on
   CUDA (fp16/bf16). sparsecore's converter handles ``nn.Linear``; Hugging Face GPT-2's
   ``Conv1D`` stores its weight as ``(in, out)`` with the 2:4 groups along dim 0, so it is first
   replaced by the equivalent ``nn.Linear`` (weight transposed, bias kept, SLoRB moved along).
@@ -97,7 +97,7 @@ def to_semi_structured(model: nn.Module, *, strict: bool = False) -> list[str]:
 
 def restore_slorb(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Create empty SLoRB parameters and hooks wherever ``state`` has them, so that
-    ``load_state_dict`` / :func:`load_compact` can fill them.
+    ``load_state_dict`` / `load_compact` can fill them.
 
     Args:
         model: A fresh model of the same architecture.

@@ -10,8 +10,8 @@ Choices (official code: thu-ml/Adaptive-Sparse-Trainer ``sparse_modeling.py``):
 * **Layout.** nanoGPT stores GPT-2 weights as ``(out, in)`` (it transposes the HF ``Conv1D``
   checkpoints on load) and groups 4 consecutive *inputs* of each output row. HF's ``Conv1D``
   keeps ``(in, out)``, so for it the N:M groups run along dim 0. Everything here works on the
-  stored tensor and knows its layout; :func:`linear_view` gives the ``(out, in)`` view. The
-  layout logic is sparsecore's (:mod:`sparsecore.layouts`: ``is_hf_conv1d``, ``linear_view``,
+  stored tensor and knows its layout; `linear_view` gives the ``(out, in)`` view. The
+  layout logic is sparsecore's (`sparsecore.layouts`: ``is_hf_conv1d``, ``linear_view``,
   and the automatic transpose of the config's pattern in ``PruningMethod.pattern_for``);
   ``is_conv1d``, ``linear_view`` and ``layout_pattern`` are kept here as aliases.
 * **Scores.** ``magnitude``: ``|W|``. ``wanda``: ``|W| * sqrt(scaler_row)`` where the official
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-#: Alias of :func:`sparsecore.layouts.is_hf_conv1d` (kept for backward compatibility).
+#: Alias of `sparsecore.layouts.is_hf_conv1d` (kept for backward compatibility).
 is_conv1d = is_hf_conv1d
 
 
@@ -75,7 +75,7 @@ def default_lm_targets(model: nn.Module) -> list[str]:
 def layout_pattern(pattern: NM, conv1d: bool) -> NM:
     """The stored-tensor pattern for an input-dimension N:M ``pattern``.
 
-    :func:`sparsecore.transpose_pattern` for ``Conv1D``, the pattern itself otherwise (kept for
+    `sparsecore.transpose_pattern` for ``Conv1D``, the pattern itself otherwise (kept for
     backward compatibility; methods get this from ``PruningMethod.pattern_for``).
     """
     return transpose_pattern(pattern) if conv1d else pattern  # type: ignore[return-value]

@@ -24,22 +24,22 @@ The algorithm, and every choice made here:
    the 0-based index of the step being taken (official ``get_decay(iter_num)``). Two official
    placements, both supported and chosen by the optimizer you pass:
 
-   * with :class:`~sparse_ast.ASTAdamW` (GPT-2 code, ``adamw.py``) the decay is added inside
+   * with `sparse_ast.ASTAdamW` (GPT-2 code, ``adamw.py``) the decay is added inside
      the update after the first moment (see ``optim.py``; we fix the official int-mask bug
      documented there);
    * with any other optimizer (LLaMA code, ``SRSTE_Callback``) ``λ_t * (¬m ⊙ W)`` is added to
      the gradient in ``on_before_optimizer_step``, i.e. before momentum. A parameter without a
      gradient gets the decay as its gradient.
 5. **Distillation** (``distill.py``) from a frozen copy of the dense model taken at ``setup``
-   (or the teacher given to :meth:`AdaptiveSparseTrainer.with_teacher`): ``regularization()``
+   (or the teacher given to `AdaptiveSparseTrainer.with_teacher`): ``regularization()``
    returns ``alpha_kl * T² KL + alpha_squarehead * SquareHead`` for the last training forward.
-   Multiply your task loss by ``alpha_task`` yourself or use :meth:`AdaptiveSparseTrainer.loss`.
-   The teacher's weights are part of :meth:`extra_state` so that a resume is exact.
+   Multiply your task loss by ``alpha_task`` yourself or use `AdaptiveSparseTrainer.loss`.
+   The teacher's weights are part of `extra_state` so that a resume is exact.
 6. **SLoRB** (``slorb.py``): ``S (P x)`` added by a forward hook; ``P`` and ``S`` are new
    parameters, added to the optimizer as one extra parameter group that copies the
    hyper-parameters of the first group (so create LR schedulers after ``setup``).
 7. **Export** (``export.py``): ``finalize()`` bakes ``W ⊙ m`` (SLoRB, when on, stays as a small
-   dense side path); :func:`~sparse_ast.to_semi_structured` converts 2:4 layers to torch's
+   dense side path); `sparse_ast.to_semi_structured` converts 2:4 layers to torch's
    semi-structured sparse tensors on CUDA.
 """
 
@@ -77,7 +77,7 @@ class AdaptiveSparseTrainer(PruningMethod):
     """AST on a sparsecore mask set (``ste`` mode). See the module docstring for the algorithm.
 
     Args:
-        config: An :class:`~sparse_ast.ASTConfig`.
+        config: An `sparse_ast.ASTConfig`.
         **overrides: Config fields, e.g. ``srste_decay=6e-5, mask_update_every=10``.
     """
 
@@ -125,7 +125,7 @@ class AdaptiveSparseTrainer(PruningMethod):
     def __init__(self, config: ASTConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.teacher: nn.Module | None = None
-        #: ``||X_j||_2`` per target (after :meth:`calibrate`).
+        #: ``||X_j||_2`` per target (after `calibrate`).
         self.input_norms: dict[str, torch.Tensor] | None = None
         #: ``(step, flipped entries)`` at every mask recomputation.
         self.flip_history: list[tuple[int, int]] = []
@@ -150,7 +150,7 @@ class AdaptiveSparseTrainer(PruningMethod):
     ) -> AdaptiveSparseTrainer:
         """Add masks (and SLoRB, and the teacher) to ``model``; hook into ``optimizer``.
 
-        ``targets=None`` resolves here to :func:`~sparse_ast.layers.default_lm_targets`, and
+        ``targets=None`` resolves here to `sparse_ast.layers.default_lm_targets`, and
         ``self.config.targets`` then lists the chosen names.
         """
         if self.config.targets is None and isinstance(model, nn.Module):

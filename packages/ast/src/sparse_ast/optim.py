@@ -3,13 +3,13 @@
 Official code: thu-ml/Adaptive-Sparse-Trainer ``adamw.py`` (``AdamW.step(closure, decay)``), used
 by the GPT-2 runs. For a parameter with a mask ``m`` and decay ``λ_t``, one step is
 
-.. code-block:: text
-
-    W ← W · (1 − lr · weight_decay)                     # decoupled weight decay, all entries
-    m₁ ← β₁ m₁ + (1 − β₁) g                              # first moment of the *loss* gradient only
-    u  ← m₁ + λ_t (1 − m) ⊙ W                            # SR-STE decay on pruned entries
-    v  ← β₂ v + (1 − β₂) u²                              # second moment of u (not of g!)
-    W ← W − lr / (1 − β₁ᵗ) · u / (√v / √(1 − β₂ᵗ) + ε)
+```text
+W ← W · (1 − lr · weight_decay)                     # decoupled weight decay, all entries
+m₁ ← β₁ m₁ + (1 − β₁) g                              # first moment of the *loss* gradient only
+u  ← m₁ + λ_t (1 − m) ⊙ W                            # SR-STE decay on pruned entries
+v  ← β₂ v + (1 − β₂) u²                              # second moment of u (not of g!)
+W ← W − lr / (1 − β₁ᵗ) · u / (√v / √(1 − β₂ᵗ) + ε)
+```
 
 so the decay bypasses momentum and is normalised together with the gradient. Note that the
 official code feeds the second moment with ``u`` (the *first moment* plus the decay), not with
@@ -24,8 +24,8 @@ Where we deviate (and why):
   SR-STE paper and the LLaMA code (``srste_change = (~mask) * W * decay`` with a bool mask):
   a positive decay on pruned entries only.
 * ``amsgrad`` and closures returning a loss are supported as in ``torch.optim.AdamW``; the decay
-  for the step is read from :attr:`ASTAdamW.srste_decay`, which
-  :class:`~sparse_ast.AdaptiveSparseTrainer` sets before every step (the official loop passes it
+  for the step is read from `ASTAdamW.srste_decay`, which
+  `sparse_ast.AdaptiveSparseTrainer` sets before every step (the official loop passes it
   as ``optimizer.step(decay=...)``).
 """
 

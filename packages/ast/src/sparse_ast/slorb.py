@@ -90,7 +90,7 @@ def add_slorb(
         weight: Its dense weight in the ``(out, in)`` layout.
         keep: Its bool keep-mask in the ``(out, in)`` layout.
         k: Group size.
-        init: See :func:`slorb_init_weight`.
+        init: See `slorb_init_weight`.
         trainable_projection: Whether ``P`` requires grad.
         generator: Random numbers for ``"xavier"``.
 

@@ -3,12 +3,12 @@ forecasting, on sparsecore.
 
 Public API:
 
-* :class:`DynST` / :class:`DynSTConfig`: the method (entry point ``dynst``);
-* :class:`SensorGate`, :func:`stream_morph`, :func:`dimension_map`: the model-agnostic input
+* `DynST` / `DynSTConfig`: the method (entry point ``dynst``);
+* `SensorGate`, `stream_morph`, `dimension_map`: the model-agnostic input
   wrapper holding one spatial sensor mask for every timestamp and channel;
-* :func:`advection_diffusion_grid`, :func:`diffusion_graph`, :class:`SpatioTemporalData`: seeded
+* `advection_diffusion_grid`, `diffusion_graph`, `SpatioTemporalData`: seeded
   synthetic data with a known block of noise sensors;
-* :class:`GridConvForecaster`, :class:`GraphForecaster`: small reference forecasters.
+* `GridConvForecaster`, `GraphForecaster`: small reference forecasters.
 """
 
 from sparse_dynst.config import DynSTConfig

@@ -1,7 +1,7 @@
-"""Configuration of :class:`~sparse_dynst.DynST`.
+"""Configuration of `sparse_dynst.DynST`.
 
 Every field is validated in ``__post_init__``; errors are ``ValueError`` / ``TypeError`` that
-name the field. Defaults and their reasons are listed in :mod:`sparse_dynst.method`.
+name the field. Defaults and their reasons are listed in `sparse_dynst.method`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class DynSTConfig(MethodConfig):
         sparsity: Target *sensor* sparsity ``S``: the fraction of sensors (grid cells or graph
             nodes) switched off at the end; ``floor((1 - S) * N)`` sensors stay deployed.
         targets: Glob(s) naming the sensor-gate parameter(s); the default finds the
-            ``sensor_gate`` of every :class:`~sparse_dynst.SensorGate` in the model (exactly one
+            ``sensor_gate`` of every `sparse_dynst.SensorGate` in the model (exactly one
             is allowed).
         init: ``"dense"``: start with every sensor on and prune iteratively toward ``sparsity``
             (the paper); ``"random"``: start from a random subset already at ``sparsity``.

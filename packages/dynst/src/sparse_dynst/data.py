@@ -3,18 +3,18 @@
 Two generators, both with a known set of *uninformative* sensors, so that a sensor-selection
 method can be checked for finding them:
 
-* :func:`advection_diffusion_grid`: a scalar field on a periodic ``H×W`` grid transported by a
+* `advection_diffusion_grid`: a scalar field on a periodic ``H×W`` grid transported by a
   constant wind and diffused, solved exactly in Fourier space
   (``û_k(t+1) = û_k(t)·exp(-(D|k|² + i k·v))``). Every sample starts from an independent smooth
   random field (power spectrum ``∝ exp(-|k|²/(2κ²))``). A square block of sensors reports pure
   i.i.d. Gaussian noise instead of the field (broken sensors) in the *inputs*; the targets are the
   true field at every location, including under the noise block.
-* :func:`diffusion_graph`: a small sensor graph (random points in the unit square, symmetric
+* `diffusion_graph`: a small sensor graph (random points in the unit square, symmetric
   k-nearest-neighbour edges) whose node values evolve by diffusion along edges plus a drift
   along a wind direction and small innovations; a random quarter of the nodes report noise.
 
-Both return a :class:`SpatioTemporalData` with inputs ``(S, T_in, ...)`` and targets
-``(S, T_out, ...)`` normalised to unit variance, in the layout :class:`~sparse_dynst.SensorGate`
+Both return a `SpatioTemporalData` with inputs ``(S, T_in, ...)`` and targets
+``(S, T_out, ...)`` normalised to unit variance, in the layout `sparse_dynst.SensorGate`
 expects: grid ``(S, T, 1, H, W)``, graph ``(S, T, N, 1)``.
 """
 

@@ -5,18 +5,18 @@ spatio-temporal batch has a time axis, so a naive per-frame mask could differ be
 (the paper's "conflicts at different timestamps"). The paper's remedy, "dynamic merge" (stream
 morph) followed by "dimension mapping", is implemented literally:
 
-1. :func:`stream_morph` folds time and channels together: ``(B, T, C, H, W) -> (B, T·C, H, W)``
+1. `stream_morph` folds time and channels together: ``(B, T, C, H, W) -> (B, T·C, H, W)``
    for grids, ``(B, T, N, C) -> (B, T·C, N)`` for sensor graphs; every one of the ``T·C`` maps
    now shares one spatial layout;
 2. one gate ``s ∈ R^{H×W}`` (or ``R^N``) multiplied by the bool mask ``m`` is broadcast over the
    ``T·C`` axis, so the same sensors are on at every timestamp and channel by construction;
-3. :func:`dimension_map` restores the backbone's layout, and the wrapped forecaster runs
+3. `dimension_map` restores the backbone's layout, and the wrapped forecaster runs
    unchanged: it still predicts every location.
 
 Choices (all [recon]: the paper gives no code):
 
 * The gate is an ``nn.Parameter`` named ``sensor_gate`` (initialised to 1) so that the core's
-  :class:`~sparsecore.masks.MaskSet` can own its bool mask buffer ``sensor_gate_mask``, zero it,
+  `sparsecore.masks.MaskSet` can own its bool mask buffer ``sensor_gate_mask``, zero it,
   and mask its gradient and optimizer state like any weight. A "parameter-free" input gate is
   thus a one-parameter-per-sensor gate; ``learn_gate=False`` in the config pins it to 0/1.
 * Forward in training with autograd: ``x ⊙ (s ⊙ m + (s − sg(s)) ⊙ ¬m)``. The value is exactly
@@ -61,7 +61,7 @@ def stream_morph(x: torch.Tensor, layout: Layout) -> torch.Tensor:
 
 
 def dimension_map(z: torch.Tensor, layout: Layout, steps: int, channels: int) -> torch.Tensor:
-    """Inverse of :func:`stream_morph`: restore ``(B,T,C,H,W)`` or ``(B,T,N,C)``.
+    """Inverse of `stream_morph`: restore ``(B,T,C,H,W)`` or ``(B,T,N,C)``.
 
     Args:
         z: The folded tensor.

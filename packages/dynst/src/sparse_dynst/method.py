@@ -17,17 +17,17 @@ What the method does here:
 * [paper] Sparsity is over *input sensors / regions*, not weights: a learned sensor mask decides
   which sensors are collected at deployment; the forecaster still predicts every location.
 * [paper] "Dynamic merge" + "dimension mapping" (stream morph): time is folded into channels so
-  one spatial mask is shared by every timestamp and channel (see :mod:`sparse_dynst.gate`).
+  one spatial mask is shared by every timestamp and channel (see `sparse_dynst.gate`).
 * [paper] Iterative pruning during training removes the sensors contributing least to the
   forecast, then sparse training with drop/regrow cycles revisits the choice.
 * [recon] Mask ownership: the wrapper's ``sensor_gate`` (one value per sensor) is the single
-  target of the core :class:`~sparsecore.masks.MaskSet` in hard mode, so the bool buffer
+  target of the core `sparsecore.masks.MaskSet` in hard mode, so the bool buffer
   ``sensor_gate_mask`` is the sensor mask, and pruned gate entries, their gradients and
   optimizer state are zeroed by the core hooks. Exactly one gate per model.
-* [recon] Pruning schedule: :class:`sparsecore.schedules.Polynomial` (Zhu–Gupta, cubic by
+* [recon] Pruning schedule: `sparsecore.schedules.Polynomial` (Zhu–Gupta, cubic by
   default) from ``initial_sparsity`` at ``prune_begin`` to ``sparsity`` at ``prune_end``, an
   update every ``update_every`` steps (plus one at ``prune_end`` so the target is always
-  reached: the core's ``"begin"`` grid, :class:`sparsecore.window.PruningWindow`, which
+  reached: the core's ``"begin"`` grid, `sparsecore.window.PruningWindow`, which
   ``Polynomial`` now follows). ``finalize()`` before ``prune_end`` / ``regrow_end`` warns.
   Active count after an update: ``keep_count(N, 1 - s_t)`` = ``floor((1 - s_t) N)``.
 * [recon] Importance of an active sensor: the mean over the steps since the last update of the
@@ -38,16 +38,16 @@ What the method does here:
 * [recon] Drop/regrow (RigL-style, after ``prune_end`` and up to ``regrow_end``): every
   ``update_every`` steps, ``k = floor(α_t · nnz)`` active sensors with the lowest importance are
   dropped and the ``k`` inactive sensors (just-dropped ones included, as in the core's
-  :class:`~sparsecore.DynamicSparseMethod`) with the highest mean ``|∂L/∂s|`` are regrown;
-  ``α_t`` is :class:`~sparsecore.schedules.Cosine`-decayed from ``drop_fraction`` to 0.
-  Selection uses :func:`sparsecore.select.drop_lowest` / :func:`~sparsecore.select.grow_highest`
+  `sparsecore.DynamicSparseMethod`) with the highest mean ``|∂L/∂s|`` are regrown;
+  ``α_t`` is `sparsecore.schedules.Cosine`-decayed from ``drop_fraction`` to 0.
+  Selection uses `sparsecore.select.drop_lowest` / `sparsecore.select.grow_highest`
   (exact counts, ties to the lower index).
 * [recon] A regrown sensor's gate restarts at 1 (the initial value): a zero gate would keep the
   sensor silent. Its optimizer state is already zero (the core zeroed it when it was dropped).
-* [recon] :meth:`DynST.calibrate` is the static-importance baseline's one-shot selection: the
+* [recon] `DynST.calibrate` is the static-importance baseline's one-shot selection: the
   sensors with the largest ``|∂L/∂s|`` summed over calibration batches at the current weights.
-* Export: :meth:`DynST.deployed_sensors` lists the sensors to deploy (flat indices for graphs,
-  ``(row, col)`` for grids); :meth:`DynST.finalize` bakes the mask into the gate.
+* Export: `DynST.deployed_sensors` lists the sensors to deploy (flat indices for graphs,
+  ``(row, col)`` for grids); `DynST.finalize` bakes the mask into the gate.
 """
 
 from __future__ import annotations
@@ -75,17 +75,17 @@ __all__ = ["DynST"]
 class DynST(PruningMethod):
     """Sensor-level dynamic sparse training (iterative pruning, then drop/regrow cycles).
 
-    Wrap the forecaster in :class:`~sparse_dynst.SensorGate`, then use it like any sparsecore
+    Wrap the forecaster in `sparse_dynst.SensorGate`, then use it like any sparsecore
     method; the training loop is unchanged:
 
-    .. code-block:: python
-
-        model = SensorGate(forecaster, "grid", (16, 16))
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-        method = DynST(sparsity=0.7, prune_end=600, regrow_end=900, update_every=30)
-        method.setup(model, opt)
-        ...  # loss.backward(); opt.step()
-        sensors = method.deployed_sensors()
+    ```python
+    model = SensorGate(forecaster, "grid", (16, 16))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    method = DynST(sparsity=0.7, prune_end=600, regrow_end=900, update_every=30)
+    method.setup(model, opt)
+    ...  # loss.backward(); opt.step()
+    sensors = method.deployed_sensors()
+    ```
     """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
@@ -115,7 +115,7 @@ class DynST(PruningMethod):
 
     # ------------------------------------------------------------------ setup
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
-        """Exactly one target, and it must be the ``sensor_gate`` of a :class:`SensorGate`."""
+        """Exactly one target, and it must be the ``sensor_gate`` of a `SensorGate`."""
         if len(targets) != 1:
             names = [t.name for t in targets]
             raise ValueError(f"DynST needs exactly one sensor gate in targets, got {names}")

@@ -1,8 +1,8 @@
 """Small reference forecasters for the synthetic tasks (any ``nn.Module`` works with DynST).
 
-* :class:`GridConvForecaster`: time folded into channels, a stack of circular-padded 2-D
+* `GridConvForecaster`: time folded into channels, a stack of circular-padded 2-D
   convolutions (periodic domain), unfolded back to ``(B, T_out, C, H, W)``. A SimVP-lite.
-* :class:`GraphForecaster`: per-node temporal encoder (a Linear over the ``T·C`` history), a few
+* `GraphForecaster`: per-node temporal encoder (a Linear over the ``T·C`` history), a few
   message-passing rounds with separate weights for the node itself, its in- and out-neighbours
   (so direction can be learned from a symmetric graph), and a per-node decoder to
   ``(B, T_out, N, C)``. A GraphWaveNet-lite without the temporal convolutions.

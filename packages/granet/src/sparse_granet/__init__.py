@@ -4,10 +4,10 @@
 official code https://github.com/Shiweiliuiiiiiii/GraNet. Built on ``sparsecore``; registered
 as the ``granet`` method through the ``sparsecore.methods`` entry point.
 
-.. code-block:: python
-
-    from sparse_granet import GraNet
-    method = GraNet(sparsity=0.9, update_every=50, end_step=1500).setup(model, optimizer)
+```python
+from sparse_granet import GraNet
+method = GraNet(sparsity=0.9, update_every=50, end_step=1500).setup(model, optimizer)
+```
 """
 
 from sparse_granet.config import INIT_DISTRIBUTIONS, GraNetConfig

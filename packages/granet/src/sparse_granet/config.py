@@ -23,7 +23,7 @@ INIT_DISTRIBUTIONS = ("erk", "uniform")
 
 @dataclass(frozen=True)
 class GraNetConfig(MethodConfig):
-    """Options of :class:`~sparse_granet.GraNet`.
+    """Options of `sparse_granet.GraNet`.
 
     Attributes:
         sparsity: Final sparsity ``1 - d_f`` over all targets (official ``--final-density``

@@ -161,17 +161,17 @@ def regenerate_layer(
 class GraNet(PruningMethod):
     """GraNet (Liu et al., NeurIPS 2021) on sparsecore.
 
-    .. code-block:: python
-
-        method = GraNet(sparsity=0.9, init_density=0.5, update_every=50,
-                        end_step=1500, total_steps=3000).setup(model, optimizer)
-        for x, y in loader:
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
-        method.finalize()
+    ```python
+    method = GraNet(sparsity=0.9, init_density=0.5, update_every=50,
+                    end_step=1500, total_steps=3000).setup(model, optimizer)
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
+    method.finalize()
+    ```
 
     Args:
-        config: A :class:`~sparse_granet.GraNetConfig`.
+        config: A `sparse_granet.GraNetConfig`.
         **overrides: Config fields (e.g. ``sparsity=0.95, init_density=1.0``).
 
     Attributes:
@@ -284,7 +284,7 @@ class GraNet(PruningMethod):
         """Zero-cost neuroregeneration of every layer with the step's dense gradients.
 
         Uses ``self.dense_grads`` (filled by sparsecore before the optimizer step when
-        :meth:`wants_dense_grads` is true); a layer without a gradient regrows at the lowest
+        `wants_dense_grads` is true); a layer without a gradient regrows at the lowest
         inactive indices (all scores 0).
 
         Args:

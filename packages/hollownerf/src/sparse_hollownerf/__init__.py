@@ -2,14 +2,14 @@
 
 Public API:
 
-* :class:`HollowNeRF` / :class:`HollowNeRFConfig`: the ADMM pruning method (a
-  :class:`sparsecore.PruningMethod`, entry point ``hollownerf``) on saliency grids;
-* :class:`HashEncoding`, :class:`SaliencyGrid`, :class:`HashNeRF`: the pure-PyTorch
+* `HollowNeRF` / `HollowNeRFConfig`: the ADMM pruning method (a
+  `sparsecore.PruningMethod`, entry point ``hollownerf``) on saliency grids;
+* `HashEncoding`, `SaliencyGrid`, `HashNeRF`: the pure-PyTorch
   Instant-NGP-style field with a saliency gate that skips hash lookups where ``s(x) = 0``;
-* :func:`render_rays`, :func:`composite`: volume rendering;
-* :func:`random_scene`, :func:`make_views`, :func:`psnr`: synthetic scenes with exact ground truth;
-* :func:`fit`, :func:`evaluate_psnr`: a plain training loop and evaluation;
-* :func:`needed_entries`, :func:`encoding_budget`: hash-table parameter accounting.
+* `render_rays`, `composite`: volume rendering;
+* `random_scene`, `make_views`, `psnr`: synthetic scenes with exact ground truth;
+* `fit`, `evaluate_psnr`: a plain training loop and evaluation;
+* `needed_entries`, `encoding_budget`: hash-table parameter accounting.
 """
 
 from sparse_hollownerf.accounting import (

@@ -10,7 +10,7 @@ separable, so per axis a boolean matrix says which hash cells overlap which sali
 Entries that are never needed can be dropped after pruning without changing any rendering: the
 stored model is the needed entries plus the non-zero saliency values plus a bitmask of the
 saliency grid (from which the needed set is recomputed, so no per-entry index is stored) plus the
-MLP. :func:`touched_entries` gives the empirical count for a set of sample points instead.
+MLP. `touched_entries` gives the empirical count for a set of sample points instead.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class EncodingBudget:
 
 
 def encoding_budget(model: nn.Module, table_mask: torch.Tensor | None = None) -> EncodingBudget:
-    """Budget of a :class:`~sparse_hollownerf.HashNeRF` (``table_mask``: kept table scalars).
+    """Budget of a `sparse_hollownerf.HashNeRF` (``table_mask``: kept table scalars).
 
     A masked table (magnitude pruning) stores its kept scalars plus a bitmask over the whole
     table; a gated table stores its needed rows (recomputable from the saliency bitmask).

@@ -1,4 +1,4 @@
-"""Configuration of :class:`~sparse_hollownerf.HollowNeRF`."""
+"""Configuration of `sparse_hollownerf.HollowNeRF`."""
 
 from __future__ import annotations
 

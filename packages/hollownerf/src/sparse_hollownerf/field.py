@@ -45,7 +45,7 @@ class HashNeRF(nn.Module):
     Args:
         encoding: The hash encoding.
         hidden: Width of the two hidden MLP layers.
-        saliency: A :class:`SaliencyGrid` (HollowNeRF) or ``None`` (plain hash grid).
+        saliency: A `SaliencyGrid` (HollowNeRF) or ``None`` (plain hash grid).
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class HashNeRF(nn.Module):
 
 @dataclass
 class Rendered:
-    """Output of :func:`composite`.
+    """Output of `composite`.
 
     Attributes:
         color: ``(R, 3)`` composited colours.
@@ -203,7 +203,7 @@ def render_rays(
     """Render rays through ``field`` (anything mapping points to ``(sigma, rgb)``).
 
     Args:
-        field: E.g. a :class:`HashNeRF`.
+        field: E.g. a `HashNeRF`.
         origins: Ray origins ``(R, 3)``.
         dirs: Unit ray directions ``(R, 3)``.
         near: Start distance.

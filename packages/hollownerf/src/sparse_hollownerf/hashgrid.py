@@ -18,7 +18,7 @@ Choices (all follow tiny-cuda-nn's ``GridEncoding`` unless marked otherwise):
   level ``l`` owning rows ``offsets[l]:offsets[l+1]``.
 * Initialisation ``U(-1e-4, 1e-4)`` (paper, §4).
 * Output: the ``L`` levels' interpolated features concatenated, level-major (``L * F`` values).
-* Skipped lookups (for HollowNeRF): :meth:`HashEncoding.forward` takes an ``active`` mask. Only
+* Skipped lookups (for HollowNeRF): `HashEncoding.forward` takes an ``active`` mask. Only
   active points gather table rows; inactive points get exactly zero features and contribute
   nothing to any row's gradient (the gather's backward only scatters into rows it read). This is
   how "points with zero saliency neither read nor update hash entries" is implemented: not by a
@@ -144,7 +144,7 @@ class HashEncoding(nn.Module):
     def level_index(self, coords: torch.Tensor, level: int) -> torch.Tensor:
         """Row of integer grid vertices ``coords (..., 3)`` within level ``level``'s table.
 
-        Dense levels: ``(x + y*res + z*res**2) mod size``; hashed levels: :func:`spatial_hash`.
+        Dense levels: ``(x + y*res + z*res**2) mod size``; hashed levels: `spatial_hash`.
         """
         size = self.sizes[level]
         if self.hashed[level]:

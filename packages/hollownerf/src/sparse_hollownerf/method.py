@@ -128,7 +128,7 @@ class HollowNeRF(PruningMethod):
 
     # ------------------------------------------------------------------ setup
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> HollowNeRF:
-        """Default targets: every :class:`SaliencyGrid`'s ``values`` (see the base class)."""
+        """Default targets: every `SaliencyGrid`'s ``values`` (see the base class)."""
         if self.config.targets is None:
             if not isinstance(model, nn.Module):
                 raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -1,4 +1,4 @@
-"""A plain training loop and PSNR evaluation for :class:`~sparse_hollownerf.HashNeRF`.
+"""A plain training loop and PSNR evaluation for `sparse_hollownerf.HashNeRF`.
 
 The loop is what a user would write (Adam, random ray batches, MSE on pixel colours, ``loss +
 method.regularization()``); the method hooks into the optimizer. Optimizer choices follow
@@ -40,7 +40,7 @@ def make_optimizer(
 
 @dataclass
 class FitResult:
-    """Wall time and the loss history of :func:`fit`."""
+    """Wall time and the loss history of `fit`."""
 
     wall_s: float
     losses: list[float] = field(default_factory=list)
@@ -65,7 +65,7 @@ def fit(
         views: Training views.
         steps: Optimizer steps.
         optimizer: The optimizer (methods are set up on it by the caller).
-        method: A set-up method whose :meth:`regularization` is added to the loss.
+        method: A set-up method whose `regularization` is added to the loss.
         batch_rays: Rays per step.
         n_samples: Samples per ray.
         seed: Seed of ray sampling and jitter.

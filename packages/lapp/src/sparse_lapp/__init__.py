@@ -1,10 +1,10 @@
 """LAPP (Zhai et al. 2023): layer-adaptive progressive pruning of CNNs from scratch, on sparsecore.
 
-.. code-block:: python
-
-    from sparse_lapp import LAPP, add_bypasses, compact
-    add_bypasses(model, LAPP.prunable_convs(model, (1, 8, 8)))   # before the optimizer
-    lapp = LAPP(sparsity=0.5, input_shape=(1, 8, 8), prune_steps=300).setup(model, opt)
+```python
+from sparse_lapp import LAPP, add_bypasses, compact
+add_bypasses(model, LAPP.prunable_convs(model, (1, 8, 8)))   # before the optimizer
+lapp = LAPP(sparsity=0.5, input_shape=(1, 8, 8), prune_steps=300).setup(model, opt)
+```
 """
 
 from sparse_lapp.bypass import BypassConv, add_bypasses

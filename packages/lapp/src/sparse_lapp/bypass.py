@@ -1,7 +1,7 @@
 """The lightweight bypass LAPP adds to every convolution it prunes, before training starts.
 
 The paper (abstract, the only part of arXiv 2309.14157 available to us, see
-:mod:`sparse_lapp.method`) says: "in order to maintain the expressive power of the pruned layer,
+`sparse_lapp.method`) says: "in order to maintain the expressive power of the pruned layer,
 before training starts, we introduce an additional lightweight bypass for each convolutional
 layer to be pruned, which only adds relatively few additional burdens". Its exact form is not in
 the material we could read.
@@ -18,7 +18,7 @@ form one channel unit), and pruned input channels disappear from both branches.
 The padding of the bypass is chosen so that both branches have the same output size:
 ``p1 = p - d(k-1)/2`` per spatial dimension; a convolution for which that is not a non-negative
 integer (even kernels, asymmetric or ``"valid"`` padding smaller than the kernel's half-width),
-or a grouped convolution, gets no bypass and :func:`add_bypasses` says so with a ``ValueError``.
+or a grouped convolution, gets no bypass and `add_bypasses` says so with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class BypassConv(nn.Module):
     """A convolution with a parallel ``1×1`` bypass: ``forward(x) = conv(x) + bypass(x)``.
 
     Both are standard ``nn.Conv*d`` layers, so Torch-Pruning and
-    :func:`sparsecore.export.remove_channels` shrink them like any other convolution.
+    `sparsecore.export.remove_channels` shrink them like any other convolution.
 
     Args:
         conv: The convolution to wrap (kept as ``self.conv``, weights untouched).
@@ -98,7 +98,7 @@ class BypassConv(nn.Module):
 def add_bypasses(
     model: nn.Module, names: Iterable[str], generator: torch.Generator | None = None
 ) -> list[str]:
-    """Replace the named convolutions of ``model`` by :class:`BypassConv` wrappers, in place.
+    """Replace the named convolutions of ``model`` by `BypassConv` wrappers, in place.
 
     Call it before creating the optimizer (the bypass parameters are new). The usual way is
     ``add_bypasses(model, LAPP.prunable_convs(model, input_shape))``.

@@ -1,4 +1,4 @@
-"""Configuration of LAPP (see :mod:`sparse_lapp.method` for what each option does and why)."""
+"""Configuration of LAPP (see `sparse_lapp.method` for what each option does and why)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["LAPPConfig"]
 
 @dataclass(frozen=True)
 class LAPPConfig(MethodConfig):
-    """Options of :class:`~sparse_lapp.LAPP`.
+    """Options of `sparse_lapp.LAPP`.
 
     Attributes:
         sparsity: Target FLOPs *reduction*: the compacted network (bypasses included) has at
@@ -37,7 +37,7 @@ class LAPPConfig(MethodConfig):
             Zhu–Gupta; 1: linear).
         min_channels: Fewest channels a layer keeps.
         bypass: Whether every pruned convolution must carry a bypass (see
-            :func:`~sparse_lapp.add_bypasses`).
+            `sparse_lapp.add_bypasses`).
     """
 
     sparsity: float = 0.5

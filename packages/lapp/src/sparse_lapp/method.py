@@ -37,8 +37,8 @@ ALGORITHM (per optimizer step ``t`` of the pruning phase ``t < prune_steps``):
    filter still emits the BatchNorm shift), and cannot switch to hard masking mid-run.
 5. FLOPs constraint: ``R = F(m) / F0``, with ``F(m)`` the MACs of the network computed from the
    masks (hard value, surrogate gradient; pruning a layer's output channels also removes the next
-   layers' input channels, see :mod:`sparse_lapp.units`) and ``F0`` the MACs of the original model
-   *without* bypasses. Loss term ``λ · |R - a_t|`` added by :meth:`LAPP.regularization`.
+   layers' input channels, see `sparse_lapp.units`) and ``F0`` the MACs of the original model
+   *without* bypasses. Loss term ``λ · |R - a_t|`` added by `LAPP.regularization`.
    CHOICE: two-sided. We first used the hinge ``λ · max(0, R - a_t)``; on digits the thresholds
    (Adam momentum, plus BatchNorm scales of masked channels decaying under weight decay) then
    overshot to ``R ≈ 0.24`` for a 0.5 target and the task-loss gradient alone did not bring them
@@ -61,11 +61,11 @@ ALGORITHM (per optimizer step ``t`` of the pruning phase ``t < prune_steps``):
    ``projection_added`` count them and ``learned_ratio`` keeps the FLOPs ratio before the
    projection. CHOICE: guarantees the budget exactly and compares methods at equal FLOPs; the
    counts show how far the learned thresholds were from it.
-9. Training continues with hard masks; :func:`sparse_lapp.compact` removes the channels physically
-   with :func:`sparsecore.export.remove_channels`, leaving a plain, smaller CNN (the bypasses stay,
+9. Training continues with hard masks; `sparse_lapp.compact` removes the channels physically
+   with `sparsecore.export.remove_channels`, leaving a plain, smaller CNN (the bypasses stay,
    as ordinary ``1×1`` convolutions).
 
-Bypass: see :mod:`sparse_lapp.bypass`. Residual-coupled channels: see :mod:`sparse_lapp.units`.
+Bypass: see `sparse_lapp.bypass`. Residual-coupled channels: see `sparse_lapp.units`.
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ class LAPP(PruningMethod):
     """Layer Adaptive Progressive Pruning (learnable per-layer thresholds under a FLOPs budget).
 
     Example:
-        .. code-block:: python
-
-            add_bypasses(model, LAPP.prunable_convs(model, (1, 8, 8)))
-            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-            lapp = LAPP(sparsity=0.5, input_shape=(1, 8, 8), prune_steps=300).setup(model, opt)
-            ...  # loss = ce + lapp.regularization(); backward; opt.step()
-            small = compact(lapp, x[:8])
+        ```python
+        add_bypasses(model, LAPP.prunable_convs(model, (1, 8, 8)))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        lapp = LAPP(sparsity=0.5, input_shape=(1, 8, 8), prune_steps=300).setup(model, opt)
+        ...  # loss = ce + lapp.regularization(); backward; opt.step()
+        small = compact(lapp, x[:8])
+        ```
     """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
@@ -401,11 +401,11 @@ def compact(
     """Finalize ``method`` and remove its pruned channels physically; returns the smaller model.
 
     The result is a plain CNN (``BypassConv`` wrappers hold two ordinary convolutions) computing
-    what the masked network computed: :func:`sparsecore.export.remove_channels` checks it on
+    what the masked network computed: `sparsecore.export.remove_channels` checks it on
     ``example_input`` in eval mode and raises beyond ``atol``.
 
     Args:
-        method: A set-up :class:`~sparse_lapp.LAPP` (frozen or not: finalize freezes it).
+        method: A set-up `sparse_lapp.LAPP` (frozen or not: finalize freezes it).
         example_input: Inputs to trace and verify with; default: 8 seeded standard-normal
             examples of ``config.input_shape``.
         atol: Tolerance of the output check.

@@ -5,8 +5,8 @@ and the BatchNorm that normalises it. Pruning channel ``i`` of a unit removes fi
 convolution and of the bypass, entry ``i`` of the BatchNorm, and input channel ``i`` of every
 layer that consumes the unit's output (the next convolution, or the classifier after pooling and
 flattening). Which layers those are is the unit's channel group in the core
-(:func:`sparsecore.groups.channel_groups`, built on Torch-Pruning's dependency graph, the same
-analysis :func:`sparsecore.export.remove_channels` uses for the physical removal), so the FLOPs
+(`sparsecore.groups.channel_groups`, built on Torch-Pruning's dependency graph, the same
+analysis `sparsecore.export.remove_channels` uses for the physical removal), so the FLOPs
 model and the compacted network agree by construction.
 
 Only *free* channels are units: a group whose producers are the convolution and its bypass only.
@@ -17,7 +17,7 @@ is the conservative choice that needs no shared thresholds). Convolutions whose 
 model's output are never units.
 
 FLOPs are multiply-accumulates (MACs) of the Linear / Conv layers, counted exactly as
-:func:`sparsecore.evaluation.count_flops` counts them: ``positions × out × in × k`` per layer,
+`sparsecore.evaluation.count_flops` counts them: ``positions × out × in × k`` per layer,
 with ``out`` and ``in`` the *kept* channel counts. With ``k_u`` the number of kept channels of
 unit ``u`` (a sum of masks, hence differentiable through surrogate masks),
 ``out_M = out_full - (C_u - k_u)`` for the layers of unit ``u`` and
@@ -49,7 +49,7 @@ class Unit:
     """One prunable set of output channels.
 
     Attributes:
-        name: Module name of the convolution (or of its :class:`BypassConv` wrapper).
+        name: Module name of the convolution (or of its `BypassConv` wrapper).
         channels: Number of output channels.
         convs: Module names of the layers whose output channels are the unit's (main, bypass).
         norm: Module name of the BatchNorm that follows, or ``None``.
@@ -175,7 +175,7 @@ def analyze(
     Args:
         model: The CNN.
         input_shape: One example's input shape (no batch dimension).
-        targets: Module names or globs of the convolutions to prune (a :class:`BypassConv`
+        targets: Module names or globs of the convolutions to prune (a `BypassConv`
             wrapper's name, or its ``.conv``); ``None``: every free convolution.
         exclude: Names or globs left at full width.
         require_bypass: Raise if a unit's convolution has no bypass.

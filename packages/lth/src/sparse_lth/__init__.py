@@ -5,10 +5,10 @@ Dziugaite, Roy & Carbin, "Stabilizing the Lottery Ticket Hypothesis" (arXiv 1903
 "Linear Mode Connectivity and the Lottery Ticket Hypothesis" (ICML 2020, arXiv 1912.05671).
 Official framework: https://github.com/facebookresearch/open_lth.
 
-* :class:`LotteryTicket`: the sparsecore method (IMP with rewinding to step ``k`` and the
+* `LotteryTicket`: the sparsecore method (IMP with rewinding to step ``k`` and the
   schedule position, layers to ignore, control branches), for a plain training loop.
-* :class:`LotteryExperiment`: the level/branch experiment on disk, resumable.
-* :mod:`sparse_lth.instability`: linear interpolation, error barrier, instability analysis.
+* `LotteryExperiment`: the level/branch experiment on disk, resumable.
+* `sparse_lth.instability`: linear interpolation, error barrier, instability analysis.
 """
 
 from sparse_lth.config import LotteryTicketConfig, TrainSpec

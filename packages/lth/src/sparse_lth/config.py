@@ -1,11 +1,11 @@
-"""Configuration of :class:`~sparse_lth.LotteryTicket` and of the training runs it drives.
+"""Configuration of `sparse_lth.LotteryTicket` and of the training runs it drives.
 
 Two frozen dataclasses:
 
-* :class:`LotteryTicketConfig` extends sparsecore's :class:`~sparsecore.baselines.IMPConfig`
+* `LotteryTicketConfig` extends sparsecore's `sparsecore.baselines.IMPConfig`
   (``fraction``, ``rewind_step``, ``scope``) with ``layers_to_ignore`` (OpenLTH's
   ``pruning_layers_to_ignore``).
-* :class:`TrainSpec` describes one training run of a lottery experiment: steps, batch size,
+* `TrainSpec` describes one training run of a lottery experiment: steps, batch size,
   optimizer and the learning-rate schedule as a pure function of the global step, so that "the
   schedule position at step k" is a well-defined number (``lr * lr_factor(k)``).
 
@@ -36,9 +36,9 @@ from sparsecore.validation import check_int, check_number
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "LotteryTicketConfig", "TrainSpec"]
 
-#: Optimizer names accepted by :class:`TrainSpec`.
+#: Optimizer names accepted by `TrainSpec`.
 OPTIMIZERS = ("sgd", "adam")
-#: Learning-rate schedules accepted by :class:`TrainSpec`.
+#: Learning-rate schedules accepted by `TrainSpec`.
 SCHEDULES = ("constant", "cosine", "linear", "step")
 
 
@@ -55,10 +55,10 @@ def _as_names(value: Any, name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LotteryTicketConfig(IMPConfig):
-    """Options of :class:`~sparse_lth.LotteryTicket`.
+    """Options of `sparse_lth.LotteryTicket`.
 
     Attributes:
-        sparsity: Sparsity applied by magnitude at :meth:`setup` (``0``: start dense, the
+        sparsity: Sparsity applied by magnitude at `setup` (``0``: start dense, the
             lottery-ticket default; a positive value is a one-shot first level).
         fraction: Fraction of the *remaining* weights removed per level (OpenLTH default 0.2).
         rewind_step: Optimizer step ``k`` whose weights are the rewind point; ``0`` is the
@@ -137,7 +137,7 @@ class TrainSpec:
             raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of :attr:`lr` for the optimizer step taken after ``step`` completed steps."""
+        """Multiplier of `lr` for the optimizer step taken after ``step`` completed steps."""
         if self.schedule == "cosine":
             factor = 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
         elif self.schedule == "linear":
@@ -164,7 +164,7 @@ class TrainSpec:
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        """A ``LambdaLR`` at position 0 implementing :meth:`lr_factor`."""
+        """A ``LambdaLR`` at position 0 implementing `lr_factor`."""
         return torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class TrainSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of `to_dict`."""
         data = dict(data)
         data["milestones"] = tuple(data.get("milestones", ()))
         return cls(**data)

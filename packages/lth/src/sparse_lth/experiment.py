@@ -3,23 +3,23 @@
 The layout follows OpenLTH's ``replicate/level_L/<branch>`` directories (``lottery/desc.py``),
 flattened to one experiment per root:
 
-.. code-block:: text
+```text
+root/
+  experiment.json            what the experiment is (checked on resume)
+  progress.json              what is done, with the metrics of every finished run
+  init.safetensors           θ_0
+  pretrain/final.safetensors θ_k (k > 0: the first k steps, as OpenLTH's --rewinding_steps)
+  level_L/mask.safetensors   the level's mask (level 0: ones)
+  level_L/main/              the ticket θ_k ⊙ m_L trained from k to T
+  level_L/random_reinit/     same mask, fresh initialisation, trained from k
+  level_L/random_prune/      random mask with the same per-layer counts, θ_k, from k
+  level_L/instability/a, b/  two copies of the ticket trained with different SGD noise
+  <run>/final.safetensors    trained weights (and masks)
+  <run>/checkpoint.pt        periodic checkpoint of a run in progress (torch.save; loaded
+                             with weights_only=True)
+```
 
-    root/
-      experiment.json            what the experiment is (checked on resume)
-      progress.json              what is done, with the metrics of every finished run
-      init.safetensors           θ_0
-      pretrain/final.safetensors θ_k (k > 0: the first k steps, as OpenLTH's --rewinding_steps)
-      level_L/mask.safetensors   the level's mask (level 0: ones)
-      level_L/main/              the ticket θ_k ⊙ m_L trained from k to T
-      level_L/random_reinit/     same mask, fresh initialisation, trained from k
-      level_L/random_prune/      random mask with the same per-layer counts, θ_k, from k
-      level_L/instability/a, b/  two copies of the ticket trained with different SGD noise
-      <run>/final.safetensors    trained weights (and masks)
-      <run>/checkpoint.pt        periodic checkpoint of a run in progress (torch.save; loaded
-                                 with weights_only=True)
-
-A stopped experiment continues where it was: :meth:`LotteryExperiment.run` skips runs listed in
+A stopped experiment continues where it was: `LotteryExperiment.run` skips runs listed in
 ``progress.json``, resumes a run from its ``checkpoint.pt`` (the loop is step-indexed and
 deterministic, so the result equals an uninterrupted run bit for bit), and never recomputes a mask
 that exists. ``levels`` and the branch/instability levels may grow between calls; anything that
@@ -93,7 +93,7 @@ class LotteryExperiment:
         layers_to_ignore: Targets never pruned but counted (OpenLTH semantics).
         targets: Target names/globs (``None``: every Linear/Conv weight).
         exclude: Names/globs left without a mask.
-        branches: Control branches to run, from :data:`BRANCHES`.
+        branches: Control branches to run, from `BRANCHES`.
         branch_levels: Levels (>= 1) at which to run them; ``None``: every pruned level.
         instability_levels: Levels at which to run instability analysis.
         random_prune_strategy: ``"layerwise"`` or ``"global"``.
@@ -182,7 +182,7 @@ class LotteryExperiment:
     # ------------------------------------------------------------------ identity and progress
     @property
     def method_options(self) -> dict[str, Any]:
-        """:class:`LotteryTicketConfig` fields shared by every run."""
+        """`LotteryTicketConfig` fields shared by every run."""
         return {
             "fraction": self.config.fraction,
             "layers_to_ignore": self.config.layers_to_ignore,
@@ -390,7 +390,7 @@ class LotteryExperiment:
         """Run (or continue) every level, branch and instability analysis.
 
         Returns:
-            :meth:`done`: the metrics of every finished run.
+            `done`: the metrics of every finished run.
         """
         self._open()
         for level in range(self.levels + 1):

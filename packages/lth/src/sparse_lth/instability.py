@@ -119,7 +119,7 @@ class InstabilityResult:
     Attributes:
         alphas: Interpolation points, from 0 to 1.
         errors: Error at each point.
-        barrier: :func:`error_barrier` of ``errors`` (the instability).
+        barrier: `error_barrier` of ``errors`` (the instability).
         extras: Anything else (seeds, steps, endpoint accuracies).
     """
 
@@ -189,7 +189,7 @@ def instability_analysis(
         start_step: ``k``.
         seeds: Noise seeds of the two copies (must differ).
         points: Number of ``α`` values.
-        method_options: Extra :class:`~sparse_lth.LotteryTicketConfig` fields (``targets``...).
+        method_options: Extra `sparse_lth.LotteryTicketConfig` fields (``targets``...).
     """
     if len(seeds) != 2 or seeds[0] == seeds[1]:
         raise ValueError(f"seeds must be two different integers, got {seeds!r}")

@@ -9,12 +9,12 @@ Papers:
   arXiv 1912.05671.
 * Official framework: https://github.com/facebookresearch/open_lth
 
-:class:`LotteryTicket` is sparsecore's :class:`~sparsecore.baselines.IMP` (``prune_round``,
+`LotteryTicket` is sparsecore's `sparsecore.baselines.IMP` (``prune_round``,
 ``rewind``, ``capture_rewind_point``) with what the papers add: rewinding to step ``k`` *with the
 learning-rate schedule position* (a new optimizer, the scheduler advanced ``k`` steps), layers to
 ignore, a check that masks only shrink, and the two control branches (same mask with a random
 re-initialisation; a random mask at the same sparsity). The level/branch experiment on disk is
-:class:`~sparse_lth.LotteryExperiment`; instability analysis is in :mod:`sparse_lth.instability`.
+`sparse_lth.LotteryExperiment`; instability analysis is in `sparse_lth.instability`.
 
 Implementation choices (checked against OpenLTH at commit ``2ce732f``):
 
@@ -26,13 +26,13 @@ Implementation choices (checked against OpenLTH at commit ``2ce732f``):
   holds exactly and sparsity after ``L`` levels is ``1 - (1 - f)^L`` up to rounding; the
   difference is one weight per level.
 * **Masks only shrink.** Scores of already-pruned weights are ``-inf`` (only the unpruned ones are
-  ranked, as OpenLTH's threshold is over ``current_mask == 1``); :meth:`prune_round` verifies
+  ranked, as OpenLTH's threshold is over ``current_mask == 1``); `prune_round` verifies
   ``new ⊆ old`` and raises if not.
 * **Where masks act.** OpenLTH's ``PrunedModel`` multiplies the weights by the mask before every
   forward. sparsecore's "hard" mode masks gradients, optimizer state and weights around every
   optimizer step; pruned weights start at zero and stay exactly zero, which is equivalent for
   the forward pass and keeps the model plain.
-* **Rewinding.** :meth:`rewind` loads ``θ_k`` (weights and buffers), re-applies the masks, sets
+* **Rewinding.** `rewind` loads ``θ_k`` (weights and buffers), re-applies the masks, sets
   ``step = k``; with ``optimizer``/``scheduler`` it checks they are new and advances the
   scheduler ``k`` times, as OpenLTH's ``training/train.py`` does
   (``for _ in range(start_step.iteration): lr_schedule.step()``), so the first retraining step
@@ -126,15 +126,15 @@ class LotteryTicket(IMP):
 
     Use in a plain loop, one level at a time:
 
-    .. code-block:: python
-
-        lt = LotteryTicket(fraction=0.2, rewind_step=k).setup(model, optimizer)
-        train(model, optimizer, scheduler, 0, T)          # θ_k is captured after step k
-        for level in range(1, levels + 1):
-            lt.prune_round()                                # remove ceil(f * nnz) by |w|
-            optimizer, scheduler = make_opt(model), make_sched(...)
-            lt.rewind(optimizer, scheduler)                 # θ_k, masks, schedule(k)
-            train(model, optimizer, scheduler, k, T)
+    ```python
+    lt = LotteryTicket(fraction=0.2, rewind_step=k).setup(model, optimizer)
+    train(model, optimizer, scheduler, 0, T)          # θ_k is captured after step k
+    for level in range(1, levels + 1):
+        lt.prune_round()                                # remove ceil(f * nnz) by |w|
+        optimizer, scheduler = make_opt(model), make_sched(...)
+        lt.rewind(optimizer, scheduler)                 # θ_k, masks, schedule(k)
+        train(model, optimizer, scheduler, k, T)
+    ```
 
     Attributes:
         round: Completed pruning levels.

@@ -9,10 +9,10 @@ small loop, in which everything a step depends on is a pure function of the step
   the batches a full run would use at steps ``k..T`` (OpenLTH skips the first iterations of the
   epoch likewise), and two copies with different ``data_seed`` see different orders.
 * **Noise.** The global CPU generator is re-seeded with ``(noise_seed, step)`` before every
-  step (dropout and the like) inside :func:`torch.random.fork_rng`, so the caller's random state
+  step (dropout and the like) inside `torch.random.fork_rng`, so the caller's random state
   is untouched and a resumed run draws the same numbers.
-* **Learning rate.** A ``LambdaLR`` of :meth:`TrainSpec.lr_factor` stepped once per optimizer
-  step, advanced ``k`` steps before the first one (see :func:`sparse_lth.advance_scheduler`).
+* **Learning rate.** A ``LambdaLR`` of `TrainSpec.lr_factor` stepped once per optimizer
+  step, advanced ``k`` steps before the first one (see `sparse_lth.advance_scheduler`).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def train_subnetwork(
 ) -> tuple[nn.Module, LotteryTicket, dict[str, float]]:
     """Train the subnetwork ``(state, masks)`` from step ``start_step`` to ``end_step``.
 
-    Builds ``model_fn(model_seed)``, sets up a :class:`LotteryTicket` (``rewind_step =
+    Builds ``model_fn(model_seed)``, sets up a `LotteryTicket` (``rewind_step =
     start_step``) with ``masks``, makes ``state`` its rewind point and rewinds with a new optimizer
     and a scheduler advanced ``start_step`` steps, then trains.
 
@@ -211,7 +211,7 @@ def train_subnetwork(
         model_seed: Seed passed to ``model_fn``.
         data_seed: Data-order seed.
         noise_seed: Per-step noise seed.
-        method_options: Extra :class:`LotteryTicketConfig` fields (``targets``, ``exclude``,
+        method_options: Extra `LotteryTicketConfig` fields (``targets``, ``exclude``,
             ``layers_to_ignore``...).
         resume: A dict saved by ``checkpoint``: continue from its step exactly.
         checkpoint: Receives ``{"step", "model", "optimizer", "scheduler", "method"}`` every
@@ -221,7 +221,7 @@ def train_subnetwork(
         progress: A tqdm-like bar or ``None``.
 
     Returns:
-        The trained model, its method (masks attached) and the :func:`train_steps` statistics
+        The trained model, its method (masks attached) and the `train_steps` statistics
         of the steps taken in this call, except ``lr_first``: the learning rate of the run's
         first step (step ``start_step``), also when resumed.
     """

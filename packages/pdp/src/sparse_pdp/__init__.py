@@ -5,14 +5,14 @@ smallest kept and the largest pruned magnitude of each layer; the forward uses `
 weight receives a gradient. Unstructured, N:M and channel variants; dense warm-up, per-layer
 targets from one global magnitude ranking, ramped in; final hard mask ``m >= 0.5``.
 
-.. code-block:: python
+```python
+from sparse_pdp import PDP
 
-    from sparse_pdp import PDP
-
-    pdp = PDP.for_epochs(steps_per_epoch=len(loader), warmup_epochs=5, ramp_epochs=15,
-                         sparsity=0.9).setup(model, optimizer)
-    ...  # the usual training loop
-    model = pdp.finalize()
+pdp = PDP.for_epochs(steps_per_epoch=len(loader), warmup_epochs=5, ramp_epochs=15,
+                     sparsity=0.9).setup(model, optimizer)
+...  # the usual training loop
+model = pdp.finalize()
+```
 """
 
 from sparse_pdp.config import DISTRIBUTIONS, PDPConfig, ramp_fraction

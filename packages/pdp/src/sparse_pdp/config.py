@@ -1,4 +1,4 @@
-"""Configuration of :class:`sparse_pdp.PDP` and its schedule.
+"""Configuration of `sparse_pdp.PDP` and its schedule.
 
 The schedule follows the paper's training flow (Cho, Adya & Naik, "PDP: Parameter-free
 Differentiable Pruning is All You Need", NeurIPS 2023, arXiv 2305.11203, Appendix D as summarised
@@ -6,7 +6,7 @@ by third-party re-implementations): dense warm-up for ``s`` epochs, then per-lay
 ``r_l`` ramped in as ``r_l(e) = min(1, ε (e - s + 1)) · r_l``. Here everything is counted in
 optimizer steps, as in the rest of ``sparsecore`` (``begin_step = s · steps_per_epoch``,
 ``update_every = steps_per_epoch``, ``end_step - begin_step = steps_per_epoch / ε``);
-:meth:`PDPConfig.for_epochs` does this conversion.
+`PDPConfig.for_epochs` does this conversion.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class PDPConfig(MethodConfig):
             equal means no ramp).
         update_every: Steps per ramp stage (one epoch reproduces the paper's per-epoch ramp; 1 is a
             smooth per-step ramp).
-        harden_step: If set (``>= end_step``), :meth:`PDP.harden` runs automatically after this
+        harden_step: If set (``>= end_step``), `PDP.harden` runs automatically after this
             many steps: the rest of training fine-tunes with the final hard mask.
         distribution: ``"global"``: per-layer targets from one magnitude ranking over all targets
             (the paper); ``"uniform"``: every layer at ``sparsity``. Ignored for N:M.
@@ -151,5 +151,5 @@ class PDPConfig(MethodConfig):
         return self.begin_step + (stages - 1) * self.update_every
 
     def fraction(self, step: int) -> float:
-        """:func:`ramp_fraction` of this config after ``step`` completed steps."""
+        """`ramp_fraction` of this config after ``step`` completed steps."""
         return ramp_fraction(step, self.begin_step, self.end_step, self.update_every)

@@ -105,7 +105,7 @@ def soft_mask(
 
     Args:
         weight: The dense weight (requires grad during training).
-        pattern: :class:`Unstructured`, :class:`NM` or :class:`Channel`.
+        pattern: `Unstructured`, `NM` or `Channel`.
         keep: Units kept: entries, channels, or entries per group (N:M).
         tau: Temperature τ > 0.
         relative: Use ``τ · t²`` as the temperature (per threshold), which makes the mask a

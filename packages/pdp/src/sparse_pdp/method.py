@@ -17,7 +17,7 @@ Algorithm, per optimizer step (``self.step`` counts completed steps):
    global threshold]. Targets are stored as exact kept-unit counts ``k_l`` [choice: exact
    counts, so the final model has exactly the requested sparsity].
 3. The targets are ramped in: ``r_l(e) = min(1, ε (e − s + 1)) · r_l`` [3rd-party, PQuant and
-   the Appendix D summary agree], here in steps (:func:`sparse_pdp.config.ramp_fraction`); the
+   the Appendix D summary agree], here in steps (`sparse_pdp.config.ramp_fraction`); the
    pruned count at fraction ``f`` is ``floor(f · (n_l − k_l))``.
 4. Forward: ``ŵ = m(w) · w`` with ``m(w) = σ((w² − t²)/τ)`` [paper: ``e^{w²/τ} / (e^{w²/τ} +
    e^{t²/τ})``, the same function], ``t = (W_h + W_t)/2`` midway between the smallest kept and the
@@ -30,13 +30,13 @@ Algorithm, per optimizer step (``self.step`` counts completed steps):
    near ``t`` get the paper's extra push.
 6. Final hard mask ``m >= 0.5``, i.e. ``|w| > t`` [paper], implemented as the exact top-``k_l``
    by magnitude (ties: lower index first) [choice: identical for distinct magnitudes; exact even
-   with ties]. :meth:`PDP.finalize` writes it (at the FULL target, whatever the ramp state) into
-   the bool buffers and bakes ``W ⊙ mask``; :meth:`PDP.harden` does the same but keeps training:
+   with ties]. `PDP.finalize` writes it (at the FULL target, whatever the ramp state) into
+   the bool buffers and bakes ``W ⊙ mask``; `PDP.harden` does the same but keeps training:
    optional hard-mask fine-tuning [paper: "fine-tune or deploy"; PQuant's ``pre_finetune``].
 7. The bool buffers hold the hard decision (exact top-k at the ramped target), refreshed at the
    start of every ramp stage, i.e. every ``update_every`` steps from ``begin_step`` [choice: so
    ``masks.sparsity()`` reports the ramp without a full sort at every step; the forward does
-   not read them until :meth:`PDP.harden`, and :meth:`PDP.finalize` recomputes them].
+   not read them until `PDP.harden`, and `PDP.finalize` recomputes them].
 
 Variants [paper: PDP "can be applied to N:M and channel pruning by adapting how t is
 determined"]:
@@ -53,14 +53,14 @@ determined"]:
 
 Layouts [choice]: the pattern is written in ``nn.Linear``'s ``(out, in)`` convention; every
 computation uses the per-target, stored-layout pattern ``masks.targets[name].pattern``
-(:meth:`PDP.pattern`), which sparsecore transposes for Hugging Face ``Conv1D`` weights (GPT-2,
+(`PDP.pattern`), which sparsecore transposes for Hugging Face ``Conv1D`` weights (GPT-2,
 stored ``(in, out)``): N:M groups still run along the inputs and channels are still output
 features there.
 
 Hyperparameters: τ = 1e-4 by default [3rd-party: the Appendix D summary; PQuant's default is
 1e-5]; τ is absolute (in squared-weight units), as in the paper, so it interacts with the
 weight scale: near ``t`` the gradient is amplified by about ``t²/(2τ)``. ``s`` = 16 of 100 epochs
-and ε = 0.015 per epoch in the paper's CIFAR/ImageNet runs [3rd-party]; :meth:`PDP.for_epochs`
+and ε = 0.015 per epoch in the paper's CIFAR/ImageNet runs [3rd-party]; `PDP.for_epochs`
 converts epoch schedules.
 
 ``relative_tau`` [choice, not in the paper]: the temperature becomes ``τ · t²`` per threshold
@@ -72,7 +72,7 @@ keeps the push the same at any weight scale. The benchmark uses ``relative_tau=T
 tau=0.03`` (picked on a held-out split of the training set from {0.03, 0.1, 0.3}).
 
 ``harden_step`` [choice, exposing the paper's "fine-tune" option]: after this many steps
-:meth:`PDP.harden` runs automatically, so the last epochs fine-tune with the final hard mask.
+`PDP.harden` runs automatically, so the last epochs fine-tune with the final hard mask.
 
 Layer-collapse guard [choice]: with the global ranking a layer could lose every unit; it then
 takes over the weakest kept unit elsewhere (total unchanged). Not in the sources.
@@ -99,16 +99,16 @@ class PDP(PruningMethod):
     """Parameter-free Differentiable Pruning (Cho et al., NeurIPS 2023).
 
     Example:
-        .. code-block:: python
-
-            pdp = PDP(sparsity=0.9, begin_step=500, end_step=3000).setup(model, optimizer)
-            for x, y in loader:
-                loss = loss_fn(model(x), y)
-                optimizer.zero_grad(); loss.backward(); optimizer.step()
-            model = pdp.finalize()   # hard mask m >= 0.5, exactly the target sparsity
+        ```python
+        pdp = PDP(sparsity=0.9, begin_step=500, end_step=3000).setup(model, optimizer)
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+        model = pdp.finalize()   # hard mask m >= 0.5, exactly the target sparsity
+        ```
 
     Args:
-        config: A :class:`~sparse_pdp.PDPConfig`.
+        config: A `sparse_pdp.PDPConfig`.
         **overrides: Config fields.
     """
 
@@ -130,7 +130,7 @@ class PDP(PruningMethod):
         super().__init__(config, **overrides)
         #: Kept units per target at the full target (``None`` until ranked).
         self.full_keep: dict[str, int] | None = None
-        #: Whether :meth:`harden` switched the forward to the hard mask.
+        #: Whether `harden` switched the forward to the hard mask.
         self.hardened = False
 
     @classmethod
@@ -152,7 +152,7 @@ class PDP(PruningMethod):
         finetune_from_epoch: int | None = None,
         **kwargs: Any,
     ) -> PDP:
-        """A PDP whose schedule is given in epochs (see :meth:`PDPConfig.for_epochs`)."""
+        """A PDP whose schedule is given in epochs (see `PDPConfig.for_epochs`)."""
         return cls(
             PDPConfig.for_epochs(
                 steps_per_epoch, warmup_epochs, ramp_epochs, finetune_from_epoch, **kwargs
@@ -198,7 +198,7 @@ class PDP(PruningMethod):
 
     def schedule_gap(self) -> str | None:
         """Why the ramp is not complete (``finalize()`` would jump to the full target), or
-        ``None`` once the full targets are in force (or after :meth:`harden`).
+        ``None`` once the full targets are in force (or after `harden`).
         """
         cfg = self.config
         if self.hardened or self.step >= cfg.ramp_complete_step:
@@ -220,7 +220,7 @@ class PDP(PruningMethod):
         """Fix the per-layer targets from the current weights (one global ranking).
 
         Returns:
-            Kept units per target at the full target (also stored in :attr:`full_keep`).
+            Kept units per target at the full target (also stored in `full_keep`).
         """
         params = self.masks.params()
         if isinstance(self.config.pattern, NM):
@@ -271,7 +271,7 @@ class PDP(PruningMethod):
     def harden(self) -> None:
         """Switch to the final hard mask for fine-tuning (idempotent).
 
-        Writes :meth:`final_masks` into the bool buffers, zeroes the pruned weights and their
+        Writes `final_masks` into the bool buffers, zeroes the pruned weights and their
         optimizer state; from then on the forward is ``W ⊙ mask``, so pruned weights get a zero
         gradient and stay exactly zero (SGD, momentum, Adam, decoupled weight decay).
         """

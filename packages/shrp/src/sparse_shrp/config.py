@@ -1,10 +1,10 @@
-"""Configuration of :class:`~sparse_shrp.SHRP`.
+"""Configuration of `sparse_shrp.SHRP`.
 
 Schedule (in optimizer steps, reconstructed; the abstracts name the two stages but give no
 lengths):
 
 * ``[0, balance_steps)``: stage 1, load balancing: the Switch loss ``aux_coef · Σ_layers L_aux``
-  is returned by :meth:`SHRP.regularization <sparse_shrp.SHRP.regularization>`.
+  is returned by `SHRP.regularization`.
 * ``[balance_steps, prune_step)``: stage 2, specialisation: no balancing term, routing is free to
   concentrate; Top-1 usage is counted over this window (``usage_start`` moves its start).
 * at ``prune_step``: usage-driven pruning. With ``sparsity > 0`` exactly
@@ -33,7 +33,7 @@ class SHRPConfig(MethodConfig):
     Attributes:
         sparsity: Fraction of attention heads removed at ``prune_step`` (over all layers); 0
             selects threshold mode (see the module docstring).
-        pattern: ``"head"`` (default) or a :class:`~sparsecore.patterns.Head`; the head count is
+        pattern: ``"head"`` (default) or a `sparsecore.patterns.Head`; the head count is
             taken from the model at setup.
         targets: Router weights to prune (default: every ``*.router.weight``).
         balance_steps: Length of stage 1 (load balancing).

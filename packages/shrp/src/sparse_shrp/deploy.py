@@ -7,13 +7,13 @@ size as ``hidden_size / num_attention_heads`` with the same head count in every 
 a different number of heads per layer can therefore not be described by a stock ``BertConfig``.
 What we deploy instead:
 
-* :class:`ShrpBertConfig` (``model_type = "shrp_bert"``): a ``BertConfig`` plus
-  ``heads_per_layer``; :class:`ShrpBertModel`: a ``BertModel`` subclass whose only change is that
+* `ShrpBertConfig` (``model_type = "shrp_bert"``): a ``BertConfig`` plus
+  ``heads_per_layer``; `ShrpBertModel`: a ``BertModel`` subclass whose only change is that
   its constructor builds each layer's query/key/value with ``heads_per_layer[i] · head_size``
   outputs and ``attention.output.dense`` with as many inputs. Its forward *is* transformers'
   ``BertModel`` forward (``BertSelfAttention`` infers the head count from the projection width).
-  A layer with no head keeps only the output bias (a ten-line module, :class:`NoHeadSelfAttention`).
-  Both classes are registered with ``AutoConfig`` / ``AutoModel`` when :mod:`sparse_shrp` is
+  A layer with no head keeps only the output bias (a ten-line module, `NoHeadSelfAttention`).
+  Both classes are registered with ``AutoConfig`` / ``AutoModel`` when `sparse_shrp` is
   imported, so ``save_pretrained`` / ``AutoModel.from_pretrained`` round-trip. A stock
   ``BertModel.from_pretrained`` cannot read it (shape mismatch), which is the price of the
   physically smaller layers.
@@ -144,7 +144,7 @@ def _linear_rows(linear: nn.Linear, rows: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _assemble(bert: BertModel, attention: list[dict[str, torch.Tensor]]) -> ShrpBertModel:
-    """A :class:`ShrpBertModel` with ``bert``'s weights and the given attention weights."""
+    """A `ShrpBertModel` with ``bert``'s weights and the given attention weights."""
     heads = [int(a["heads"]) for a in attention]
     plain = ShrpBertModel(_plain_config(bert, heads), add_pooling_layer=bert.pooler is not None)
     state = {k: v for k, v in bert.state_dict().items() if ".attention." not in k}
@@ -175,7 +175,7 @@ def prune_bert_heads(bert: BertModel, keep: Mapping[int, torch.Tensor]) -> ShrpB
         keep: ``{layer index: bool (num_heads,)}`` heads to keep (layers not named keep all).
 
     Returns:
-        A :class:`ShrpBertModel` computing exactly the masked model.
+        A `ShrpBertModel` computing exactly the masked model.
     """
     if not isinstance(bert, BertModel):
         raise TypeError(f"bert must be a transformers BertModel, got {type(bert).__name__}")
@@ -269,7 +269,7 @@ def _fit_dense(
 def to_plain_bert(
     bert: BertModel, batches: Iterable[Any] | None = None, ridge: float = 1e-4
 ) -> ShrpBertModel:
-    """Convert a ``BertModel`` with Expert Attention layers to a plain :class:`ShrpBertModel`.
+    """Convert a ``BertModel`` with Expert Attention layers to a plain `ShrpBertModel`.
 
     Removed heads (``head_alive == False``) are dropped physically; see the module docstring for
     the exact (0 or 1 kept head) and fitted (k > 1 heads) cases.

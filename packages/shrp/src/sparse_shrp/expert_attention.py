@@ -99,7 +99,7 @@ def balance_loss(
 class ExpertAttention(nn.Module):
     """A BERT attention block (self-attention + output) as Top-1-routed head experts.
 
-    Built by :func:`to_expert_attention` from a pretrained ``BertAttention``-like module; the
+    Built by `to_expert_attention` from a pretrained ``BertAttention``-like module; the
     forward signature is the one Hugging Face BERT layers call.
 
     Attributes:
@@ -107,8 +107,8 @@ class ExpertAttention(nn.Module):
         head_size: Size of one head.
         head_alive: Persistent bool buffer ``(num_heads,)``: heads the router may choose.
         usage: Persistent float64 buffer ``(num_heads,)``: Top-1 counts accumulated while
-            :attr:`counting` is on (training-mode forwards only).
-        counting: Whether training-mode forwards add to :attr:`usage`.
+            `counting` is on (training-mode forwards only).
+        counting: Whether training-mode forwards add to `usage`.
         last_probs / last_top1 / last_valid: Routing of the latest forward (for the loss).
     """
 
@@ -218,7 +218,7 @@ class ExpertAttention(nn.Module):
         return self.LayerNorm(self.dropout(out) + hidden_states), None
 
     def aux_loss(self) -> torch.Tensor:
-        """:func:`balance_loss` of the latest training forward (0 if none)."""
+        """`balance_loss` of the latest training forward (0 if none)."""
         if self.last_probs is None:
             return torch.zeros((), device=self.expander.weight.device)
         alive = int(self.head_alive.sum())
@@ -242,13 +242,13 @@ def _is_bert_attention(module: nn.Module) -> bool:
 
 
 def expert_layers(model: nn.Module) -> dict[str, ExpertAttention]:
-    """Every :class:`ExpertAttention` of ``model`` by qualified name, in model order."""
+    """Every `ExpertAttention` of ``model`` by qualified name, in model order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, ExpertAttention)}
 
 
 @torch.no_grad()
 def to_expert_attention(model: nn.Module, seed: int = 0, router_std: float = 0.02) -> nn.Module:
-    """Replace every BERT self-attention block of ``model`` by :class:`ExpertAttention`, in place.
+    """Replace every BERT self-attention block of ``model`` by `ExpertAttention`, in place.
 
     Works on ``BertModel`` and the task models around it (``BertForSequenceClassification``, a
     user module holding a ``BertModel``), built from a config or loaded pretrained. The query,

@@ -34,9 +34,9 @@ Choices:
   comparisons at equal heads removed) or those at or below ``usage_threshold`` (threshold mode,
   the paper's "heads the router does not use"). A layer may lose all heads (its attention block
   then only adds the expander bias, "whole attention blocks removed").
-* Deployment: :meth:`SHRP.deploy` / :func:`~sparse_shrp.deploy.to_plain_bert` removes the heads
+* Deployment: `SHRP.deploy` / `sparse_shrp.deploy.to_plain_bert` removes the heads
   physically and returns a BERT model whose forward is transformers' own ``BertModel`` forward
-  (see :mod:`sparse_shrp.deploy` for what is exact and what is not).
+  (see `sparse_shrp.deploy` for what is exact and what is not).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class SHRP(PruningMethod):
     """Specialized Head Routing and Pruning (see the module docstring).
 
     Args:
-        config: A :class:`~sparse_shrp.SHRPConfig`.
+        config: A `sparse_shrp.SHRPConfig`.
         **overrides: Config fields (``sparsity``, ``balance_steps``, ``prune_step``, ...).
     """
 
@@ -210,7 +210,7 @@ class SHRP(PruningMethod):
         Args:
             bert: The ``BertModel`` (with Expert Attention layers) inside the trained model.
             batches: Usage-set inputs, needed only when a layer keeps more than one head (the
-                closest plain model is then fitted on them, see :mod:`sparse_shrp.deploy`).
+                closest plain model is then fitted on them, see `sparse_shrp.deploy`).
         """
         from sparse_shrp.deploy import to_plain_bert
 

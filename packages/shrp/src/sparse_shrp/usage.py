@@ -33,7 +33,7 @@ def measure_usage(model: nn.Module, batches: Iterable[Any]) -> dict[str, torch.T
     """Top-1 counts per head of every Expert Attention layer over ``batches`` (eval mode).
 
     Args:
-        model: A model converted with :func:`~sparse_shrp.to_expert_attention`.
+        model: A model converted with `sparse_shrp.to_expert_attention`.
         batches: Model inputs: dicts of keyword arguments (``{"input_ids": ..., "attention_mask":
             ...}``), tuples of positional arguments, or tensors.
 

@@ -1,13 +1,13 @@
 """Sparse Model Soups (Zimmer, Spiegel & Pokutta, ICLR 2024, arXiv 2306.16788), on sparsecore.
 
-* :class:`SparseModelSoup`: the per-phase global magnitude pruning as a
-  :class:`sparsecore.PruningMethod` (registered as ``sms``), with masks shared by ingredients.
-* :func:`run`: the whole procedure: ``P`` prune–retrain phases, ``m`` ingredients per phase
+* `SparseModelSoup`: the per-phase global magnitude pruning as a
+  `sparsecore.PruningMethod` (registered as ``sms``), with masks shared by ingredients.
+* `run`: the whole procedure: ``P`` prune–retrain phases, ``m`` ingredients per phase
   (sequential, or one per rank under ``torch.distributed``), uniform or greedy soup, BatchNorm
   recalibration.
-* :func:`run_gradual`: soups at the pruning steps of gradual magnitude pruning during training.
-* :mod:`sparse_sms.soup`: :func:`merge`, :func:`greedy_soup`, :func:`recalibrate_bn`.
-* :mod:`sparse_sms.lr`: the retraining schedules (LLR, ALLR, FT, LRW, SLR, CLR).
+* `run_gradual`: soups at the pruning steps of gradual magnitude pruning during training.
+* `sparse_sms.soup`: `merge`, `greedy_soup`, `recalibrate_bn`.
+* `sparse_sms.lr`: the retraining schedules (LLR, ALLR, FT, LRW, SLR, CLR).
 """
 
 from sparse_sms.config import SMSConfig

@@ -28,19 +28,19 @@ SELECTORS = ("global", "uniform", "random")
 VARY = ("seed", "weight_decay", "retrain_length", "lr")
 #: How ingredients are merged (official ``ensemble_method``).
 SOUPS = ("uniform", "greedy")
-#: Retraining learning-rate schedules (official ``retrain_schedule``), see :mod:`sparse_sms.lr`.
+#: Retraining learning-rate schedules (official ``retrain_schedule``), see `sparse_sms.lr`.
 SCHEDULES = ("llr", "allr", "ft", "lrw", "slr", "clr")
 
 
 @dataclass(frozen=True)
 class SMSConfig(MethodConfig):
-    """Options of :class:`~sparse_sms.SparseModelSoup` and :func:`~sparse_sms.run`.
+    """Options of `sparse_sms.SparseModelSoup` and `sparse_sms.run`.
 
     Attributes:
         sparsity: Goal sparsity ``s`` reached after ``n_phases`` prune–retrain phases.
         n_phases: Number of phases ``P``; each removes ``q = 1 - (1 - s)^(1/P)`` of the weights
             still active (so phase ``p`` ends at sparsity ``1 - (1 - q)^p``).
-        phase: Phase whose sparsity :meth:`SparseModelSoup.setup` prunes a dense model to
+        phase: Phase whose sparsity `SparseModelSoup.setup` prunes a dense model to
             (``0``: no pruning, ``None``: the last phase, i.e. the goal sparsity).
         selector: ``"global"`` (one magnitude ranking over all targets, the default),
             ``"uniform"`` (each tensor loses ``q`` of its active weights) or ``"random"``.
@@ -54,9 +54,9 @@ class SMSConfig(MethodConfig):
             order of validation accuracy and kept only if the soup does not get worse).
         retrain_epochs: Retraining epochs per phase and ingredient ``E_r``.
         retrain_schedule: ``"llr"`` (default), ``"allr"``, ``"ft"``, ``"lrw"``, ``"slr"``,
-            ``"clr"``; see :mod:`sparse_sms.lr`.
+            ``"clr"``; see `sparse_sms.lr`.
         max_lr: Peak retraining LR; ``None``: the largest LR of the recorded pretraining
-            schedule (``lr_history`` of :func:`~sparse_sms.run`), as in the official code.
+            schedule (``lr_history`` of `sparse_sms.run`), as in the official code.
         warmup_fraction: Fraction of retraining steps with the cosine warm-up (10%).
         weight_decay: SGD weight decay during retraining (``vary="weight_decay"`` overrides).
         momentum: SGD momentum during retraining.
@@ -152,5 +152,5 @@ class SMSConfig(MethodConfig):
 
     @property
     def target_phase(self) -> int:
-        """The phase :meth:`SparseModelSoup.setup` prunes to (``phase`` or ``n_phases``)."""
+        """The phase `SparseModelSoup.setup` prunes to (``phase`` or ``n_phases``)."""
         return self.n_phases if self.phase is None else self.phase

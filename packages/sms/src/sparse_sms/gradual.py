@@ -10,7 +10,7 @@ without losing sparsity. This module implements that for gradual magnitude pruni
    basin, so nothing is averaged before the first pruning step);
 2. at pruning epoch ``e_k`` the current soup is pruned by global magnitude to
    ``s_k = s (1 - (1 - k/K)^power)`` (the Zhu & Gupta cubic schedule evaluated at the ``K``
-   pruning steps, :class:`sparsecore.schedules.Polynomial`; ``s_K = s``); masks only shrink;
+   pruning steps, `sparsecore.schedules.Polynomial`; ``s_K = s``); masks only shrink;
 3. ``m`` ingredients train the segment ``[e_k, e_{k+1})`` (the last one up to ``total_epochs``)
    on that mask, then are merged (uniform or greedy) and BN-recalibrated.
 
@@ -44,9 +44,9 @@ __all__ = ["gradual_prune_epochs", "gradual_sparsities", "run_gradual"]
 def gradual_prune_epochs(
     total_epochs: int, begin_epoch: int, end_epoch: int, every: int = 1
 ) -> list[int]:
-    """Pruning epochs for :func:`run_gradual` from a window, the last one exactly ``end_epoch``.
+    """Pruning epochs for `run_gradual` from a window, the last one exactly ``end_epoch``.
 
-    The core's ``"begin"`` grid (:class:`sparsecore.window.PruningWindow`): ``begin_epoch``
+    The core's ``"begin"`` grid (`sparsecore.window.PruningWindow`): ``begin_epoch``
     (when ``>= 1``), then every ``every`` epochs, and always ``end_epoch`` itself, where the
     schedule reaches the target sparsity. At least one epoch of training must follow it.
 
@@ -96,20 +96,20 @@ def run_gradual(
 
     Args:
         model: The model at the start of training (copied) or a callable returning it.
-        train_fn: As for :func:`sparse_sms.run`; ingredients carry ``schedule="global"`` and
+        train_fn: As for `sparse_sms.run`; ingredients carry ``schedule="global"`` and
             ``global_epochs=(first_epoch, total_epochs)``.
         eval_fn: Validation score of a model.
         config: ``sparsity`` (final), ``n_ingredients``, ``vary`` (``"seed"`` or
             ``"weight_decay"``), ``values``, ``soup``, ``max_lr`` (required), BN options.
         total_epochs: Length of the whole run.
         prune_epochs: Strictly increasing epochs in ``(0, total_epochs)`` at which to prune
-            (:func:`gradual_prune_epochs` builds them from a window); the last one reaches
+            (`gradual_prune_epochs` builds them from a window); the last one reaches
             ``config.sparsity`` exactly.
         bn_batches: Training batches in a fixed order for BN recalibration.
         power: Exponent of the gradual schedule (3: cubic).
 
     Returns:
-        An :class:`SMSResult`; ``phases[0]`` is the dense segment (phase 0).
+        An `SMSResult`; ``phases[0]`` is the dense segment (phase 0).
     """
     if not isinstance(config, SMSConfig):
         raise TypeError(f"config must be an SMSConfig, got {type(config).__name__}")

@@ -1,8 +1,8 @@
 """What one ingredient is trained with, and the default retraining loop.
 
-An :class:`Ingredient` is handed to the user's ``train_fn(model, method, ingredient)``: it says
+An `Ingredient` is handed to the user's ``train_fn(model, method, ingredient)``: it says
 which phase and copy this is, its seed, epochs, weight decay, momentum and learning-rate
-schedule (:meth:`Ingredient.learning_rates`). :func:`make_train_fn` builds a plain PyTorch SGD
+schedule (`Ingredient.learning_rates`). `make_train_fn` builds a plain PyTorch SGD
 loop that follows it, for tensors held in memory.
 
 Choices (official ``runners/pretrainedRunner.py`` / ``baseRunner.py``): SGD with the configured
@@ -42,7 +42,7 @@ class Ingredient:
         momentum: SGD momentum.
         max_lr: The peak LR (largest pretraining LR).
         start_lr: LR reached after the warm-up when it is not ``max_lr`` (``vary="lr"``, ALLR).
-        schedule: Retraining schedule name (:mod:`sparse_sms.lr`), or ``"global"`` for the
+        schedule: Retraining schedule name (`sparse_sms.lr`), or ``"global"`` for the
             gradual variant (one linear decay over the whole training run).
         warmup_fraction: Fraction of the steps in the cosine warm-up.
         sparsity: Sparsity of the phase's shared mask.
@@ -107,7 +107,7 @@ def make_train_fn(
     nesterov: bool | None = None,
     progress: bool = False,
 ) -> TrainFn:
-    """A retraining loop over in-memory tensors that follows each :class:`Ingredient`.
+    """A retraining loop over in-memory tensors that follows each `Ingredient`.
 
     Args:
         x: Training inputs.

@@ -20,7 +20,7 @@ warm-up steps (none for FT and LRW) rise from 0 to the start value ``a`` along a
 * ``clr``: cosine from ``max_lr`` to the smallest pretraining LR over ``R`` steps (Le & Hua 2021).
 
 When ingredients differ in their initial LR (``vary="lr"``) the official code forces LLR with
-``a`` set to the ingredient's value; :func:`retrain_lrs` does the same through ``start_lr``.
+``a`` set to the ingredient's value; `retrain_lrs` does the same through ``start_lr``.
 The pretraining's own warm-up (excluded from ``min`` in the official code) is not modelled: pass
 an ``lr_history`` without it.
 """
@@ -72,7 +72,7 @@ def retrain_lrs(
 
     Args:
         kind: ``"llr"``, ``"allr"``, ``"ft"``, ``"lrw"``, ``"slr"`` or ``"clr"`` (for ``allr``
-            pass the adaptive value from :func:`allr_start` as ``start_lr``).
+            pass the adaptive value from `allr_start` as ``start_lr``).
         total: Number of retraining steps ``T`` (>= 1).
         max_lr: Largest LR of the pretraining schedule.
         lr_history: The pretraining LR of every step (needed by ``ft``, ``lrw``, ``slr``;

@@ -1,12 +1,12 @@
-"""The per-phase pruning of Sparse Model Soups as a :class:`sparsecore.PruningMethod`.
+"""The per-phase pruning of Sparse Model Soups as a `sparsecore.PruningMethod`.
 
 Paper: Max Zimmer, Christoph Spiegel, Sebastian Pokutta, "Sparse Model Soups: A Recipe for
 Improved Pruning via Model Averaging", ICLR 2024, arXiv 2306.16788. Official code:
 https://github.com/ZIB-IOL/SMS.
 
-:class:`SparseModelSoup` is the mask side of the algorithm: it prunes by magnitude, phase by
+`SparseModelSoup` is the mask side of the algorithm: it prunes by magnitude, phase by
 phase, and keeps the mask fixed while an ingredient retrains. The orchestration (phases,
-ingredients, merging) lives in :mod:`sparse_sms.runner`. Choices, checked against the official
+ingredients, merging) lives in `sparse_sms.runner`. Choices, checked against the official
 code (``strategies/strategies.py``):
 
 * **Fraction per phase.** ``q = 1 - (1 - s)^(1/P)`` of the *currently active* weights is removed
@@ -20,7 +20,7 @@ code (``strategies/strategies.py``):
   active weights, as ``prune.l1_unstructured`` does) or at random (``"random"``,
   ``RandomUnstructured``, drawn from the method's seeded generator). Masks only shrink: entries
   pruned in earlier phases are never regrown. Ties: lower flat index kept first
-  (:mod:`sparsecore.select`).
+  (`sparsecore.select`).
 * **Targets.** The official code prunes the ``weight`` of every module that has one except
   ``BatchNorm2d`` (so Linear and Conv layers, classifier included). sparsecore's default targets
   are exactly the Linear/Conv weights; LayerNorm/Embedding weights (pruned by the official code
@@ -84,8 +84,8 @@ class SparseModelSoup(PruningMethod):
 
     In a plain training loop it behaves like one-shot magnitude pruning to the sparsity of
     ``phase`` (the goal sparsity by default) reached through ``phase`` successive prunings of
-    ``q`` of the active weights. :meth:`next_phase` prunes one more phase. The complete method
-    (retraining ``m`` ingredients per phase and merging them) is :func:`sparse_sms.run`.
+    ``q`` of the active weights. `next_phase` prunes one more phase. The complete method
+    (retraining ``m`` ingredients per phase and merging them) is `sparse_sms.run`.
 
     Example:
         >>> method = SparseModelSoup(sparsity=0.9, n_phases=3, phase=1).setup(model, optimizer)
@@ -131,8 +131,8 @@ class SparseModelSoup(PruningMethod):
                 masks are installed as they are and nothing is pruned (an ingredient retrains on
                 the phase's shared mask). ``None``: the dense model is pruned through phases
                 ``1..phase``.
-            phases_done: How many phases ``masks`` already went through (for :meth:`next_phase`
-                and the phase count in :meth:`state_dict`); default ``phase`` or 0.
+            phases_done: How many phases ``masks`` already went through (for `next_phase`
+                and the phase count in `state_dict`); default ``phase`` or 0.
 
         Returns:
             ``self``.

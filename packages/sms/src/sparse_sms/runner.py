@@ -1,19 +1,19 @@
 """The Sparse Model Soups procedure: P prune–retrain phases, m ingredients each, merged.
 
-.. code-block:: python
-
-    import sparse_sms as sms
-    result = sms.run(pretrained, train_fn, eval_fn, sms.SMSConfig(sparsity=0.9, n_phases=3),
-                     bn_batches=train_batches, lr_history=pretrain_lrs)
-    result.model          # the final soup, a plain model with exact zeros
+```python
+import sparse_sms as sms
+result = sms.run(pretrained, train_fn, eval_fn, sms.SMSConfig(sparsity=0.9, n_phases=3),
+                 bn_batches=train_batches, lr_history=pretrain_lrs)
+result.model          # the final soup, a plain model with exact zeros
+```
 
 Per phase ``p`` (official ``runners/pretrainedRunner.py`` + ``ensembleRunner.py``):
 
-1. prune the previous soup (the pretrained model for ``p = 1``) by :class:`SparseModelSoup`:
+1. prune the previous soup (the pretrained model for ``p = 1``) by `SparseModelSoup`:
    ``round(q * active)`` more weights by global magnitude;
 2. retrain ``m`` copies on that one mask, differing only in ``vary`` (``train_fn``);
 3. recalibrate each ingredient's BN and score it with ``eval_fn`` (validation);
-4. merge: uniform or greedy soup (:mod:`sparse_sms.soup`), recalibrate BN, score;
+4. merge: uniform or greedy soup (`sparse_sms.soup`), recalibrate BN, score;
 5. the soup starts the next phase.
 
 **Parallel ingredients.** When ``torch.distributed`` is initialised (e.g. under ``torchrun``),
@@ -21,10 +21,10 @@ rank ``r`` trains the ingredients ``i`` with ``i % world_size == r`` (one each w
 ``world_size == m``). The trained state dicts are then exchanged with ``broadcast`` (bool masks
 as ``uint8``), so every rank holds all ``m`` ingredients and forms the soup locally, in
 ingredient order, with the same float64 averaging as a single process
-(:func:`sparsecore.distributed.average_state_dicts`). Ingredient ``i`` always
+(`sparsecore.distributed.average_state_dicts`). Ingredient ``i`` always
 uses seed ``seed + values[i]`` whatever rank trains it, so the soup is bit-for-bit the one of a
 sequential run for the same seeds (deterministic CPU kernels assumed). Exchanging states rather
-than all-reducing a sum (:func:`sparsecore.distributed.average_state_dicts_across_ranks`) is a
+than all-reducing a sum (`sparsecore.distributed.average_state_dicts_across_ranks`) is a
 deliberate choice: the greedy soup needs every ingredient anyway, the all-reduce's summation
 order depends on the backend and would break bitwise equality for ``m > 2``, and it needs
 ``world_size == m``; the extra memory is ``m`` copies of the model, as in the official code.
@@ -83,12 +83,12 @@ class PhaseResult:
 
 @dataclass
 class SMSResult:
-    """What :func:`run` returns.
+    """What `run` returns.
 
     Attributes:
         model: The final soup: a plain model (no mask buffers) with exact zeros.
         masks: The final keep-mask per target name.
-        phases: One :class:`PhaseResult` per phase.
+        phases: One `PhaseResult` per phase.
         ingredients: The last phase's ingredients as plain models (BN recalibrated).
         wall_s: Wall-clock seconds.
     """
@@ -134,7 +134,7 @@ def _exchange(local: dict[int, dict], count: int, template: dict) -> list[dict]:
 def ingredients_for(
     config: SMSConfig, phase: int, max_lr: float, sparsity: float, norm_drop: float = 0.0
 ) -> list[Ingredient]:
-    """The :class:`Ingredient` recipes of one phase, from the config's ``vary``/``values``."""
+    """The `Ingredient` recipes of one phase, from the config's ``vary``/``values``."""
     values = config.values if config.values is not None else tuple(range(config.n_ingredients))
     recipes = []
     for index, value in enumerate(values):
@@ -172,7 +172,7 @@ def _max_lr(config: SMSConfig, lr_history: Sequence[float] | None) -> float:
 
 
 class _Phases:
-    """Shared machinery of :func:`run` and :func:`sparse_sms.gradual.run_gradual`."""
+    """Shared machinery of `run` and `sparse_sms.gradual.run_gradual`."""
 
     def __init__(
         self,
@@ -300,16 +300,16 @@ def run(
     Args:
         model: The pretrained dense model (copied, not modified) or a callable returning it.
         train_fn: ``train_fn(model, method, ingredient)`` retrains one ingredient in place (see
-            :data:`sparse_sms.ingredient.TrainFn` and :func:`sparse_sms.make_train_fn`).
+            `sparse_sms.ingredient.TrainFn` and `sparse_sms.make_train_fn`).
         eval_fn: ``eval_fn(model) -> validation score`` (greedy soup and reporting).
-        config: An :class:`SMSConfig` (or build one from ``overrides``).
+        config: An `SMSConfig` (or build one from ``overrides``).
         bn_batches: Training batches in a fixed order for BN recalibration (required when the
             model has BatchNorm and ``bn_recalibration_fraction > 0``).
         lr_history: LR of every pretraining step (gives ``max_lr`` when the config has none).
-        **overrides: :class:`SMSConfig` fields.
+        **overrides: `SMSConfig` fields.
 
     Returns:
-        An :class:`SMSResult`. Under ``torch.distributed`` every rank returns the same result.
+        An `SMSResult`. Under ``torch.distributed`` every rank returns the same result.
     """
     if config is None:
         config = SMSConfig(**overrides)  # type: ignore[arg-type]

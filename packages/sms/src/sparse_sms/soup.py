@@ -10,7 +10,7 @@ Choices, checked against the official code (``strategies/ensembleStrategies.py``
   same masks and raise ``ValueError`` otherwise (the official code assumes it). Integer buffers
   (``num_batches_tracked``) are copied from the first ingredient instead of being averaged into a
   float; recalibration resets them anyway.
-* **Precision.** The average is :func:`sparsecore.distributed.average_state_dicts` (shared with
+* **Precision.** The average is `sparsecore.distributed.average_state_dicts` (shared with
   other soup users): sums are accumulated in float64 and cast back, masked weights re-multiplied
   by their mask, so the soup of ``m`` identical copies is bit-for-bit the model and pruned
   entries (exact zeros in every ingredient) stay exactly zero; the soup's zero set on the
@@ -25,7 +25,7 @@ Choices, checked against the official code (``strategies/ensembleStrategies.py``
   *unshuffled* training data, ``fraction = 0.2`` (official ``recalibrate_bn``). We use at least one
   batch when ``fraction > 0`` (the official code would leave freshly reset statistics when the
   product rounds to 0 batches). Official layers keep their own momentum (exponential averaging,
-  ``cumulative=False`` here); ``cumulative=True`` (the :class:`~sparse_sms.SMSConfig` default)
+  ``cumulative=False`` here); ``cumulative=True`` (the `sparse_sms.SMSConfig` default)
   uses an exact average, which a handful of batches from reset statistics needs. All
   ``_BatchNorm`` layers with running stats are recalibrated (the official code resets only
   ``BatchNorm2d``, its only BN type).
@@ -169,7 +169,7 @@ def recalibrate_bn(
 
 @dataclass
 class GreedyResult:
-    """What :func:`greedy_soup` returns.
+    """What `greedy_soup` returns.
 
     Attributes:
         state: The merged state dict of the selected ingredients.
@@ -199,7 +199,7 @@ def greedy_soup(
             recalibrate BN, evaluate).
 
     Returns:
-        A :class:`GreedyResult`; its score is never below the best single ingredient's.
+        A `GreedyResult`; its score is never below the best single ingredient's.
     """
     check_same_masks(states)
     if len(scores) != len(states):

@@ -1,7 +1,7 @@
 """TRP (Xu et al., IJCAI 2020): trained rank pruning, on sparsecore.
 
-Train with :class:`TRP` attached to an ordinary loop (periodic low-rank substitution of the
-weights plus a nuclear-norm sub-gradient), then :meth:`TRP.decompose` the trained model into a
+Train with `TRP` attached to an ordinary loop (periodic low-rank substitution of the
+weights plus a nuclear-norm sub-gradient), then `TRP.decompose` the trained model into a
 smaller, faster one made of standard layers only.
 """
 

@@ -8,7 +8,7 @@ Choices, with reasons:
 * ``sparsity`` must be ``0.0``: TRP removes *rank*, not entries, and never masks a weight. The
   inherited field is kept (every sparsecore method has it) but a non-zero value raises a
   ``ValueError`` naming ``sparsity`` instead of being silently ignored. The masks sparsecore adds
-  stay all-ones; the compression is measured by rank and FLOPs after :meth:`TRP.decompose`.
+  stay all-ones; the compression is measured by rank and FLOPs after `TRP.decompose`.
 * ``pattern`` must be unstructured (the all-ones masks are trivially valid).
 * ``energy`` = 0.9: ``EnergyThreshold(0.9)`` is hard-coded in the official ``train`` loop.
 * ``nuclear_weight`` = 3e-4: the value of the README's TRP+Nu runs (the official flag defaults
@@ -34,7 +34,7 @@ __all__ = ["TRPConfig"]
 
 @dataclass(frozen=True)
 class TRPConfig(MethodConfig):
-    """Options of :class:`~sparse_trp.TRP`.
+    """Options of `sparse_trp.TRP`.
 
     Attributes:
         sparsity: Must be ``0.0`` (TRP prunes rank, not entries; masks stay all-ones).

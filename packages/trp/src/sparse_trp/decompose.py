@@ -5,7 +5,7 @@ https://github.com/yuhuixu1993/Trained-Rank-Pruning ``decompose.py``: ``channel_
 ``VH_decompose_model``, ``network_decouple``). A decomposed model contains only standard
 ``torch.nn`` layers (each decomposed layer becomes an ``nn.Sequential`` of two), so it needs no
 class from this package to run, and its ``state_dict`` loads with ``torch.load(weights_only=True)``
-once the structure is rebuilt from the *plan* (a plain dict, see :func:`build_decomposed`).
+once the structure is rebuilt from the *plan* (a plain dict, see `build_decomposed`).
 
 Structures, for a convolution with ``N`` outputs, ``C`` inputs and kernel ``k`` and a rank ``R``:
 
@@ -28,12 +28,12 @@ Choices, with reasons:
   that many components.
 * The singular values are split as ``√σ`` between the two factors (the official NC does the same;
   the official VH puts ``σ`` on the second factor: only the conditioning differs).
-* :func:`plan_ranks` leaves a layer dense when its factorisation would not cost fewer
+* `plan_ranks` leaves a layer dense when its factorisation would not cost fewer
   multiply-accumulates (``only_if_smaller``); the official code decomposes every eligible
   stride-1 layer regardless. MACs, not weight counts, decide: a strided layer's ND point-wise
   factor (and VH's first factor along a strided width) runs at the input resolution, so a
   factorisation with fewer weights can cost more. With an ``example`` input the spatial sizes
-  are the real ones (:mod:`sparse_trp.flops`); without, the count is per output position in the
+  are the real ones (`sparse_trp.flops`); without, the count is per output position in the
   large-input limit (``|in| = prod(stride) · |out|``), exact for stride 1.
 * Default criteria follow the official evaluation: ``ValueThreshold(0.05)`` for NC/VH (the trained
   weights are already low-rank), ``EnergyThreshold(0.85)`` for ND.
@@ -303,7 +303,7 @@ def decompose(model: nn.Module, plan: dict[str, Any], inplace: bool = False) -> 
 
     Args:
         model: The trained model (unchanged unless ``inplace``).
-        plan: From :func:`plan_ranks` (or :meth:`sparse_trp.TRP.plan`).
+        plan: From `plan_ranks` (or `sparse_trp.TRP.plan`).
         inplace: Modify ``model`` itself instead of a deep copy.
 
     Returns:
@@ -322,12 +322,12 @@ def decompose(model: nn.Module, plan: dict[str, Any], inplace: bool = False) -> 
 def build_decomposed(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
     """Rebuild the decomposed structure on a fresh model, in place, to load a saved state_dict.
 
-    .. code-block:: python
-
-        torch.save({"plan": plan, "state": small.state_dict()}, "small.pt")
-        saved = torch.load("small.pt", weights_only=True)
-        small = build_decomposed(make_model(), saved["plan"])
-        small.load_state_dict(saved["state"])
+    ```python
+    torch.save({"plan": plan, "state": small.state_dict()}, "small.pt")
+    saved = torch.load("small.pt", weights_only=True)
+    small = build_decomposed(make_model(), saved["plan"])
+    small.load_state_dict(saved["state"])
+    ```
     """
     scheme, ranks = _check_plan(model, plan)
     for name, rank in ranks.items():

@@ -142,7 +142,7 @@ def plan_at_macs(
     """Post-hoc SVD baseline at a FLOP budget: one energy threshold for every layer.
 
     Finds (by bisection) the smallest energy threshold ``e`` whose plan
-    (:func:`~sparse_trp.decompose.plan_ranks` with ``EnergyThreshold(e)``) costs at least
+    (`sparse_trp.decompose.plan_ranks` with ``EnergyThreshold(e)``) costs at least
     ``target_macs`` per example, so the baseline never gets fewer MACs than the budget.
 
     Args:

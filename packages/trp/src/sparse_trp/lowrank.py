@@ -160,7 +160,7 @@ def to_matrix(weight: torch.Tensor, scheme: str) -> torch.Tensor:
 
 
 def from_matrix(matrix: torch.Tensor, scheme: str, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`to_matrix` for a weight of ``shape``."""
+    """Inverse of `to_matrix` for a weight of ``shape``."""
     if len(shape) == 2:
         return matrix.reshape(shape)
     if scheme == "VH":
@@ -171,7 +171,7 @@ def from_matrix(matrix: torch.Tensor, scheme: str, shape: torch.Size) -> torch.T
 
 @dataclass
 class Truncation:
-    """Result of :func:`svd_truncate`.
+    """Result of `svd_truncate`.
 
     Attributes:
         lowrank: The rank-``r`` approximation, shaped like the weight.
@@ -197,7 +197,7 @@ def svd_truncate(weight: torch.Tensor, scheme: str, criterion: RankCriterion) ->
         criterion: Chooses the rank from the singular values.
 
     Returns:
-        A :class:`Truncation` with tensors in ``weight``'s dtype and device.
+        A `Truncation` with tensors in ``weight``'s dtype and device.
     """
     matrix = to_matrix(weight.detach(), scheme)
     work = matrix if matrix.dtype in (torch.float32, torch.float64) else matrix.float()

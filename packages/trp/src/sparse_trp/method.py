@@ -11,15 +11,15 @@ forward pass*, each eligible weight is reshaped (NC / VH / ND), its SVD taken, t
 chosen by the energy criterion, the weight overwritten by its rank-``r`` approximation (the TRP
 substitution) and ``U_r V_rᵀ`` remembered; after the backward pass of that same iteration
 ``λ·U_r V_rᵀ`` (the sub-gradient of the nuclear norm) is added to the weight's gradient, then the
-optimizer steps. After training, :meth:`TRP.decompose` factors each layer into two.
+optimizer steps. After training, `TRP.decompose` factors each layer into two.
 
 Mapping onto sparsecore's hooks, and the other choices, with reasons:
 
 * "Before the forward pass of iteration ``t``" is "after the optimizer step of iteration
   ``t - 1``": nothing touches the weights in between. So the substitution runs in
-  :meth:`on_after_optimizer_step` when the number of completed steps is a multiple of
-  ``period``, and once in :meth:`setup` for iteration 0 (the official ``batch_idx 0``).
-* The sub-gradient is added in :meth:`on_before_optimizer_step`, where the dense gradient of the
+  `on_after_optimizer_step` when the number of completed steps is a multiple of
+  ``period``, and once in `setup` for iteration 0 (the official ``batch_idx 0``).
+* The sub-gradient is added in `on_before_optimizer_step`, where the dense gradient of the
   same iteration is readable, when the iteration index (``self.step`` before the increment) is a
   multiple of ``period``. It is added before the optimizer applies weight decay and momentum,
   exactly like the official ``grad.data.add_`` before ``optimizer.step()``.
@@ -31,11 +31,11 @@ Mapping onto sparsecore's hooks, and the other choices, with reasons:
 * A failing SVD (e.g. NaN weights) leaves the layer unchanged for that step with a zero
   sub-gradient, like the official ``try/except``.
 * Masks: sparsecore adds a bool mask per target; TRP keeps them all-ones and ``sparsity`` is
-  fixed to 0 (see :class:`~sparse_trp.config.TRPConfig`). Rank is reported by :attr:`ranks`.
+  fixed to 0 (see `sparse_trp.config.TRPConfig`). Rank is reported by `ranks`.
 * Default targets: the official eligibility rule (every non-1×1, ungrouped convolution except
   the first; Conv1d as well as Conv2d), plus Linear layers when ``include_linear``. After
-  :meth:`setup`, ``config.targets`` holds the resolved weight names.
-* Exact resume: the pending sub-gradients and the last ranks are part of :meth:`extra_state`.
+  `setup`, ``config.targets`` holds the resolved weight names.
+* Exact resume: the pending sub-gradients and the last ranks are part of `extra_state`.
 * DDP: every rank holds the same weights after the synchronised step and runs the same SVD, so
   substitutions stay identical across ranks (the rank-``r`` approximation and ``U_r V_rᵀ`` do
   not depend on the sign ambiguity of singular vectors). The sub-gradient is added to the
@@ -67,16 +67,16 @@ _log = logging.getLogger(__name__)
 class TRP(PruningMethod):
     """Trained Rank Pruning: periodic low-rank substitution plus a nuclear-norm sub-gradient.
 
-    .. code-block:: python
-
-        trp = TRP(scheme="NC", energy=0.9, nuclear_weight=3e-4).setup(model, optimizer)
-        for x, y in loader:                      # the loop is unchanged
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(); loss.backward(); optimizer.step()
-        small, plan = trp.decompose()            # plain nn.Module, fewer FLOPs
+    ```python
+    trp = TRP(scheme="NC", energy=0.9, nuclear_weight=3e-4).setup(model, optimizer)
+    for x, y in loader:                      # the loop is unchanged
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    small, plan = trp.decompose()            # plain nn.Module, fewer FLOPs
+    ```
 
     Args:
-        config: A :class:`~sparse_trp.config.TRPConfig`.
+        config: A `sparse_trp.config.TRPConfig`.
         **overrides: Config fields (``scheme``, ``energy``, ``nuclear_weight``, ``period``, ...).
     """
 
@@ -194,10 +194,10 @@ class TRP(PruningMethod):
         only_if_smaller: bool = True,
         example: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Ranks for :meth:`decompose`: ``{"scheme": ..., "ranks": {layer: rank}}``.
+        """Ranks for `decompose`: ``{"scheme": ..., "ranks": {layer: rank}}``.
 
         Args:
-            criterion: Rank criterion; default :meth:`default_criterion`.
+            criterion: Rank criterion; default `default_criterion`.
             only_if_smaller: Leave layers dense whose factorisation would not cost fewer MACs.
             example: A batch of inputs for exact spatial sizes in that comparison (see
                 `sparse_trp.plan_ranks`).
@@ -221,10 +221,10 @@ class TRP(PruningMethod):
     ) -> tuple[nn.Module, dict[str, Any]]:
         """A decomposed copy of the trained model (mask buffers removed) and its plan.
 
-        Works before or after :meth:`finalize`. The method stays attached to the original model;
+        Works before or after `finalize`. The method stays attached to the original model;
         the copy contains only standard layers (no mask buffers). Save it with
         ``torch.save({"plan": plan, "state": small.state_dict()}, path)`` and rebuild it with
-        :func:`sparse_trp.build_decomposed`.
+        `sparse_trp.build_decomposed`.
         """
         plan = self.plan(criterion, only_if_smaller, example)
         assert self.model is not None
@@ -244,7 +244,7 @@ class TRP(PruningMethod):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`extra_state`."""
+        """Inverse of `extra_state`."""
         params = self.masks.params() if self._masks is not None else {}
         subs = {}
         for name, tensor in state.get("subgradients", {}).items():

@@ -1,16 +1,16 @@
 """Baselines every paper is compared against, each a small class on the core bases.
 
-* :class:`OneShotMagnitude`: prune once by ``|w|`` (layer-wise or global), then train with fixed
+* `OneShotMagnitude`: prune once by ``|w|`` (layer-wise or global), then train with fixed
   masks (Han et al. 2015).
-* :class:`RandomPruning`: a random mask at the target sparsity (uniform or ERK layer densities).
-* :class:`SNIP`: one-shot at initialisation by connection sensitivity ``|w * g|``
-  (Lee et al., "SNIP", arXiv 1810.02340); needs :meth:`SNIP.calibrate` on data.
-* :class:`GMP`: gradual magnitude pruning on the cubic schedule (Zhu & Gupta, "To prune, or not to
+* `RandomPruning`: a random mask at the target sparsity (uniform or ERK layer densities).
+* `SNIP`: one-shot at initialisation by connection sensitivity ``|w * g|``
+  (Lee et al., "SNIP", arXiv 1810.02340); needs `SNIP.calibrate` on data.
+* `GMP`: gradual magnitude pruning on the cubic schedule (Zhu & Gupta, "To prune, or not to
   prune", arXiv 1710.01878). Masks only shrink.
-* :class:`IMP`: iterative magnitude pruning with a rewind point (Frankle & Carbin, arXiv
-  1803.03635; Frankle et al., arXiv 1903.01611): :meth:`IMP.prune_round` then :meth:`IMP.rewind`.
-* :class:`SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
-* :class:`RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
+* `IMP`: iterative magnitude pruning with a rewind point (Frankle & Carbin, arXiv
+  1803.03635; Frankle et al., arXiv 1903.01611): `IMP.prune_round` then `IMP.rewind`.
+* `SET`: drop smallest ``|w|``, grow at random (Mocanu et al. 2018, arXiv 1707.04780).
+* `RigL`: drop smallest ``|w|``, grow largest ``|g|`` (Evci et al., arXiv 1911.11134).
 
 Channel groups: with ``pattern="channel"`` and ``input_shape`` set, ``OneShotMagnitude``,
 ``GMP`` and ``SNIP`` prune dependency groups (``sparsecore.groups``): the element scores are
@@ -21,7 +21,7 @@ shifts, so ``export.remove_channels`` removes exactly what was masked. ``IMP`` r
 
 Layouts: every selection uses the per-target, stored-layout pattern
 ``method.masks.targets[name].pattern`` (patterns are written in ``nn.Linear``'s ``(out, in)``
-convention and transposed for Hugging Face ``Conv1D`` weights, see :mod:`sparsecore.layouts`). A
+convention and transposed for Hugging Face ``Conv1D`` weights, see `sparsecore.layouts`). A
 global ranking with a structured pattern needs the same stored pattern on every target; mixing
 layouts (``Channel`` over ``Linear`` and ``Conv1D``) raises ``ValueError`` in ``validate``.
 """
@@ -123,7 +123,7 @@ def check_scope_layouts(method: PruningMethod, targets: list[Target]) -> None:
     """Raise (before the model is touched) if a global ranking would mix stored layouts.
 
     ``scope="global"`` with a structured pattern needs one stored-layout pattern for all targets
-    (see :func:`~sparsecore.layouts.common_pattern`); N:M is per group and always fine.
+    (see `sparsecore.layouts.common_pattern`); N:M is per group and always fine.
     """
     if getattr(method.config, "scope", "layer") == "global" and not isinstance(
         method.config.pattern, NM
@@ -143,7 +143,7 @@ class OneShotConfig(MethodConfig):
         scope: ``"layer"`` (every tensor at the sparsity) or ``"global"`` (one ranking).
         min_per_layer: With ``scope="global"``: units (weights, or channels / blocks) every
             target keeps at least, so a global ranking never cuts a layer off (see
-            :func:`~sparsecore.select.select_global`; the total stays exact). ``0`` opts out.
+            `sparsecore.select.select_global`; the total stays exact). ``0`` opts out.
         input_shape: The shape of one input example (no batch dimension); ignored unless
             ``pattern="channel"``. With the channel pattern it makes the method prune channel
             *groups* (see
@@ -232,7 +232,7 @@ class SNIP(ChannelGroupsSupport, PruningMethod):
         check_scope_layouts(self, targets)
 
     def calibrate(self, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> None:
-        """Score ``|w * g|`` on ``batches`` and prune (``RuntimeError`` before :meth:`setup`)."""
+        """Score ``|w * g|`` on ``batches`` and prune (``RuntimeError`` before `setup`)."""
         params = self.masks.params()
         assert self.model is not None
         grads = gradients_on(self.model, params, batches, loss_fn)
@@ -293,7 +293,7 @@ class GMP(ChannelGroupsSupport, PruningMethod):
     """Zhu & Gupta gradual magnitude pruning: at each update step prune to ``s_t`` by ``|w|``.
 
     Updates run every ``update_every`` steps from ``begin_step`` and at ``end_step`` itself
-    (:class:`~sparsecore.window.PruningWindow`), so ``sparsity`` is reached exactly at
+    (`sparsecore.window.PruningWindow`), so ``sparsity`` is reached exactly at
     ``end_step``; ``schedule_complete`` tells whether training got there.
     """
 
@@ -348,7 +348,7 @@ class IMPConfig(OneShotConfig):
 
 
 class IMP(PruningMethod):
-    """Iterative magnitude pruning: train, :meth:`prune_round`, :meth:`rewind`, repeat.
+    """Iterative magnitude pruning: train, `prune_round`, `rewind`, repeat.
 
     Each round removes ``ceil(fraction * nnz)`` of the remaining weights (globally by default;
     masks only shrink). The rewind point is the full model state at ``rewind_step`` (captured at

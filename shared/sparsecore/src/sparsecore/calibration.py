@@ -4,17 +4,17 @@ Two drivers, both calling back into the pruning method as soon as a layer's stat
 complete, so the next layer is calibrated on the outputs of the *already pruned* one (as the
 SparseGPT and Wanda code do, "sequential" calibration):
 
-* :func:`calibrate_decoder`: a Hugging Face decoder (Llama, Qwen2, Mistral, GPT-2, OPT, ...).
+* `calibrate_decoder`: a Hugging Face decoder (Llama, Qwen2, Mistral, GPT-2, OPT, ...).
   The inputs of decoder layer 0 are captured once (the forward is stopped there), then each layer
   in turn runs on the cached hidden states with forward hooks on its Linear modules, the callback
   prunes the layer, and the pruned layer's outputs become the next layer's inputs. Only one
   layer's inputs (``blocks × seq_len × hidden``) and the statistics of one layer's Linears are held
   at a time: never the activations of the whole model.
-* :func:`calibrate_modules`: any other model (an MLP): the targets are visited in the order the
+* `calibrate_modules`: any other model (an MLP): the targets are visited in the order the
   forward first reaches them, and for each one the whole model runs on the calibration batches
   (earlier targets already pruned). One forward pass per target: meant for small models.
 
-Statistics per module (:class:`LinearStatistics`), accumulated over every token of every block:
+Statistics per module (`LinearStatistics`), accumulated over every token of every block:
 ``sq_sum[j] = Σ x_j²`` (so ``‖X_j‖₂ = sqrt(sq_sum[j])``, Wanda's input norm) and, when asked,
 ``gram = Σ x xᵀ`` (SparseGPT's Hessian ``H = X Xᵀ`` up to the constant ``2/N``, which changes
 neither its mask nor its update). Choices, labelled: sums are float64 for ``sq_sum`` and float32
@@ -85,9 +85,9 @@ def _in_features(module: nn.Module) -> int:
 
 
 class StatisticsHooks:
-    """Forward hooks that accumulate :class:`LinearStatistics` on some modules.
+    """Forward hooks that accumulate `LinearStatistics` on some modules.
 
-    Use as a context manager around forward passes; :attr:`stats` holds the result.
+    Use as a context manager around forward passes; `stats` holds the result.
 
     Args:
         modules: Modules by qualified name (Linear, or HF ``Conv1D``).
@@ -215,8 +215,8 @@ def calibrate_decoder(
     """Sequential, layer-by-layer calibration of a Hugging Face decoder.
 
     Args:
-        model: A causal LM (its layer stack is found by :func:`decoder_layers`).
-        batches: Calibration batches of token ids (see :func:`input_ids_of`).
+        model: A causal LM (its layer stack is found by `decoder_layers`).
+        batches: Calibration batches of token ids (see `input_ids_of`).
         on_layer: Called as ``on_layer(index, stats)`` once layer ``index``'s statistics are
             complete (``stats`` by qualified module name); it may prune the layer in place, and
             the *pruned* layer's outputs feed the next layer.

@@ -4,16 +4,16 @@ Why masks agree under DDP without any communication of their own: every rank bui
 model from the same seed, each method draws its random numbers from its own generator seeded by
 ``config.seed`` (the same on every rank), and DDP all-reduces gradients during ``backward``, so the
 weights and the dense gradients that drop-and-grow methods (RigL, GraNet) rank are bitwise equal
-on every rank, and so are the masks they choose. :func:`masks_identical` checks this cheaply (one
-all-gather of a 256-bit digest); :func:`broadcast_masks` repairs a divergence (e.g. after loading
+on every rank, and so are the masks they choose. `masks_identical` checks this cheaply (one
+all-gather of a 256-bit digest); `broadcast_masks` repairs a divergence (e.g. after loading
 different checkpoints).
 
 Wrapping order: ``method.setup(model, optimizer)`` then ``DistributedDataParallel(model)``, or the
 other way round (``setup`` unwraps DDP). With DDP's default ``broadcast_buffers=True`` the mask
 buffers are also re-broadcast from rank 0 at every forward, which is harmless when they agree.
 
-Averaging: :func:`average_state_dicts` is the pure, local function model soups use;
-:func:`average_state_dicts_across_ranks` does the same over the ranks of a process group, in
+Averaging: `average_state_dicts` is the pure, local function model soups use;
+`average_state_dicts_across_ranks` does the same over the ranks of a process group, in
 place. Both average floating tensors only, keep ``bool`` / integer buffers (masks,
 ``num_batches_tracked``), and re-apply the masks so pruned entries stay exactly zero.
 """
@@ -83,8 +83,8 @@ def masks_identical(masks: MaskLike, group: dist.ProcessGroup | None = None) -> 
 def broadcast_masks(masks: MaskLike, src: int = 0, group: dist.ProcessGroup | None = None) -> None:
     """Overwrite every rank's masks with those of rank ``src`` (in place; a collective).
 
-    For a :class:`~sparsecore.masks.MaskSet` the update goes through
-    :meth:`~sparsecore.masks.MaskSet.update`, so newly masked weights (and optimizer state) are
+    For a `sparsecore.masks.MaskSet` the update goes through
+    `sparsecore.masks.MaskSet.update`, so newly masked weights (and optimizer state) are
     zeroed too. Masks are sent as one ``uint8`` buffer (gloo has no ``bool``).
     """
     if not _active():
@@ -200,10 +200,10 @@ def average_state_dicts_across_ranks(
 
     Args:
         model: The model (DDP is unwrapped).
-        masks: A :class:`~sparsecore.masks.MaskSet` or ``{param name: mask}``; ``None``: the
+        masks: A `sparsecore.masks.MaskSet` or ``{param name: mask}``; ``None``: the
             model's own mask buffers.
         group: Process group (default: the world).
-        check_masks: First verify with :func:`masks_identical` that all ranks share the masks.
+        check_masks: First verify with `masks_identical` that all ranks share the masks.
 
     Raises:
         RuntimeError: ``check_masks`` and the ranks' masks differ.

@@ -5,7 +5,7 @@ RigL (Evci et al., "Rigging the Lottery", arXiv 1911.11134): a layer's density i
 ``sum(shape) / prod(shape)``, scaled so that the total kept count equals ``density * N``; layers
 whose density would exceed 1 are made dense and the scale is solved again for the rest (the
 official ``sparse_utils.get_sparsities`` loop). ``global`` returns ``None``: the caller ranks all
-layers together (see :func:`sparsecore.select.select_global`).
+layers together (see `sparsecore.select.select_global`).
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ Choices:
 * **Patterns are written in ``nn.Linear``'s ``(out, in)`` convention, always.** ``"2:4"`` means
   groups of 4 consecutive *inputs* (what semi-structured kernels need), ``Channel()`` means whole
   *output* features, whatever the stored layout. For the ``weight`` of a ``Conv1D`` the pattern
-  is transposed automatically (:func:`stored_pattern`, used by
-  :meth:`PruningMethod.pattern_for <sparsecore.method.PruningMethod.pattern_for>`), so the
+  is transposed automatically (`stored_pattern`, used by
+  `PruningMethod.pattern_for`), so the
   per-target pattern ``method.masks.targets[name].pattern`` is the one that describes the stored
   tensor (``NM(2, 4, dim=0)`` for a GPT-2 ``c_fc.weight``). Selection and validity checks must use
   that per-target pattern, never ``method.config.pattern``.
-* **No import of transformers.** :func:`is_hf_conv1d` looks the class up in
+* **No import of transformers.** `is_hf_conv1d` looks the class up in
   ``sys.modules["transformers.pytorch_utils"]``: if that module was never imported, no ``Conv1D``
   can exist, so plain-PyTorch users pay nothing.
 * **Only ``weight`` is transposed.** A ``Conv1D`` bias is 1-D and has no layout question.

@@ -1,6 +1,6 @@
 """Masks: one persistent ``bool`` buffer per target tensor, applied in one of three modes.
 
-A :class:`MaskSet` owns the masks of one model. For a target parameter ``layer.weight`` it
+A `MaskSet` owns the masks of one model. For a target parameter ``layer.weight`` it
 registers the buffer ``layer.weight_mask`` (``bool``, persistent, so it is in ``state_dict``, moves
 with ``.to()`` and is broadcast by DDP). Masks are never replaced, only updated in place with
 ``copy_``.
@@ -22,7 +22,7 @@ Modes:
 Masking never multiplies: pruned entries are set to exactly 0 (a bitwise AND with the cached
 mask bits on the per-step paths, ``masked_fill`` elsewhere), so an ``inf`` or NaN in a pruned
 weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
-:meth:`MaskSet.squash`.
+`MaskSet.squash`.
 
 ``ste``
     The forward uses ``W * m`` through a parametrization whose backward passes the *dense* gradient
@@ -34,7 +34,7 @@ weight or gradient becomes 0 instead of NaN (``inf * 0``), in every mode and in
     method (e.g. PDP's sigmoid); gradients flow through ``f``. The bool buffer holds the current
     *hard* decision (``f(W) >= 0.5`` or whatever the method writes).
 
-:meth:`MaskSet.squash` bakes the masks into the weights and removes buffers, parametrizations and
+`MaskSet.squash` bakes the masks into the weights and removes buffers, parametrizations and
 hooks, leaving a plain model.
 """
 
@@ -124,7 +124,7 @@ class MaskSet:
 
     Args:
         model: The model to mask (not wrapped: pass ``ddp.module`` under DDP).
-        targets: Resolved targets (see :func:`resolve_targets`).
+        targets: Resolved targets (see `resolve_targets`).
         mode: ``"hard"``, ``"ste"`` or ``"soft"`` (see the module docstring).
         soft_fn: For ``soft`` mode, ``f(name, weight) -> mask values in [0, 1]``.
     """
@@ -181,7 +181,7 @@ class MaskSet:
         return list(self.targets)
 
     def mask(self, name: str) -> torch.Tensor:
-        """The live mask buffer of ``name`` (update it only through :meth:`update`)."""
+        """The live mask buffer of ``name`` (update it only through `update`)."""
         return self._modules[name]._buffers[self.targets[name].buffer_name]  # hot path: no getattr
 
     def param(self, name: str) -> nn.Parameter:
@@ -254,7 +254,7 @@ class MaskSet:
                 value.masked_fill_(pruned, 0)
 
     def update_all(self, keeps: Mapping[str, torch.Tensor]) -> None:
-        """:meth:`update` several masks."""
+        """`update` several masks."""
         for name, keep in keeps.items():
             self.update(name, keep)
 
@@ -267,7 +267,7 @@ class MaskSet:
         ``-w * 0`` is ``-0.0``), at the cost of a same-dtype multiply (one pass, no per-element
         cast; ``masked_fill_`` is about 5x slower on CPU, see ``benchmarks/overhead.py``). The
         cache costs one parameter-sized tensor per target. Any in-place change of a mask buffer
-        (through :meth:`update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's
+        (through `update`, ``load_state_dict`` or a direct ``copy_``) bumps the tensor's
         version counter, which invalidates the cache and marks the optimizer state for
         re-masking.
         """
@@ -348,7 +348,7 @@ class MaskSet:
 
     # ------------------------------------------------------------------ setup transaction
     def begin_transaction(self) -> None:
-        """Start keeping a copy of each target before :meth:`update` first zeroes it."""
+        """Start keeping a copy of each target before `update` first zeroes it."""
         self._originals = {}
 
     def commit(self) -> None:
@@ -357,10 +357,10 @@ class MaskSet:
 
     @torch.no_grad()
     def rollback(self) -> None:
-        """Restore the weights :meth:`update` changed since :meth:`begin_transaction`, unhook.
+        """Restore the weights `update` changed since `begin_transaction`, unhook.
 
         Buffers and parametrizations are removed by the caller's
-        :class:`~sparsecore.transaction.ModelSnapshot`.
+        `sparsecore.transaction.ModelSnapshot`.
         """
         for name, original in (self._originals or {}).items():
             self.param(name).copy_(original)

@@ -2,28 +2,28 @@
 
 A method is a small class with a frozen dataclass config. The user's loop stays as it was:
 
-.. code-block:: python
-
-    method = RigL(sparsity=0.9, update_every=100, total_steps=10_000).setup(model, optimizer)
-    for x, y in loader:
-        loss = loss_fn(model(x), y) + method.regularization()
-        optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
-    method.finalize()
+```python
+method = RigL(sparsity=0.9, update_every=100, total_steps=10_000).setup(model, optimizer)
+for x, y in loader:
+    loss = loss_fn(model(x), y) + method.regularization()
+    optimizer.zero_grad(); loss.backward(); optimizer.step()   # hooks do the rest
+method.finalize()
+```
 
 Events, in order, for one optimizer step (wired through the optimizer's step hooks by
-:meth:`MaskSet.attach <sparsecore.masks.MaskSet.attach>`):
+`MaskSet.attach`):
 
-1. :meth:`PruningMethod.on_before_optimizer_step`: dense gradients are still readable; if
-   :meth:`PruningMethod.wants_dense_grads` says so for this step, they are also copied to
+1. `PruningMethod.on_before_optimizer_step`: dense gradients are still readable; if
+   `PruningMethod.wants_dense_grads` says so for this step, they are also copied to
    ``self.dense_grads`` for use after the step;
 2. gradients (and, when masks changed, optimizer state) are masked; the optimizer steps; weights
    are masked;
-3. ``self.step`` is incremented and :meth:`PruningMethod.on_after_optimizer_step` runs: scheduled
+3. ``self.step`` is incremented and `PruningMethod.on_after_optimizer_step` runs: scheduled
    mask updates happen here.
 
-Subclasses override :meth:`init_masks` and/or the step hooks; :class:`DynamicSparseMethod`
-subclasses override only :meth:`DynamicSparseMethod.grow_scores` (and optionally
-:meth:`DynamicSparseMethod.drop_scores`).
+Subclasses override `init_masks` and/or the step hooks; `DynamicSparseMethod`
+subclasses override only `DynamicSparseMethod.grow_scores` (and optionally
+`DynamicSparseMethod.drop_scores`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class MethodConfig:
     Attributes:
         sparsity: Target fraction of removed entries over the targets, in ``[0, 1)``. For N:M
             patterns the pattern fixes it (``1 - n/m``) and this field is ignored.
-        pattern: A :class:`~sparsecore.patterns.Pattern` or a short string (``"2:4"``), in
+        pattern: A `sparsecore.patterns.Pattern` or a short string (``"2:4"``), in
             ``nn.Linear``'s ``(out, in)`` convention (transposed automatically for HF ``Conv1D``).
         targets: Parameter names or globs to prune; ``None``: every Linear/Conv/HF-Conv1D weight.
         exclude: Names or globs left dense (e.g. the classifier).
@@ -149,7 +149,7 @@ class PruningMethod:
     """Base class of every method: configuration, masks, lifecycle, resume.
 
     Args:
-        config: A config instance of :attr:`config_class`.
+        config: A config instance of `config_class`.
         **overrides: Fields to build (or replace in) the config, e.g. ``sparsity=0.8``.
     """
 
@@ -158,7 +158,7 @@ class PruningMethod:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     mask_mode: ClassVar[MaskMode] = "hard"
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured,)
-    #: Whether :meth:`calibrate` must run on data before training (one-shot / SNIP-like methods).
+    #: Whether `calibrate` must run on data before training (one-shot / SNIP-like methods).
     needs_calibration: ClassVar[bool] = False
     #: ``None`` when the method *is* one training run with it attached. Otherwise the procedure
     #: of several runs that the method needs (iterative rounds, phases of ingredients, ...),
@@ -167,7 +167,7 @@ class PruningMethod:
     #: Where the method sits in the Sparseland taxonomy (`sparsecore.taxonomy`); every
     #: registered method declares one (the conformance suite checks it).
     taxonomy: ClassVar[Taxonomy | None] = None
-    #: Whether :meth:`setup` refuses NaN / infinite target weights (methods that rank or use
+    #: Whether `setup` refuses NaN / infinite target weights (methods that rank or use
     #: the weights; a random mask does not need them).
     requires_finite_weights: ClassVar[bool] = True
 
@@ -198,10 +198,10 @@ class PruningMethod:
         """Validate everything, then add masks to ``model`` and hook into ``optimizer``.
 
         All or nothing: inputs are checked first (pattern, targets, the method's
-        :meth:`validate`, an optimizer that holds the targets, no ``meta`` tensors, finite
-        weights when :attr:`requires_finite_weights`); then masks, parametrizations and hooks
-        are added inside :func:`~sparsecore.transaction.setup_transaction`, so an error in
-        :meth:`init_masks` or later leaves the model and optimizer exactly as they were.
+        `validate`, an optimizer that holds the targets, no ``meta`` tensors, finite
+        weights when `requires_finite_weights`); then masks, parametrizations and hooks
+        are added inside `sparsecore.transaction.setup_transaction`, so an error in
+        `init_masks` or later leaves the model and optimizer exactly as they were.
 
         Returns:
             ``self``, so ``method = Method(...).setup(model, opt)`` reads naturally.
@@ -274,7 +274,7 @@ class PruningMethod:
 
     @property
     def masks(self) -> MaskSet:
-        """The :class:`~sparsecore.masks.MaskSet` (after :meth:`setup`)."""
+        """The `sparsecore.masks.MaskSet` (after `setup`)."""
         if self._masks is None:
             raise RuntimeError(f"{type(self).__name__}: call setup(model, optimizer) first")
         return self._masks
@@ -283,7 +283,7 @@ class PruningMethod:
         """Bake the masks into the weights and remove every hook and buffer.
 
         Warns (``ScheduleIncompleteWarning``, once, naming the option to change) when
-        :attr:`schedule_complete` is false.
+        `schedule_complete` is false.
 
         Returns:
             The plain model, with exactly the final zeros.
@@ -326,7 +326,7 @@ class PruningMethod:
     @property
     def schedule_complete(self) -> bool:
         """Whether the method's schedule has run to its end (always true for methods without
-        one). Override :meth:`schedule_gap` (or this property) in scheduled methods.
+        one). Override `schedule_gap` (or this property) in scheduled methods.
         """
         return self.schedule_gap() is None
 
@@ -341,7 +341,7 @@ class PruningMethod:
         """The pattern of target ``name`` in its stored layout.
 
         Default: the config's pattern (written in ``nn.Linear``'s ``(out, in)`` convention),
-        transposed by :func:`~sparsecore.patterns.transpose_pattern` for the ``weight`` of a
+        transposed by `sparsecore.patterns.transpose_pattern` for the ``weight`` of a
         Hugging Face ``Conv1D`` (stored ``(in, out)``), so ``"2:4"`` groups inputs and
         ``Channel()`` removes output features on every layer. The result is
         ``self.masks.targets[name].pattern``; select masks with that, not ``config.pattern``.
@@ -392,11 +392,11 @@ class PruningMethod:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`extra_state`."""
+        """Inverse of `extra_state`."""
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Step counter, generator state and :meth:`extra_state` (masks live in the model)."""
+        """Step counter, generator state and `extra_state` (masks live in the model)."""
         return {
             "name": self.name,
             "step": self.step,
@@ -405,7 +405,7 @@ class PruningMethod:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` (load the model's state_dict too: it holds the masks)."""
+        """Restore from `state_dict` (load the model's state_dict too: it holds the masks)."""
         if state.get("name") != self.name:
             raise ValueError(f"state_dict is for method {state.get('name')!r}, not {self.name!r}")
         self.step = int(state["step"])
@@ -434,7 +434,7 @@ class DynamicSparseConfig(MethodConfig):
         drop_fraction: Initial fraction of active weights replaced per update (α).
         end_step: Last step at which an update may run (RigL's T_end); the drop fraction is
             cosine-decayed to 0 over ``[0, end]``. ``None``: the end is derived from
-            ``total_steps`` (see :attr:`update_end`); with neither, updates run with a constant
+            ``total_steps`` (see `update_end`); with neither, updates run with a constant
             fraction until training stops, and ``finalize()`` warns.
         begin_step: First step at which updates may happen.
         total_steps: Training length in steps, when known. With ``end_step=None`` updates stop
@@ -618,7 +618,7 @@ class DynamicSparseMethod(PruningMethod):
 
 
 def __getattr__(name: str) -> object:
-    """``sparsecore.method.available_methods`` & co. moved to :mod:`sparsecore.registry`."""
+    """``sparsecore.method.available_methods`` & co. moved to `sparsecore.registry`."""
     if name in ("available_methods", "get_method", "register_method"):
         from sparsecore import registry
 

@@ -1,9 +1,9 @@
 """Post-training one-shot pruning with calibration data: Wanda and SparseGPT.
 
-* :class:`Wanda`: Sun, Liu, Bair, Kolter, "A Simple and Effective Pruning Approach for Large
+* `Wanda`: Sun, Liu, Bair, Kolter, "A Simple and Effective Pruning Approach for Large
   Language Models", arXiv 2306.11695 (code: locuslab/wanda, ``lib/prune.py``). Score
   ``|W_ij| · ‖X_j‖₂``, compared within each output row; no weight update.
-* :class:`SparseGPT`: Frantar & Alistarh, "SparseGPT: Massive Language Models Can Be Accurately
+* `SparseGPT`: Frantar & Alistarh, "SparseGPT: Massive Language Models Can Be Accurately
   Pruned in One-Shot", arXiv 2301.00774 (code: IST-DASLab/sparsegpt, ``sparsegpt.py``). Row-wise
   OBS reconstruction with the Hessian ``H = X Xᵀ``: 1% mean-diagonal damping, the upper Cholesky
   factor of ``H⁻¹``, column blocks of 128 with lazy batched updates of the later columns, and the
@@ -11,11 +11,11 @@
 
 Both are ``PruningMethod`` subclasses with ``needs_calibration``: ``setup`` adds
 dense masks, ``calibrate(batches)`` prunes. On a Hugging Face decoder the calibration is
-sequential over decoder layers (:func:`sparsecore.calibration.calibrate_decoder`: layer ``i`` is
+sequential over decoder layers (`sparsecore.calibration.calibrate_decoder`: layer ``i`` is
 calibrated on the outputs of the already pruned layer ``i-1``, every Linear of a layer is
 pruned from the statistics of the dense layer's inputs, as in both official drivers); on any
 other model (an MLP) the targets are visited in forward order
-(:func:`sparsecore.calibration.calibrate_modules`). With ``targets=None`` on a model with output
+(`sparsecore.calibration.calibrate_modules`). With ``targets=None`` on a model with output
 embeddings, the LM head is left dense, as both official codes do.
 
 Choices, labelled:
@@ -90,7 +90,7 @@ def wanda_keep(
     """Wanda's keep-mask from scores in ``(out, in)`` layout, compared per output row.
 
     Args:
-        scores: :func:`wanda_scores`.
+        scores: `wanda_scores`.
         sparsity: Fraction pruned per row (ignored for N:M).
         pattern: ``Unstructured`` (default) or ``NM`` along the inputs.
 
@@ -226,9 +226,9 @@ class _CalibratedOneShot(PruningMethod):
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        #: Show a per-layer progress bar during :meth:`calibrate`.
+        #: Show a per-layer progress bar during `calibrate`.
         self.progress = False
-        #: Run each decoder layer on this device during :meth:`calibrate` (default: its own).
+        #: Run each decoder layer on this device during `calibrate` (default: its own).
         self.calibration_device: torch.device | str | None = None
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):

@@ -2,22 +2,22 @@
 
 A pattern says *which groups of entries* of a tensor are kept or removed together. Patterns are
 frozen dataclasses, so they can be stored in configs, compared, hashed and serialised. They do not
-select anything themselves: :mod:`sparsecore.select` turns scores into keep-masks for a pattern,
-and :meth:`Pattern.is_valid` checks a mask against the pattern.
+select anything themselves: `sparsecore.select` turns scores into keep-masks for a pattern,
+and `Pattern.is_valid` checks a mask against the pattern.
 
 Conventions (chosen to match PyTorch weight layouts):
 
 * ``Linear.weight`` is ``(out_features, in_features)``; ``Conv*.weight`` is ``(out, in, *kernel)``.
-* :class:`NM` groups run along ``dim`` (default ``1``, the input dimension, which is what
+* `NM` groups run along ``dim`` (default ``1``, the input dimension, which is what
   semi-structured 2:4 kernels need for ``Linear``).
-* :class:`Channel` removes whole slices along ``dim`` (default ``0``: output channels / filters /
+* `Channel` removes whole slices along ``dim`` (default ``0``: output channels / filters /
   neurons).
-* :class:`Block` tiles the first two dimensions with ``(rows, cols)`` blocks.
-* :class:`Head` groups the output dimension into ``num_heads`` contiguous heads.
+* `Block` tiles the first two dimensions with ``(rows, cols)`` blocks.
+* `Head` groups the output dimension into ``num_heads`` contiguous heads.
 
 Patterns are always written in ``nn.Linear``'s ``(out, in)`` convention. For weights stored
-transposed (Hugging Face ``Conv1D``: ``(in, out)``), :func:`transpose_pattern` gives the pattern of
-the stored tensor; methods apply it automatically (see :mod:`sparsecore.layouts`).
+transposed (Hugging Face ``Conv1D``: ``(in, out)``), `transpose_pattern` gives the pattern of
+the stored tensor; methods apply it automatically (see `sparsecore.layouts`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class NM(Pattern):
         return moved.reshape(-1, self.m)
 
     def ungroup(self, grouped: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """Inverse of :meth:`groups` for a tensor of the original ``shape``."""
+        """Inverse of `groups` for a tensor of the original ``shape``."""
         moved_shape = list(shape)
         dim = self.dim % len(shape)
         moved_shape.append(moved_shape.pop(dim))

@@ -1,12 +1,12 @@
 """The method registry: ``sparsecore.methods`` entry points plus in-process registrations.
 
 A method package declares ``[project.entry-points."sparsecore.methods"] name = "pkg:Class"``;
-:func:`available_methods` loads every such entry point (a plugin that fails to import is logged
+`available_methods` loads every such entry point (a plugin that fails to import is logged
 and skipped, so one broken package cannot hide the others) and adds the classes registered with
-:func:`register_method`.
+`register_method`.
 
-Loading is lazy: :func:`get_method` imports only the entry point it is asked for, and
-:func:`method_names` lists the names from the installed metadata without importing any plugin
+Loading is lazy: `get_method` imports only the entry point it is asked for, and
+`method_names` lists the names from the installed metadata without importing any plugin
 (so ``get_method("rigl")`` does not import transformers through some other package).
 """
 

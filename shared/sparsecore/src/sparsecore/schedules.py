@@ -1,7 +1,7 @@
 """Schedules: pure functions of the optimizer step.
 
 Every schedule is a frozen dataclass. ``schedule(step)`` returns a value (a sparsity, a drop
-fraction...), and :meth:`Schedule.is_update_step` says whether a mask update is due after the
+fraction...), and `Schedule.is_update_step` says whether a mask update is due after the
 given step. ``step`` counts completed optimizer steps (the first step is ``1``).
 """
 
@@ -104,7 +104,7 @@ class Periodic(Schedule):
 class Polynomial(Schedule):
     """Zhu & Gupta (2017) gradual pruning: ``s_t = s_f + (s_i - s_f) (1 - p)^power``, with
     ``p = (t - begin) / (end - begin)`` clipped to ``[0, 1]``; updates every ``every`` steps from
-    ``begin`` **and at** ``end`` (the ``"begin"`` grid of :mod:`sparsecore.window`), so the last
+    ``begin`` **and at** ``end`` (the ``"begin"`` grid of `sparsecore.window`), so the last
     update lands on ``end`` and reaches ``final`` exactly even when ``end - begin`` is not a
     multiple of ``every``. ``power=3`` is the cubic schedule of "To prune, or not to prune"
     (arXiv 1710.01878); ``power=1`` is linear.
@@ -136,7 +136,7 @@ class Polynomial(Schedule):
 
 
 def Linear(initial: float, final: float, begin: int, end: int, every: int = 1) -> Polynomial:
-    """The linear ramp: :class:`Polynomial` with ``power=1``."""
+    """The linear ramp: `Polynomial` with ``power=1``."""
     return Polynomial(initial, final, begin, end, every, power=1.0)
 
 

@@ -1,8 +1,8 @@
 """Importance scores: higher means more worth keeping.
 
 Each score is a pure function of tensors already at hand (weights, gradients). SNIP needs a
-gradient at initialisation on a batch of data: compute it with :func:`gradients_on` and pass it to
-:func:`snip`.
+gradient at initialisation on a batch of data: compute it with `gradients_on` and pass it to
+`snip`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every function here is deterministic and exact:
 
-* the number of kept entries is exactly :func:`keep_count` of the requested density (or exactly
+* the number of kept entries is exactly `keep_count` of the requested density (or exactly
   ``n`` per group for N:M);
 * ties are broken by position: among equal scores, the entry with the lower flat index (in the
   tensor's own order, or in the concatenation order for global selection) is kept first. This is
@@ -71,7 +71,7 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _topk(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`topk_mask` for scores already checked for NaN."""
+    """`topk_mask` for scores already checked for NaN."""
     flat = scores.detach().reshape(-1)
     numel = flat.numel()
     if not 0 <= k <= numel:
@@ -110,9 +110,9 @@ def select(
 
     Args:
         scores: Importance scores, the shape of the target tensor (higher is kept first).
-        density: Fraction of units kept, in ``(0, 1]``. Ignored for :class:`NM`, which always keeps
+        density: Fraction of units kept, in ``(0, 1]``. Ignored for `NM`, which always keeps
             ``n`` of every ``m``.
-        pattern: The structure (default :class:`Unstructured`). Structured patterns aggregate
+        pattern: The structure (default `Unstructured`). Structured patterns aggregate
             scores per unit by summation before ranking.
         name: Tensor name for error messages.
 
@@ -159,11 +159,11 @@ def select_global(
     Args:
         scores: Scores per tensor name.
         density: Fraction kept over all tensors, in ``(0, 1]``.
-        pattern: The structure (default :class:`Unstructured`); not :class:`NM`.
+        pattern: The structure (default `Unstructured`); not `NM`.
         min_per_tensor: Units every tensor keeps at least (``0``: no floor).
 
     Raises:
-        TypeError: For :class:`NM`, which is per-group by definition (use :func:`select`), or a
+        TypeError: For `NM`, which is per-group by definition (use `select`), or a
             non-integer ``min_per_tensor``.
         ValueError: NaN scores, a bad density or a negative ``min_per_tensor``.
     """
@@ -226,7 +226,7 @@ def drop_lowest(scores: torch.Tensor, mask: torch.Tensor, count: int) -> torch.T
     """Remove the ``count`` lowest-scored *active* entries from ``mask`` (a new bool mask).
 
     Ties are broken towards dropping the *higher* flat index first, so that the kept set is exactly
-    the top ``nnz - count`` of the active scores under :func:`topk_mask`'s rule.
+    the top ``nnz - count`` of the active scores under `topk_mask`'s rule.
     """
     check_scores(scores)
     mask = mask.to(torch.bool)

@@ -1,11 +1,11 @@
 """Targets: which parameters a method masks, resolved and validated before the model is touched.
 
-* :func:`default_targets`: the ``weight`` of every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
+* `default_targets`: the ``weight`` of every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
   Hugging Face ``Conv1D``, minus weights tied to another parameter name, and, inside a Hugging
   Face ``PreTrainedModel``, minus its embeddings, pooler and task heads (see
-  :func:`hf_excluded_modules`).
-* :func:`resolve_targets`: names or ``fnmatch`` globs, exclusions and patterns into a list of
-  :class:`Target`, raising on anything that would go wrong later (unknown names, tied or
+  `hf_excluded_modules`).
+* `resolve_targets`: names or ``fnmatch`` globs, exclusions and patterns into a list of
+  `Target`, raising on anything that would go wrong later (unknown names, tied or
   non-floating parameters, patterns that do not fit a shape).
 """
 
@@ -89,7 +89,7 @@ def _is_hf_model(module: nn.Module) -> bool:
 
 
 def hf_excluded_modules(model: nn.Module) -> set[str]:
-    """Qualified names of the modules :func:`default_targets` leaves out of an HF model.
+    """Qualified names of the modules `default_targets` leaves out of an HF model.
 
     For every Hugging Face ``PreTrainedModel`` in ``model`` (the model itself or a submodule):
 
@@ -97,7 +97,7 @@ def hf_excluded_modules(model: nn.Module) -> set[str]:
       ``qa_outputs``, ``cls``, ``lm_head``, DistilBERT's ``pre_classifier``, ...);
     * its output embeddings (``get_output_embeddings()``, the LM head, as llm-compressor's
       ``ignore=["lm_head"]``);
-    * inside the base model, every module under a part named in :data:`HF_SKIPPED_PARTS`
+    * inside the base model, every module under a part named in `HF_SKIPPED_PARTS`
       (input / position embeddings, ViT's patch embedding, BERT's pooler).
 
     Pruning these hurts most and saves least: BERT's pooler under a 90% global budget keeps a few
@@ -129,13 +129,13 @@ def hf_excluded_modules(model: nn.Module) -> set[str]:
 
 def default_targets(model: nn.Module, hf_heads: bool = False) -> list[str]:
     """Qualified names of the ``weight`` of every Linear / Conv1d / Conv2d / Conv3d module and
-    every Hugging Face ``Conv1D`` (GPT-2; stored ``(in, out)``, see :mod:`sparsecore.layouts`).
+    every Hugging Face ``Conv1D`` (GPT-2; stored ``(in, out)``, see `sparsecore.layouts`).
 
     Weights tied to another parameter (``lm_head`` sharing the input embedding) are left out: a
     mask on them would also prune the embedding, which is not what a default should do.
 
     In a Hugging Face model the embeddings, the pooler, the task heads and the LM head are left
-    out too (:func:`hf_excluded_modules`). To prune them anyway pass ``hf_heads=True`` here, or
+    out too (`hf_excluded_modules`). To prune them anyway pass ``hf_heads=True`` here, or
     name them in a method's ``targets`` (names or globs, e.g. ``targets=["*.weight"]``), which
     replaces the default selection.
 
@@ -166,10 +166,10 @@ def resolve_targets(
     Args:
         model: The model.
         targets: Qualified parameter names or ``fnmatch`` globs (``"encoder.*.weight"``).
-            ``None`` means :func:`default_targets`.
+            ``None`` means `default_targets`.
         exclude: Names or globs removed from the selection.
         pattern: One pattern for all targets, or a mapping from name to pattern (missing names get
-            :class:`Unstructured`).
+            `Unstructured`).
 
     Raises:
         ValueError: A name or glob matches no parameter, nothing is left to prune, a pattern

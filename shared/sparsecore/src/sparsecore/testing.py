@@ -2,19 +2,19 @@
 
 Usage in a package's ``tests/test_conformance.py``:
 
-.. code-block:: python
+```python
+from sparsecore.testing import MethodConformance
+from sparse_granet import GraNet
 
-    from sparsecore.testing import MethodConformance
-    from sparse_granet import GraNet
+class TestGraNetConformance(MethodConformance):
+    method_cls = GraNet
+    def make_method(self, **overrides):
+        return GraNet(**{"sparsity": 0.75, "update_every": 4, **overrides})
+```
 
-    class TestGraNetConformance(MethodConformance):
-        method_cls = GraNet
-        def make_method(self, **overrides):
-            return GraNet(**{"sparsity": 0.75, "update_every": 4, **overrides})
-
-The suite trains the method on a tiny MLP (or :meth:`MethodConformance.make_model`) for
-:attr:`MethodConformance.train_steps` steps and checks: setup/finalize, the target sparsity
-(exactly, or within :attr:`MethodConformance.sparsity_tolerance`), pattern validity, that pruned
+The suite trains the method on a tiny MLP (or `MethodConformance.make_model`) for
+`MethodConformance.train_steps` steps and checks: setup/finalize, the target sparsity
+(exactly, or within `MethodConformance.sparsity_tolerance`), pattern validity, that pruned
 weights are exactly zero, exact resume from state dicts, and clear errors on bad input raised
 before the model is touched. A package overrides the ``make_*`` hooks or the tolerance; it should
 not need to skip tests.
@@ -139,19 +139,19 @@ def wrong_type_values(config_class: type) -> list[tuple[str, Any]]:
 
 
 class MethodConformance:
-    """Pytest base class: subclass it and set :attr:`method_cls`."""
+    """Pytest base class: subclass it and set `method_cls`."""
 
     method_cls: ClassVar[type[PruningMethod]]
     #: Sparsity the suite asks for (ignored by N:M methods).
     sparsity: ClassVar[float] = 0.75
     #: Optimizer steps of the training scenario.
     train_steps: ClassVar[int] = 24
-    #: Allowed absolute deviation from the target sparsity after :meth:`run`.
+    #: Allowed absolute deviation from the target sparsity after `run`.
     sparsity_tolerance: ClassVar[float] = 0.0
     #: Whether the target sparsity must hold at the end of training (False for methods whose
     #: sparsity is reached only after finalize, e.g. soft masks).
     check_sparsity_after_training: ClassVar[bool] = True
-    #: Config fields :meth:`test_config_fields_reject_wrong_types` leaves out (say why).
+    #: Config fields `test_config_fields_reject_wrong_types` leaves out (say why).
     wrong_type_exempt: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- hooks for packages
@@ -180,7 +180,7 @@ class MethodConformance:
         return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
 
     def expected_sparsity(self, method: PruningMethod) -> float:
-        """The sparsity the method should have reached after :meth:`run`."""
+        """The sparsity the method should have reached after `run`."""
         pattern = method.config.pattern
         if hasattr(pattern, "n") and hasattr(pattern, "m"):
             return 1.0 - pattern.n / pattern.m
@@ -210,7 +210,7 @@ class MethodConformance:
             optimizer.step()
 
     def trained(self) -> tuple[nn.Module, PruningMethod, torch.optim.Optimizer]:
-        """A model trained for :attr:`train_steps` with the method."""
+        """A model trained for `train_steps` with the method."""
         model = self.make_model()
         optimizer = self.make_optimizer(model)
         method = self.make_method().setup(model, optimizer)
@@ -524,7 +524,7 @@ def check_window_case(
 
 
 def window_cases(max_total: int = 40, max_every: int = 12) -> Any:
-    """A hypothesis strategy of :class:`WindowCase` (see :func:`window_property_test`).
+    """A hypothesis strategy of `WindowCase` (see `window_property_test`).
 
     Args:
         max_total: Largest training length drawn.
@@ -554,7 +554,7 @@ def window_property_test(
     max_examples: int = 25,
     **kwargs: Any,
 ) -> Callable[[], None]:
-    """A pytest test (hypothesis) of :func:`check_window_case` over drawn windows.
+    """A pytest test (hypothesis) of `check_window_case` over drawn windows.
 
     Usage in a package's tests: ``test_window = window_property_test(lambda c: GMP(...))``.
     Draws ``total`` in ``[1, max_total]``, ``every`` in ``[1, max_every]`` (mostly at most half
@@ -563,11 +563,11 @@ def window_property_test(
     they must raise with a field name). Deterministic (``derandomize``), no example database.
 
     Args:
-        make_method: Builds the method for a :class:`WindowCase`.
+        make_method: Builds the method for a `WindowCase`.
         max_total: Largest training length drawn.
         max_every: Largest update period drawn.
         max_examples: Hypothesis examples (keep small: each trains a tiny model).
-        **kwargs: Passed to :func:`check_window_case`.
+        **kwargs: Passed to `check_window_case`.
     """
     from hypothesis import HealthCheck, given, settings
 

@@ -1,11 +1,11 @@
 """Embedded tasks, reference models and the training loop (optional extra ``bench``).
 
-.. code-block:: python
-
-    from sparsecore.bench import load_task, make_model, train
-    task = load_task("mnist1d")
-    model = make_model("mlp", task, seed=0)
-    result = train(model, task, method=RigL(sparsity=0.9, update_every=50), epochs=10)
+```python
+from sparsecore.bench import load_task, make_model, train
+task = load_task("mnist1d")
+model = make_model("mlp", task, seed=0)
+result = train(model, task, method=RigL(sparsity=0.9, update_every=50), epochs=10)
+```
 """
 
 from sparsecore.bench.lm import LM_TASKS, LMTask, load_lm_task, perplexity, unigram_perplexity

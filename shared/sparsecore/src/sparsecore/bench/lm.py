@@ -18,7 +18,7 @@ so the corpus exists on every machine with no download. Choices, labelled:
   settings. A different CPython (different stdlib) gives a different hash, recorded in every
   result, so it shows up as a different task.
 
-:func:`perplexity` is ``exp`` of the mean next-token cross-entropy over all evaluation blocks (each
+`perplexity` is ``exp`` of the mean next-token cross-entropy over all evaluation blocks (each
 block scored on its own, positions 1..L-1 predicted from their prefix).
 """
 
@@ -47,7 +47,7 @@ __all__ = [
     "unigram_perplexity",
 ]
 
-#: Language-modelling tasks accepted by :func:`load_lm_task`, with a one-line description.
+#: Language-modelling tasks accepted by `load_lm_task`, with a one-line description.
 LM_TASKS: dict[str, str] = {
     "stdlib-lm": "Python stdlib source, byte-level next-token prediction, every 10th file held out",
 }
@@ -61,7 +61,7 @@ class LMTask:
     """A byte-level causal language-modelling task held in memory.
 
     Attributes:
-        name: Task name (a key of :data:`LM_TASKS`).
+        name: Task name (a key of `LM_TASKS`).
         train_blocks: ``int64`` token blocks ``(num_train_blocks, seq_len)``.
         eval_blocks: ``int64`` token blocks ``(num_eval_blocks, seq_len)``.
         seq_len: Tokens per block.
@@ -153,7 +153,7 @@ def load_lm_task(
         root: Directory to read instead of the interpreter's stdlib (tests; the hash changes).
 
     Returns:
-        An :class:`LMTask` with fresh tensors.
+        An `LMTask` with fresh tensors.
 
     Raises:
         ValueError: Unknown name, or sizes below one block.
@@ -218,7 +218,7 @@ def perplexity(
     Args:
         model: Maps ``input_ids`` ``(batch, L)`` to logits ``(batch, L, vocab)`` (a tensor or an
             output with ``.logits``, e.g. any Hugging Face causal LM).
-        task: An :class:`LMTask` (its ``eval_blocks``) or a tensor of blocks.
+        task: An `LMTask` (its ``eval_blocks``) or a tensor of blocks.
         batch_size: Blocks per forward pass.
         max_blocks: Score only the first ``max_blocks`` blocks (``None``: all).
 
@@ -264,7 +264,7 @@ def _is_hf(model: nn.Module) -> bool:
 
 def unigram_perplexity(task: LMTask) -> float:
     """Perplexity of the add-one-smoothed unigram model of the training tokens on the evaluation
-    blocks (the same predicted positions as :func:`perplexity`): the bar any LM must clear.
+    blocks (the same predicted positions as `perplexity`): the bar any LM must clear.
     """
     counts = torch.bincount(task.train_blocks.flatten(), minlength=task.vocab_size).double() + 1
     logp = (counts / counts.sum()).log()

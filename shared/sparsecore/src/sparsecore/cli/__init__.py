@@ -1,13 +1,13 @@
 """The ``sparse`` command: list methods, train one, benchmark them all, report a checkpoint.
 
-.. code-block:: console
+```console
+$ sparse list
+$ sparse run rigl --task mnist1d --sparsity 0.9 --seeds 3 --epochs 20 --out runs/rigl
+$ sparse bench                      # dense + every applicable method, < 3 min on 2 cores
+$ sparse report runs/rigl/rigl-mnist1d-s0.9-seed0.pt
+```
 
-    $ sparse list
-    $ sparse run rigl --task mnist1d --sparsity 0.9 --seeds 3 --epochs 20 --out runs/rigl
-    $ sparse bench                      # dense + every applicable method, < 3 min on 2 cores
-    $ sparse report runs/rigl/rigl-mnist1d-s0.9-seed0.pt
-
-Methods come from :func:`sparsecore.available_methods` (the ``sparsecore.methods`` entry points).
+Methods come from `sparsecore.available_methods` (the ``sparsecore.methods`` entry points).
 A method applies to a task when its class does not restrict ``tasks`` (an optional ``ClassVar``
 of task names) and its default pattern fits every target of the task's default model. Bad input
 exits with status 1 (2 for a malformed command line) and one line on stderr; set

@@ -1,13 +1,13 @@
 """``sparse oneshot``: prune a local Hugging Face causal LM with Wanda, SparseGPT or magnitude.
 
-.. code-block:: console
-
-    $ sparse oneshot --model tiny --method sparsegpt --sparsity 0.5 --out pruned/
-    $ sparse oneshot --model path/to/llama --method wanda --pattern 2:4 --calib-blocks 64
+```console
+$ sparse oneshot --model tiny --method sparsegpt --sparsity 0.5 --out pruned/
+$ sparse oneshot --model path/to/llama --method wanda --pattern 2:4 --calib-blocks 64
+```
 
 ``--model`` is a directory with a ``config.json`` (loaded with ``from_pretrained``, offline) or a
 built-in pretrained tiny Llama (``micro``, ``tiny``, ``small``, see
-:func:`sparsecore.bench.pretrained_tiny_lm`). Calibration and evaluation use the byte-level
+`sparsecore.bench.pretrained_tiny_lm`). Calibration and evaluation use the byte-level
 ``stdlib-lm`` task. Every argument is checked, and the model loaded and the method set up
 (which validates targets and patterns), before any weight changes. Output in ``--out``:
 ``model/`` (``save_pretrained``), ``model.compact.safetensors`` (the core's compact checkpoint)

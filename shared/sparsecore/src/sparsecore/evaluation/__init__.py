@@ -1,10 +1,10 @@
 """Evaluation: sparsity reports, FLOP and parameter counters, latency, the comparison protocol.
 
-.. code-block:: python
-
-    from sparsecore.evaluation import SparsityReport, count_flops, over_seeds, format_table
-    print(SparsityReport.from_masks(method.masks))
-    flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
+```python
+from sparsecore.evaluation import SparsityReport, count_flops, over_seeds, format_table
+print(SparsityReport.from_masks(method.masks))
+flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
+```
 """
 
 from sparsecore.evaluation.dead_neurons import DeadNeuronRate, dead_neuron_rate

@@ -131,7 +131,7 @@ def count_flops(model: nn.Module, example_input: Any) -> FlopCount:
             part of the count.
 
     Returns:
-        A :class:`FlopCount`.
+        A `FlopCount`.
     """
     counts: dict[str, list[int]] = {}
     nnz_cache: dict[str, int] = {}

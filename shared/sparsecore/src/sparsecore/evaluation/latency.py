@@ -2,7 +2,7 @@
 
 Timing on a shared machine is noisy. Two rules keep comparisons honest: compare against a
 reference measured *in the same run*, and interleave the two so that drifts in machine load hit
-both alike (:func:`compare_latency` alternates ``candidate, reference, reference, candidate``).
+both alike (`compare_latency` alternates ``candidate, reference, reference, candidate``).
 Medians, not means, summarise the repeats.
 """
 
@@ -65,7 +65,7 @@ def measure_latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 10
         repeats: Timed calls.
 
     Returns:
-        A :class:`LatencyResult`.
+        A `LatencyResult`.
     """
     _check(warmup, repeats)
     for _ in range(warmup):
@@ -80,8 +80,8 @@ class LatencyRatio(float):
     Below 1 the candidate is faster. ``speedup`` is the inverse.
 
     Attributes:
-        candidate: The candidate's :class:`LatencyResult`.
-        reference: The reference's :class:`LatencyResult`.
+        candidate: The candidate's `LatencyResult`.
+        reference: The reference's `LatencyResult`.
     """
 
     candidate: LatencyResult
@@ -119,7 +119,7 @@ def compare_latency(
         repeats: Timed calls of each.
 
     Returns:
-        A :class:`LatencyRatio` (a float: candidate median / reference median).
+        A `LatencyRatio` (a float: candidate median / reference median).
     """
     _check(warmup, repeats)
     for _ in range(warmup):

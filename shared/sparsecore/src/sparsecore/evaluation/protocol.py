@@ -5,14 +5,14 @@ Shiwei Liu and Zhangyang Wang, "Ten Lessons We Have Learned in the New 'Sparsela
 Handbook for Sparse Neural Network Researchers" (arXiv 2302.02596), whose reporting rules are
 checked by `sparsecore.evaluation.sparseland`:
 
-* every variant runs over ≥ 3 seeds and is reported as mean ± std (:func:`over_seeds`);
+* every variant runs over ≥ 3 seeds and is reported as mean ± std (`over_seeds`);
 * the dense baseline is in the same table, trained with the same epoch budget;
 * sparsity, effective FLOPs (relative to the dense model) and wall time are reported next to the
   metric, not only the metric;
 * structured methods are compared with Scratch-E and Scratch-B: the pruned architecture trained
-  from scratch for the same epochs, and for the same FLOPs (:func:`scratch_budgets`).
+  from scratch for the same epochs, and for the same FLOPs (`scratch_budgets`).
 
-Results are written as JSON by :func:`write_results` in the format of the reproduction contract:
+Results are written as JSON by `write_results` in the format of the reproduction contract:
 ``{"method", "task", "claim", "holds", "rows": [...], "command", "python", "torch", "machine"}``.
 """
 
@@ -145,11 +145,11 @@ def over_seeds(
     sparsity: float | None = None,
     flops_ratio: float | None = None,
 ) -> Row:
-    """Run ``run(seed)`` for every seed and summarise as a :class:`Row`.
+    """Run ``run(seed)`` for every seed and summarise as a `Row`.
 
     Args:
         variant: Variant name.
-        seeds: Seeds to run (≥ :data:`MIN_SEEDS` for a reported comparison).
+        seeds: Seeds to run (≥ `MIN_SEEDS` for a reported comparison).
         run: Returns the metric, or ``(metric, extras)`` where ``extras`` may hold
             ``"sparsity"``, ``"flops_ratio"`` and ``"wall_s"`` for that seed (averaged over
             seeds; ``wall_s`` defaults to the measured duration of the call).

@@ -31,7 +31,7 @@ def snapshot(masks: MaskSet | Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     """Copies of the current masks, to pass later as ``previous`` to a report builder.
 
     Args:
-        masks: A :class:`~sparsecore.masks.MaskSet` or a mapping of name to bool mask.
+        masks: A `sparsecore.masks.MaskSet` or a mapping of name to bool mask.
     """
     live = masks.masks() if isinstance(masks, MaskSet) else masks
     return {name: m.detach().to(torch.bool).clone() for name, m in live.items()}
@@ -131,12 +131,12 @@ def _stored_or_given(model: nn.Module, name: str, pattern: Pattern) -> Pattern:
 class SparsityReport:
     """Per-tensor and global sparsity figures; ``str(report)`` is a table.
 
-    Build one with :meth:`from_masks` (a method's :class:`~sparsecore.masks.MaskSet`),
-    :meth:`from_model` (zeros of the weights, or the mask buffers where present) or
-    :meth:`from_state_dict` (a saved checkpoint).
+    Build one with `from_masks` (a method's `sparsecore.masks.MaskSet`),
+    `from_model` (zeros of the weights, or the mask buffers where present) or
+    `from_state_dict` (a saved checkpoint).
 
     Attributes:
-        tensors: One :class:`TensorReport` per tensor, in model order.
+        tensors: One `TensorReport` per tensor, in model order.
     """
 
     tensors: tuple[TensorReport, ...] = field(default_factory=tuple)
@@ -151,10 +151,10 @@ class SparsityReport:
         """Report on a set of masks.
 
         Args:
-            masks: A :class:`~sparsecore.masks.MaskSet` (patterns are taken from its targets),
-                a set-up :class:`~sparsecore.method.PruningMethod`, or a mapping of name to bool
-                mask (checked as :class:`~sparsecore.patterns.Unstructured`).
-            previous: Earlier masks (see :func:`snapshot`) to compute the changed fraction.
+            masks: A `sparsecore.masks.MaskSet` (patterns are taken from its targets),
+                a set-up `sparsecore.method.PruningMethod`, or a mapping of name to bool
+                mask (checked as `sparsecore.patterns.Unstructured`).
+            previous: Earlier masks (see `snapshot`) to compute the changed fraction.
         """
         _check_previous(previous)
         if isinstance(masks, PruningMethod):
@@ -194,7 +194,7 @@ class SparsityReport:
             pattern: Pattern to check the masks against: one for all, in ``nn.Linear``'s
                 ``(out, in)`` convention (transposed for ``Conv1D`` weights, as methods do), or
                 a mapping of name to stored-layout pattern; default
-                :class:`~sparsecore.patterns.Unstructured`.
+                `sparsecore.patterns.Unstructured`.
             previous: Earlier masks to compute the changed fraction.
         """
         masks: dict[str, torch.Tensor] = {}

@@ -1,11 +1,11 @@
 """Making sparsity pay off: compact checkpoints, CSR inference, structured surgery, 2:4 kernels.
 
-* :func:`save_compact` / :func:`load_compact`: safetensors with packed bitmasks plus kept values
+* `save_compact` / `load_compact`: safetensors with packed bitmasks plus kept values
   (a 90 % sparse fp32 model in about 13 % of the dense file).
-* :func:`to_sparse_inference`: sparse ``nn.Linear`` layers become :class:`CSRLinear` modules.
-* :func:`remove_channels`: physically remove pruned channels with Torch-Pruning's dependency graph
+* `to_sparse_inference`: sparse ``nn.Linear`` layers become `CSRLinear` modules.
+* `remove_channels`: physically remove pruned channels with Torch-Pruning's dependency graph
   (optional extra ``sparse-core[structured]``).
-* :func:`to_semi_structured`: 2:4 weights become ``torch.sparse`` semi-structured tensors (CUDA).
+* `to_semi_structured`: 2:4 weights become ``torch.sparse`` semi-structured tensors (CUDA).
 
 See ``docs/export.md`` for a guide with measured numbers.
 """

@@ -303,7 +303,7 @@ def load_compact(
     *,
     strict: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Read a file written by :func:`save_compact`; optionally load it into ``model``.
+    """Read a file written by `save_compact`; optionally load it into ``model``.
 
     Args:
         path: The file.

@@ -114,7 +114,7 @@ def to_sparse_inference(
     model: nn.Module, min_sparsity: float = 0.5, *, inplace: bool = False
 ) -> nn.Module:
     """Replace every ``nn.Linear`` whose weight is at least ``min_sparsity`` zeros by a
-    :class:`CSRLinear`.
+    `CSRLinear`.
 
     Mask buffers are honoured: if a Linear still carries a ``weight_mask`` buffer (a method that
     was not finalized), the weight is multiplied by it first. The result is meant for

@@ -5,7 +5,7 @@ memory. PyTorch exposes them through ``SparseSemiStructuredTensor``; a weight qu
 group of 4 consecutive entries along the input dimension holds at most 2 nonzeros (sparsecore's
 ``NM(2, 4, dim=1)``, the default of the ``"2:4"`` pattern), it is fp16 or bf16 (int8 also exists
 in PyTorch but is not handled here), and lives on a CUDA device. There is no CPU kernel, so on CPU
-:func:`to_semi_structured` raises instead of silently doing nothing.
+`to_semi_structured` raises instead of silently doing nothing.
 """
 
 from __future__ import annotations

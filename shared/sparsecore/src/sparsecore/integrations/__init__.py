@@ -1,6 +1,6 @@
 """Adapters that let any sparsecore method drive other training loops.
 
-* :mod:`sparsecore.integrations.hf`: a Hugging Face ``transformers.TrainerCallback``
+* `sparsecore.integrations.hf`: a Hugging Face ``transformers.TrainerCallback``
   (optional extra ``sparse-core[hf]``).
 
 Submodules import their framework lazily, so importing this package costs nothing.

@@ -1,14 +1,14 @@
 """Hugging Face ``transformers.Trainer`` adapter: any sparsecore method as a ``TrainerCallback``.
 
-.. code-block:: python
+```python
+from sparsecore import GMP
+from sparsecore.integrations.hf import SparseTrainerCallback
 
-    from sparsecore import GMP
-    from sparsecore.integrations.hf import SparseTrainerCallback
-
-    method = GMP(sparsity=0.9, end_step=1000, update_every=100)
-    trainer = Trainer(model=model, args=args, train_dataset=train,
-                      callbacks=[SparseTrainerCallback(method, finalize=True)])
-    trainer.train()
+method = GMP(sparsity=0.9, end_step=1000, update_every=100)
+trainer = Trainer(model=model, args=args, train_dataset=train,
+                  callbacks=[SparseTrainerCallback(method, finalize=True)])
+trainer.train()
+```
 
 How it works: the callback sets the method up (masks in place, no optimizer yet) at
 ``on_init_end``, at the end of ``Trainer.__init__``, so that a ``train(resume_from_checkpoint=...)``
@@ -34,9 +34,9 @@ Schedule lengths: at ``on_train_begin`` the config fields ``total_steps`` (the w
 default are set from ``state.max_steps``, the Trainer's real number of optimizer steps; pass
 ``fit_schedule=False`` to keep the config exactly as given. The fitted values are logged.
 
-Limits: a method whose :meth:`~sparsecore.method.PruningMethod.regularization` is not zero needs
+Limits: a method whose `sparsecore.method.PruningMethod.regularization` is not zero needs
 its term in the loss, which a callback cannot add: override ``Trainer.compute_loss`` and add
-``method.regularization()``. Methods that need :meth:`~sparsecore.method.PruningMethod.calibrate`
+``method.regularization()``. Methods that need `sparsecore.method.PruningMethod.calibrate`
 must be set up and calibrated before ``train()`` (the callback then only attaches the optimizer).
 
 ``transformers`` is an optional extra (``pip install 'sparse-core[hf]'``); the Trainer itself also
@@ -75,7 +75,7 @@ SCHEDULE_LENGTHS = {"total_steps": 1.0, "end_step": 0.75}
 def fit_schedule_lengths(method: PruningMethod, max_steps: int) -> dict[str, int]:
     """Set ``method``'s schedule lengths that were not given from the run's ``max_steps``.
 
-    A field of :data:`SCHEDULE_LENGTHS` on the method's config counts as not given when it is
+    A field of `SCHEDULE_LENGTHS` on the method's config counts as not given when it is
     ``None`` or equal to its dataclass default. The config is replaced (and so re-validated).
 
     Args:
@@ -128,7 +128,7 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 
 class SparseTrainerCallback(TrainerCallback):
-    """Drive a :class:`~sparsecore.method.PruningMethod` from a ``transformers.Trainer``.
+    """Drive a `sparsecore.method.PruningMethod` from a ``transformers.Trainer``.
 
     Args:
         method: A method, not yet set up (or set up on the Trainer's model already, e.g. after

@@ -31,7 +31,7 @@ from sparsecore.layouts import is_hf_conv1d
 
 __all__ = ["FAMILIES", "LayerLayout", "ModelLayout", "base_layer", "describe"]
 
-#: The architecture families :func:`describe` recognises.
+#: The architecture families `describe` recognises.
 FAMILIES = ("llama", "bert", "gpt2")
 
 
@@ -96,7 +96,7 @@ class ModelLayout:
         family: ``"llama"``, ``"bert"`` or ``"gpt2"``.
         model: The Hugging Face model (peft wrapper removed).
         layer_list: The ModuleList of layers. layer_list_name: its qualified name.
-        layers: One :class:`LayerLayout` per layer.
+        layers: One `LayerLayout` per layer.
         embeddings: Embedding modules whose output width is the hidden size.
         embed_writers: Embeddings whose output enters the residual stream directly (pre-norm).
         final_norms: Norms outside the layers (``norm`` / ``ln_f`` / BERT's embedding LayerNorm).
@@ -258,7 +258,7 @@ def describe(model: nn.Module) -> ModelLayout:
         model: The model (a peft model is unwrapped).
 
     Returns:
-        Its :class:`ModelLayout`.
+        Its `ModelLayout`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.

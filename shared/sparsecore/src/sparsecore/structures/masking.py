@@ -28,7 +28,7 @@ an already shrunk model). Where each gate acts (forward hooks; the model stays t
   attention block while keeping the layer needs a layer class transformers does not have.
 
 Masks are read at every forward, so gates updated in place (``copy_``) or soft gates that carry
-gradients (an L0 relaxation) act immediately; :meth:`GroupMasker.update` swaps in new tensors.
+gradients (an L0 relaxation) act immediately; `GroupMasker.update` swaps in new tensors.
 """
 
 from __future__ import annotations
