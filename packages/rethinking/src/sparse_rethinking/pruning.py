@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from sparsecore.export import remove_channels
-from sparsecore.groups import channel_groups, group_masks, group_scores, select_channels
+from sparsecore.groups import aggregate, channel_groups, group_masks, group_scores, select_channels
 from sparsecore.patterns import Unstructured
 from sparsecore.select import keep_count, select_global
 from sparsecore.validation import check_choice, check_number
@@ -61,8 +61,9 @@ def prune_structured(
         input_shape: One example's shape (traces the dependency graph).
         sparsity: Fraction of the convolutions' channels removed (per group for
             ``scope="layer"``, over all groups for ``"global"``), in ``[0, 1)``.
-        criterion: ``"l1"`` (filter L1 norms, Li et al.) or ``"bn"`` (|γ|, network slimming);
-            any criterion of `sparsecore.groups.group_scores` works.
+        criterion: ``"l1"`` (the filter's own L1 norm, Li et al.: only the producers' rows
+            are scored, not the group's BN or consumer slices), ``"bn"`` (|γ|, network
+            slimming), or ``"l2"`` / ``"fpgm"`` of `sparsecore.groups.group_scores`.
         scope: ``"layer"`` (predefined architecture) or ``"global"`` (automatic).
 
     Returns:
@@ -77,7 +78,11 @@ def prune_structured(
     pruned = copy.deepcopy(model)
     example = torch.zeros((1, *input_shape), dtype=next(model.parameters()).dtype)
     groups = channel_groups(pruned, example, conv_layers(pruned))
-    scores = group_scores(groups, pruned, criterion)
+    if criterion == "l1":  # Li et al.: the filter's own sum |w| (producers' rows only)
+        elements = {n: p.detach().abs() for n, p in pruned.named_parameters()}
+        scores = aggregate(groups, elements, ("out",))
+    else:
+        scores = group_scores(groups, pruned, criterion)
     keeps = select_channels(scores, 1.0 - sparsity, scope)
     current = {n: torch.ones_like(p, dtype=torch.bool) for n, p in pruned.named_parameters()}
     masks = group_masks(groups, keeps, current)
