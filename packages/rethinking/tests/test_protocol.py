@@ -13,6 +13,7 @@ from sparse_rethinking import (
     train_model,
 )
 from sparsecore.bench.train import evaluate
+from sparsecore.evaluation import matched_random_masks
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -26,7 +27,7 @@ def _convs(model: nn.Module) -> list[int]:
 
 def test_l1_structured_pruning_is_predefined_and_exact(digits) -> None:
     model = _model()
-    pruned = prune_structured(model, digits.input_shape, 0.5, "l1", "layer")
+    pruned, _ = prune_structured(model, digits.input_shape, 0.5, "l1", "layer")
     assert _convs(model) == [8, 8, 16, 16]
     assert _convs(pruned) == [4, 4, 8, 8]  # every layer keeps half its filters
     # the kept filters are those of largest L1 norm, copied with their weights
@@ -37,6 +38,20 @@ def test_l1_structured_pruning_is_predefined_and_exact(digits) -> None:
     assert bn.num_features == 4 and pruned.classifier.in_features == 8
 
 
+def test_matched_random_channels_have_the_same_widths(digits) -> None:
+    model = _model()
+    _, keeps = prune_structured(model, digits.input_shape, 0.6, "bn", "global")
+    random_keeps = matched_random_masks(keeps, torch.Generator().manual_seed(5))
+    assert {n: int(k.sum()) for n, k in keeps.items()} == {
+        n: int(k.sum()) for n, k in random_keeps.items()
+    }
+    assert any(not torch.equal(keeps[n], random_keeps[n]) for n in keeps)
+    rand, used = prune_structured(model, digits.input_shape, 0.0, keeps=random_keeps)
+    assert all(torch.equal(used[n], random_keeps[n]) for n in keeps)
+    pruned, _ = prune_structured(model, digits.input_shape, 0.6, "bn", "global")
+    assert _convs(rand) == _convs(pruned)
+
+
 def test_slimming_keeps_largest_gammas_globally(digits) -> None:
     model = _model()
     with torch.no_grad():
@@ -44,13 +59,13 @@ def test_slimming_keeps_largest_gammas_globally(digits) -> None:
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.01, 1.0)
         model.features[1].weight[:] = 5.0  # the first layer's gammas dominate
-    pruned = prune_structured(model, digits.input_shape, 0.5, "bn", "global")
+    pruned, _ = prune_structured(model, digits.input_shape, 0.5, "bn", "global")
     widths = _convs(pruned)
     assert widths[0] == 8 and sum(widths) == 24  # global count, first layer kept whole
 
 
 def test_scratch_shares_architecture_not_weights(digits) -> None:
-    pruned = prune_structured(_model(), digits.input_shape, 0.5, "l1", "layer")
+    pruned, _ = prune_structured(_model(), digits.input_shape, 0.5, "l1", "layer")
     scratch = reinitialize(pruned, seed=123)
     a, b = dict(pruned.named_parameters()), dict(scratch.named_parameters())
     assert a.keys() == b.keys()
@@ -105,10 +120,13 @@ def test_run_seed_end_to_end(digits) -> None:
     cfg = ProtocolConfig(epochs=2, widths=(8, 8, 16, 16), finetune_epochs=1)
     out = run_seed(digits, cfg, seed=0)
     for method in ("l1", "slimming", "weight"):
-        for stage in ("pruned", "fine-tuned", "scratch-E", "scratch-B"):
+        for stage in ("pruned", "fine-tuned", "random-fine-tuned", "scratch-E", "scratch-B"):
             row = out[f"{method}/{stage}"]
             assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 < row["flops_ratio"] < 1.0
         assert out[f"{method}/scratch-E"]["epochs"] == 2
+        if method != "weight":  # channel widths per group, exactly the configured fraction
+            kept = out[f"{method}/pruned"]["kept"]
+            assert sum(kept.values()) == (8 + 8 + 16 + 16) // 2
         expected = int(2 / out[f"{method}/pruned"]["flops_ratio"] + 1e-6)
         assert abs(out[f"{method}/scratch-B"]["epochs"] - expected) <= 1
     assert 0.0 <= evaluate(_model(), digits.x_test, digits.y_test) <= 1.0

@@ -16,8 +16,13 @@ CHOICE (labelled): fine-tuning runs ``finetune_epochs`` (default ``E // 2``) at
 differ per method (Li et al. fine-tune briefly, network slimming for a full run), and the paper
 takes the fine-tuned numbers from each method's own recipe.
 
+Also run (Sparseland R5, arXiv 2302.02596): **random-fine-tuned**, random channels (or weights)
+with exactly the method's per-layer counts (`sparsecore.evaluation.matched_random_masks`),
+inheriting the large model's weights and fine-tuned like the method's selection.
+
 Seeds: the large model is initialised with ``seed``; data order with ``seed + 1000``; the
-Scratch models' fresh initialisation with ``seed + 2000`` (never the weights' own seed).
+Scratch models' fresh initialisation with ``seed + 2000`` (never the weights' own seed); the random baseline's positions with
+``seed + 3000``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from sparse_rethinking.schedule import MODES, EpochSchedule, scratch_schedules
 from sparse_rethinking.training import apply_masks, train_model
 from sparsecore.bench import Task
 from sparsecore.bench.train import evaluate
-from sparsecore.evaluation import count_flops
+from sparsecore.evaluation import count_flops, matched_random_masks
 from sparsecore.validation import check_choice, check_int, check_number
 
 __all__ = ["METHODS", "ProtocolConfig", "run_seed"]
@@ -112,16 +117,33 @@ def _timed(fn: Any) -> tuple[float, float]:
 
 def _structured(
     method: str, large: nn.Module, task: Task, cfg: ProtocolConfig, seed: int, dense: dict
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     criterion, scope = ("l1", "layer") if method == "l1" else ("bn", "global")
-    pruned = prune_structured(large, task.input_shape, cfg.channel_sparsity, criterion, scope)
+    pruned, keeps = prune_structured(
+        large, task.input_shape, cfg.channel_sparsity, criterion, scope
+    )
     macs = _macs(pruned, task)
     extras = {
         "sparsity": 1.0 - _weights(pruned) / dense["weights"],
         "flops_ratio": macs / dense["macs"],
     }
     scratch_e, scratch_b = scratch_schedules(cfg.epochs, dense["macs"], macs, cfg.mode)
-    out = {f"{method}/pruned": {**extras, "accuracy": evaluate(pruned, task.x_test, task.y_test)}}
+    out: dict[str, dict[str, Any]] = {
+        f"{method}/pruned": {
+            **extras,
+            "accuracy": evaluate(pruned, task.x_test, task.y_test),
+            "per_layer": {n: 1.0 - float(k.float().mean()) for n, k in keeps.items()},
+            "kept": {n: int(k.sum()) for n, k in keeps.items()},
+        }
+    }
+    # R5: random channels with exactly the method's per-layer widths, fine-tuned the same way
+    generator = torch.Generator().manual_seed(seed + 3000)
+    random_keeps = matched_random_masks(keeps, generator)
+    rand, _ = prune_structured(large, task.input_shape, 0.0, criterion, scope, keeps=random_keeps)
+    acc, wall = _timed(
+        lambda: train_model(rand, task, cfg.finetune, seed + 1000, cfg.finetune_lr, cfg.batch_size)
+    )
+    out[f"{method}/random-fine-tuned"] = {**extras, "accuracy": acc, "wall_s": wall}
     tuned = copy.deepcopy(pruned)
     acc, wall = _timed(
         lambda: train_model(tuned, task, cfg.finetune, seed + 1000, cfg.finetune_lr, cfg.batch_size)
@@ -143,7 +165,7 @@ def _structured(
 
 def _weight_level(
     large: nn.Module, task: Task, cfg: ProtocolConfig, seed: int, dense: dict
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     masks = magnitude_masks(large, cfg.weight_sparsity)
     pruned = copy.deepcopy(large)
     apply_masks(pruned, masks)
@@ -153,7 +175,28 @@ def _weight_level(
         "flops_ratio": macs / dense["macs"],
     }
     scratch_e, scratch_b = scratch_schedules(cfg.epochs, dense["macs"], macs, cfg.mode)
-    out = {"weight/pruned": {**extras, "accuracy": evaluate(pruned, task.x_test, task.y_test)}}
+    out: dict[str, dict[str, Any]] = {
+        "weight/pruned": {
+            **extras,
+            "accuracy": evaluate(pruned, task.x_test, task.y_test),
+            "per_layer": {n: 1.0 - float(m.float().mean()) for n, m in masks.items()},
+        }
+    }
+    generator = torch.Generator().manual_seed(seed + 3000)
+    random_masks = matched_random_masks(masks, generator)
+    rand = copy.deepcopy(large)
+    acc, wall = _timed(
+        lambda: train_model(
+            rand,
+            task,
+            cfg.finetune,
+            seed + 1000,
+            cfg.finetune_lr,
+            cfg.batch_size,
+            masks=random_masks,
+        )
+    )
+    out["weight/random-fine-tuned"] = {**extras, "accuracy": acc, "wall_s": wall}
     acc, wall = _timed(
         lambda: train_model(
             pruned, task, cfg.finetune, seed + 1000, cfg.finetune_lr, cfg.batch_size, masks=masks
@@ -176,7 +219,7 @@ def _weight_level(
     return out
 
 
-def run_seed(task: Task, cfg: ProtocolConfig, seed: int) -> dict[str, dict[str, float]]:
+def run_seed(task: Task, cfg: ProtocolConfig, seed: int) -> dict[str, dict[str, Any]]:
     """Every variant of the protocol for one seed.
 
     Args:
@@ -197,7 +240,7 @@ def run_seed(task: Task, cfg: ProtocolConfig, seed: int) -> dict[str, dict[str, 
         init = SmallVGG(task.input_shape[0], task.num_classes, cfg.widths)
     dense = {"macs": _macs(init, task), "weights": _weights(init)}
     full = EpochSchedule.cifar(cfg.epochs)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     if {"l1", "weight"} & set(cfg.methods):
         large = copy.deepcopy(init)
         acc, wall = _timed(

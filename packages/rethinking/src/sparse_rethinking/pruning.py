@@ -27,6 +27,7 @@ code thresholds at a sorted value, which keeps ties).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -53,7 +54,8 @@ def prune_structured(
     sparsity: float,
     criterion: str = "l1",
     scope: str = "layer",
-) -> nn.Module:
+    keeps: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """A physically thinner copy of ``model`` with the lowest-scoring conv channels removed.
 
     Args:
@@ -65,9 +67,13 @@ def prune_structured(
             are scored, not the group's BN or consumer slices), ``"bn"`` (|γ|, network
             slimming), or ``"l2"`` / ``"fpgm"`` of `sparsecore.groups.group_scores`.
         scope: ``"layer"`` (predefined architecture) or ``"global"`` (automatic).
+        keeps: Channel keep-masks by group name to use instead of the criterion's selection
+            (e.g. `sparsecore.evaluation.matched_random_masks` of a method's keeps: random
+            channels with exactly its per-layer widths, the Sparseland R5 baseline).
 
     Returns:
-        The pruned model with the large model's surviving weights (the fine-tuning start).
+        ``(pruned model, channel keep-masks by group name)``; the model holds the large
+        model's surviving weights (the fine-tuning start).
 
     Raises:
         ValueError: A bad option (before anything is traced).
@@ -78,17 +84,19 @@ def prune_structured(
     pruned = copy.deepcopy(model)
     example = torch.zeros((1, *input_shape), dtype=next(model.parameters()).dtype)
     groups = channel_groups(pruned, example, conv_layers(pruned))
-    if criterion == "l1":  # Li et al.: the filter's own sum |w| (producers' rows only)
+    if keeps is not None:
+        keeps = {name: keep.bool() for name, keep in keeps.items()}
+    elif criterion == "l1":  # Li et al.: the filter's own sum |w| (producers' rows only)
         elements = {n: p.detach().abs() for n, p in pruned.named_parameters()}
-        scores = aggregate(groups, elements, ("out",))
+        keeps = select_channels(aggregate(groups, elements, ("out",)), 1.0 - sparsity, scope)
     else:
         scores = group_scores(groups, pruned, criterion)
-    keeps = select_channels(scores, 1.0 - sparsity, scope)
+        keeps = select_channels(scores, 1.0 - sparsity, scope)
     current = {n: torch.ones_like(p, dtype=torch.bool) for n, p in pruned.named_parameters()}
     masks = group_masks(groups, keeps, current)
     with torch.no_grad():
         remove_channels(pruned, example, masks)
-    return pruned
+    return pruned, keeps
 
 
 @torch.no_grad()
