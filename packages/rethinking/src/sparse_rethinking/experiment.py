@@ -21,8 +21,8 @@ with exactly the method's per-layer counts (`sparsecore.evaluation.matched_rando
 inheriting the large model's weights and fine-tuned like the method's selection.
 
 Seeds: the large model is initialised with ``seed``; data order with ``seed + 1000``; the
-Scratch models' fresh initialisation with ``seed + 2000`` (never the weights' own seed); the random baseline's positions with
-``seed + 3000``.
+Scratch models' fresh initialisation with ``seed + 2000`` (never the weights' own seed);
+the random baseline's positions with ``seed + 3000``.
 """
 
 from __future__ import annotations
