@@ -134,6 +134,11 @@ def _structured(
             "accuracy": evaluate(pruned, task.x_test, task.y_test),
             "per_layer": {n: 1.0 - float(k.float().mean()) for n, k in keeps.items()},
             "kept": {n: int(k.sum()) for n, k in keeps.items()},
+            "sizes": {n: int(k.numel()) for n, k in keeps.items()},
+            "macs": macs,
+            "dense_macs": dense["macs"],
+            "weights": _weights(pruned),
+            "dense_weights": dense["weights"],
         }
     }
     # R5: random channels with exactly the method's per-layer widths, fine-tuned the same way
