@@ -1,6 +1,9 @@
+import math
+
 import pytest
 
 from sparse_rethinking import EpochSchedule, scratch_schedules
+from sparsecore.evaluation import scratch_budgets
 
 
 def test_issue_ratio_2_5() -> None:
@@ -49,3 +52,11 @@ def test_bad_input_names_the_parameter(kwargs, name) -> None:
     args = {"epochs": 10, "dense_flops": 2.0, "pruned_flops": 1.0, "mode": "cifar"} | kwargs
     with pytest.raises((ValueError, TypeError), match=name):
         scratch_schedules(**args)
+
+
+def test_core_scratch_budgets_rounding() -> None:
+    assert scratch_budgets(160, 100.0, 123.4, math.inf, "floor") == (160, 197)
+    assert scratch_budgets(160, 100.0, 123.4, math.inf, "ceil") == (160, 198)
+    assert scratch_budgets(160, 100.0, 123.4) == (160, 198)  # default unchanged
+    with pytest.raises(ValueError, match="rounding"):
+        scratch_budgets(160, 100.0, 123.4, rounding="round")
