@@ -18,8 +18,8 @@ architecture from scratch with the same computation (Scratch-B) gives a mean tes
 least that of fine-tuning the pruned model (the paper's main finding). Also reported (not part of
 the verdict): Scratch-E ≥ fine-tuned per method; weight-level Scratch-B ≥ fine-tuned.
 
-Not reproduced here: the lottery-ticket comparison (winning-ticket vs random init at the optimal
-learning rate) and the ImageNet-scale networks.
+The lottery-ticket comparison is ``benchmarks/lottery.py``; ImageNet-scale networks are not
+reproduced.
 
 Usage::
 

@@ -12,6 +12,7 @@ from sparse_rethinking import (
     run_seed,
     train_model,
 )
+from sparsecore.bench import make_model
 from sparsecore.bench.train import evaluate
 from sparsecore.evaluation import matched_random_masks
 
@@ -130,3 +131,13 @@ def test_run_seed_end_to_end(digits) -> None:
         expected = int(2 / out[f"{method}/pruned"]["flops_ratio"] + 1e-6)
         assert abs(out[f"{method}/scratch-B"]["epochs"] - expected) <= 1
     assert 0.0 <= evaluate(_model(), digits.x_test, digits.y_test) <= 1.0
+
+
+def test_structured_pruning_handles_residual_groups(digits) -> None:
+    model = make_model("resnet", digits, seed=0, width=8)
+    pruned, keeps = prune_structured(model, digits.input_shape, 0.5, "l1", "layer")
+    assert all(int(k.sum()) == k.numel() // 2 for k in keeps.values())
+    x = digits.x_test[:4]
+    assert pruned(x).shape == (4, 10)
+    dense_params = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) < 0.5 * dense_params
