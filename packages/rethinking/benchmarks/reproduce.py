@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="cifar", choices=("cifar", "imagenet"))
     parser.add_argument("--channel-sparsity", type=float, default=0.5)
     parser.add_argument("--weight-sparsity", type=float, default=0.7)
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="default E // 2")
+    parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         weight_sparsity=args.weight_sparsity,
         mode=args.mode,
         widths=widths,
+        finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr,
     )
     task = load_task("digits")
     start = time.perf_counter()
