@@ -340,19 +340,22 @@ def scratch_budgets(
     pruned_flops: float,
     dense_flops: float,
     max_factor: float = SCRATCH_B_MAX_FACTOR,
+    rounding: str = "ceil",
 ) -> tuple[int, int]:
     """Epoch budgets of the Scratch-E and Scratch-B baselines of "Rethinking the Value".
 
     Scratch-E trains the pruned architecture from scratch for the same ``epochs``. Scratch-B
-    trains it for the same *computation*: ``epochs × dense_flops / pruned_flops`` (rounded up),
-    capped at ``max_factor × epochs`` (the paper caps ImageNet runs at twice the epochs) and
-    never fewer than ``epochs``.
+    trains it for the same *computation*: ``epochs × dense_flops / pruned_flops`` (rounded up,
+    or down with ``rounding="floor"`` as the official code's ``int(...)``), capped at
+    ``max_factor × epochs`` (the paper caps ImageNet runs at twice the epochs; pass
+    ``math.inf`` for the uncapped CIFAR rule) and never fewer than ``epochs``.
 
     Args:
         epochs: Epochs of the dense / pruned training run.
         pruned_flops: Per-example FLOPs (or MACs) of the pruned model.
         dense_flops: Per-example FLOPs of the dense model, in the same unit.
-        max_factor: Cap on the epoch multiplier (≥ 1).
+        max_factor: Cap on the epoch multiplier (≥ 1; `math.inf`: uncapped).
+        rounding: ``"ceil"`` (default) or ``"floor"`` (the official code of the paper).
 
     Returns:
         ``(scratch_e_epochs, scratch_b_epochs)``.
@@ -363,8 +366,15 @@ def scratch_budgets(
         raise ValueError(f"FLOPs must be positive, got {pruned_flops}, {dense_flops}")
     if not max_factor >= 1:
         raise ValueError(f"max_factor must be >= 1, got {max_factor}")
+    if rounding not in ("ceil", "floor"):
+        raise ValueError(f"rounding must be 'ceil' or 'floor', got {rounding!r}")
     factor = min(max(dense_flops / pruned_flops, 1.0), max_factor)
-    return epochs, max(epochs, math.ceil(epochs * factor - 1e-9))
+    budget = (
+        math.ceil(epochs * factor - 1e-9)
+        if rounding == "ceil"
+        else math.floor(epochs * factor + 1e-9)
+    )
+    return epochs, max(epochs, budget)
 
 
 def check_protocol(
