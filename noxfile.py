@@ -55,7 +55,8 @@ def uv_sync(session: nox.Session, *args: str) -> None:
 
 
 def _import_name(distribution: str) -> str:
-    return distribution.replace("-", "_")
+    """The import name of a member (``sparse-core`` imports as ``sparsecore``)."""
+    return "sparsecore" if distribution == "sparse-core" else distribution.replace("-", "_")
 
 
 @nox.session
@@ -133,7 +134,7 @@ def build(session: nox.Session) -> None:
     tool = str(ROOT / "tools" / "run_readme_quickstart.py")
     failed = []
     for name in selected:
-        wheel = next(dist.glob(f"{_import_name(name)}-*.whl"))
+        wheel = next(dist.glob(f"{name.replace('-', '_')}-*.whl"))
         venv = Path(session.create_tmp()).absolute() / f"venv-{name}"
         python = str(venv / "bin" / "python")
         readme = MEMBERS[name] / "README.md"
