@@ -31,38 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsecore.tracing import flat_outputs, import_torch_pruning, run_model
+
 __all__ = ["remove_channels"]
 
 _log = logging.getLogger(__name__)
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _import_tp() -> Any:
-    try:
-        import torch_pruning as tp
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "remove_channels needs Torch-Pruning: pip install 'sparse-core[structured]'"
-        ) from err
-    return tp
-
-
-def _run(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _flat_outputs(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, tuple | list):
-        return [t for o in out for t in _flat_outputs(o)]
-    return []
 
 
 def _dead_rows(layer: nn.Module) -> list[int]:
@@ -79,7 +53,7 @@ def _capture(model: nn.Module, inputs: Any, layers: list[nn.Module]) -> dict[nn.
 
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
-        out = _run(model, inputs)
+        out = run_model(model, inputs)
     finally:
         for h in handles:
             h.remove()
@@ -149,7 +123,7 @@ def remove_channels(
         RuntimeError: The shrunk model's output differs from the masked model's by more than
             ``atol`` (cannot happen for Linear/Conv/BatchNorm/ReLU graphs).
     """
-    tp = _import_tp()
+    tp = import_torch_pruning("remove_channels")
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     buffers = [n for n, _ in model.named_buffers() if n.endswith("_mask")]
@@ -165,8 +139,8 @@ def remove_channels(
     names = {m: n for n, m in model.named_modules()}
     layers = [m for m in model.modules() if isinstance(m, _LAYERS)]
     seen = _capture(model, example_inputs, layers)
-    reference = [t.clone() for t in _flat_outputs(seen[model])]
-    final_ids = {id(t) for t in _flat_outputs(seen[model])}
+    reference = [t.clone() for t in flat_outputs(seen[model])]
+    final_ids = {id(t) for t in flat_outputs(seen[model])}
     final_layers = {m for m in layers if m in seen and id(seen[m][1]) in final_ids}
     with torch.enable_grad():  # Torch-Pruning traces through autograd
         graph = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
@@ -211,7 +185,7 @@ def remove_channels(
             _add_bias(target, delta)
         group.prune()
         removed[names[layer]] = len(keep_roots)
-    out = _flat_outputs(_run(model, example_inputs))
+    out = flat_outputs(run_model(model, example_inputs))
     model.train(was_training)
     for got, want in zip(out, reference, strict=True):
         if got.shape != want.shape or (got - want).abs().max() > atol:

@@ -24,12 +24,14 @@ channels reach the output through non-layer operations).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from sparsecore.tracing import flat_outputs, import_torch_pruning, run_model
 
 __all__ = ["ROLES", "ChannelGroup", "ChannelGroups", "GroupSlice", "channel_groups"]
 
@@ -162,34 +164,6 @@ class ChannelGroups:
         return f"ChannelGroups({len(self.prunable())} prunable of {len(self.groups)})"
 
 
-def _import_tp() -> Any:
-    try:
-        import torch_pruning as tp
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "channel groups need Torch-Pruning: pip install 'sparse-core[structured]'"
-        ) from err
-    return tp
-
-
-def _run(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _flat(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, tuple | list):
-        return [t for o in out for t in _flat(o)]
-    return []
-
-
 def output_layers(model: nn.Module, inputs: Any) -> set[nn.Module]:
     """The Linear / Conv layers whose output tensor is (part of) the model's output."""
     outputs: dict[nn.Module, torch.Tensor] = {}
@@ -201,7 +175,7 @@ def output_layers(model: nn.Module, inputs: Any) -> set[nn.Module]:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _LAYERS)]
     try:
         with torch.no_grad():
-            final = {id(t) for t in _flat(_run(model, inputs))}
+            final = {id(t) for t in flat_outputs(run_model(model, inputs))}
     finally:
         for h in handles:
             h.remove()
@@ -307,7 +281,7 @@ def channel_groups(
         ImportError: Torch-Pruning is not installed.
         ValueError: ``example_inputs`` does not run through the model.
     """
-    tp = _import_tp()
+    tp = import_torch_pruning("channel groups")
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     allowed = None
