@@ -10,10 +10,12 @@ Eric-mingjie/rethinking-network-pruning.
   physically shrunk) and `magnitude_masks` (weight-level);
 * `reinitialize` (the Scratch models: same architecture / mask, fresh weights) and
   `train_model` (the official SGD recipe, slimming penalty, fixed masks);
-* `ProtocolConfig` / `run_seed`: one seed of the whole protocol.
+* `ProtocolConfig` / `run_seed`: one seed of the whole protocol;
+* `NetworkSlimming` (entry point `slimming`): network slimming as a method for any training loop.
 """
 
 from sparse_rethinking.experiment import METHODS, ProtocolConfig, run_seed
+from sparse_rethinking.method import NetworkSlimming, SlimmingConfig
 from sparse_rethinking.models import SmallVGG, reinitialize
 from sparse_rethinking.pruning import conv_layers, magnitude_masks, prune_structured
 from sparse_rethinking.schedule import MODES, EpochSchedule, scratch_schedules
@@ -25,7 +27,9 @@ __all__ = [
     "METHODS",
     "MODES",
     "EpochSchedule",
+    "NetworkSlimming",
     "ProtocolConfig",
+    "SlimmingConfig",
     "SmallVGG",
     "__version__",
     "apply_masks",
