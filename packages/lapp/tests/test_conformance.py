@@ -3,7 +3,7 @@
 ``check_sparsity_after_training`` is off: LAPP's budget is a FLOPs reduction, not a fraction of
 the target weights, so ``masks.sparsity() == config.sparsity`` does not apply. The FLOPs budget
 is checked instead in ``test_lapp.py`` (``test_final_flops_within_budget``). Every other check of
-the suite runs unmodified (the model is a small BatchNorm ResNet with bypasses, the data 8×8).
+the suite runs unmodified (the model is a small plain BatchNorm CNN with bypasses, the data 8×8).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparse_lapp import LAPP, add_bypasses
-from sparsecore.bench.models import ResNet
+from sparse_lapp import LAPP, PlainCNN, add_bypasses
 from sparsecore.testing import MethodConformance
 
 torch.set_num_threads(1)
@@ -23,9 +22,9 @@ SHAPE = (1, 8, 8)
 
 
 def lapp_model(seed: int = 0, classes: int = 4, width: int = 8) -> nn.Module:
-    """A small BatchNorm ResNet with a bypass on every free convolution."""
+    """A small plain BatchNorm CNN with a bypass on every free convolution."""
     torch.manual_seed(seed)
-    model = ResNet(SHAPE, classes, width=width)
+    model = PlainCNN(SHAPE, classes, widths=(width, 2 * width, 2 * width))
     add_bypasses(model, LAPP.prunable_convs(model, SHAPE), torch.Generator().manual_seed(seed))
     return model
 

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sparse_lapp import LAPP, BypassConv, add_bypasses, compact
-from sparsecore.bench.models import ResNet
+from sparse_lapp import LAPP, BypassConv, PlainCNN, add_bypasses, compact
 from sparsecore.evaluation import count_flops
 
 torch.set_num_threads(1)
@@ -20,7 +19,7 @@ SHAPE = (1, 8, 8)
 
 def model_with_bypass(seed: int = 0, width: int = 8) -> nn.Module:
     torch.manual_seed(seed)
-    model = ResNet(SHAPE, 4, width=width)
+    model = PlainCNN(SHAPE, 4, widths=(width, 2 * width, 2 * width))
     add_bypasses(model, LAPP.prunable_convs(model, SHAPE), torch.Generator().manual_seed(seed))
     return model
 
@@ -52,7 +51,7 @@ def trained(sparsity: float, steps: int = 12, prune_steps: int = 8) -> tuple[nn.
 
 def test_original_macs_is_count_flops_of_the_model_without_bypass() -> None:
     torch.manual_seed(0)
-    plain = ResNet(SHAPE, 4, width=8)
+    plain = PlainCNN(SHAPE, 4, widths=(8, 16, 16))
     method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4, bypass=False).setup(plain)
     assert method.flops_model.original_macs == count_flops(plain, torch.zeros(1, *SHAPE)).dense
     with_bypass = model_with_bypass()
@@ -74,8 +73,11 @@ def test_flops_from_masks_equal_count_flops_of_compacted_network(sparsity: float
     measured = count_flops(small, torch.zeros(1, *SHAPE)).dense
     assert from_masks == measured
     widths = [small.get_submodule(u.name).conv.out_channels for u in method.flops_model.units]
+    bypasses = [small.get_submodule(u.name).bypass.out_channels for u in method.flops_model.units]
+    assert bypasses == [u.channels for u in method.flops_model.units]
     assert widths == [int(k) for k in kept]
-    assert all(k < u.channels for k, u in zip(kept, method.flops_model.units, strict=True))
+    # Per-layer rates: cheap layers may stay whole, but the network as a whole is pruned.
+    assert sum(kept) < sum(u.channels for u in method.flops_model.units)
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
@@ -97,7 +99,7 @@ def test_final_flops_within_budget(sparsity: float) -> None:
 
 def test_every_threshold_gets_gradient_from_task_and_flops_terms() -> None:
     model = model_with_bypass()
-    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10).setup(model)
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10, ramp_delay=0.0).setup(model)
     x, y = batch(0)
     F.cross_entropy(model(x), y).backward()
     task_grad = method.thresholds.grad.clone()
@@ -105,49 +107,116 @@ def test_every_threshold_gets_gradient_from_task_and_flops_terms() -> None:
     method.thresholds.grad = None
     method.regularization().backward()
     flops_grad = method.thresholds.grad.clone()
-    # Raising a threshold removes channels, and FLOPs are above the ramp at step 0: negative.
+    # Raising a threshold removes channels, and FLOPs are above the ramp at step 1: negative.
     assert torch.all(flops_grad < 0)
-    # The FLOPs term is active at step 0 (bypasses push the ratio above 1 > a_1).
-    assert method.regularization().item() > 0
 
 
-def test_masks_progress_then_freeze() -> None:
+def test_nothing_is_pruned_before_the_ramp_starts() -> None:
+    """Issue 25: no pruning on random-init scores (the bypasses put R_0 above 1)."""
     model = model_with_bypass()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    method = LAPP(sparsity=0.6, input_shape=SHAPE, prune_steps=10, threshold_lr=0.3).setup(
-        model, opt
-    )
+    method = LAPP(
+        sparsity=0.6, input_shape=SHAPE, prune_steps=12, threshold_lr=0.3, ramp_delay=0.25
+    ).setup(model, opt)
+    assert method.ramp_start == 3
+    assert method.initial_ratio > 1.0  # the bypasses' MACs
+    start = method.thresholds.clone()
+    for _ in range(method.ramp_start):
+        assert all(bool(k.all()) for k in method.current_keep())
+        assert method.regularization().item() == 0.0
+        assert method.flops_ratio() == pytest.approx(method.initial_ratio)
+        train(model, method, opt, 1)
+        assert torch.equal(method.thresholds, start)  # no threshold step in the delay
     ratios = []
-    for step in range(10):
-        train(model, method, opt, 1) if step else None
-        ratios.append(method.flops_ratio())
-    train(model, method, opt, 1)
-    assert method.frozen and method.step == 10
-    assert ratios[0] > 1.0  # bypasses included, nothing pruned yet
-    assert min(ratios[1:]) < ratios[0]  # thresholds rose during the phase
+    for _ in range(method.ramp_start, 12):
+        assert method.regularization().item() > 0.0 or method.step == method.ramp_start
+        train(model, method, opt, 1)
+        ratios.append(method.learned_ratio if method.frozen else method.flops_ratio())
+    assert method.frozen and min(ratios) < method.initial_ratio
+    ramp = [method.allowed_ratio(s) for s in range(14)]
+    assert ramp[: method.ramp_start + 1] == [method.initial_ratio] * (method.ramp_start + 1)
+    assert ramp[12] == pytest.approx(0.4) and ramp == sorted(ramp, reverse=True)
     frozen = [m.clone() for m in method.masks.masks().values()]
     train(model, method, opt, 3)
     assert all(
         torch.equal(a, b) for a, b in zip(frozen, method.masks.masks().values(), strict=True)
     )
     assert method.regularization().item() == 0.0
-    ramp = [method.allowed_ratio(s) for s in range(12)]
-    assert ramp[0] == 1.0 and ramp[10] == pytest.approx(0.4) and ramp == sorted(ramp, reverse=True)
 
 
-def test_gate_zeroes_masked_channels_during_pruning_phase() -> None:
+def _learn(**options) -> LAPP:
     model = model_with_bypass()
-    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10).setup(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    base = {"sparsity": 0.5, "input_shape": SHAPE, "prune_steps": 30, "threshold_lr": 0.2}
+    method = LAPP(**{**base, **options}).setup(model, opt)
+    train(model, method, opt, 30)
+    assert method.frozen
+    return method
+
+
+def test_learned_thresholds_reach_the_budget_themselves() -> None:
+    """Fails if the thresholds do nothing: the projection alone would then do the pruning."""
+    learned = _learn()
+    assert abs(learned.learned_ratio - 0.5) < 0.06  # the thresholds met the ramp before freeze
+    channels = sum(u.channels for u in learned.flops_model.units)
+    assert learned.projection_removed + learned.projection_added <= 0.15 * channels
+    assert float(learned.thresholds.max() - learned.thresholds.min()) > 0.05  # per-layer rates
+    inert = _learn(threshold_lr=1e-9)  # thresholds that (practically) do not move
+    assert inert.learned_ratio == pytest.approx(inert.initial_ratio)
+    assert inert.projection_removed > 0.3 * channels
+
+
+def test_shared_threshold_ablation_meets_the_ramp_with_one_threshold() -> None:
+    method = _learn(learn_thresholds=False)
+    assert torch.all(method.thresholds == method.thresholds[0])
+    assert method.learned_ratio <= 0.5 + 1e-9
+    assert method.flops_ratio() <= 0.5
+
+
+def test_gate_zeroes_masked_main_filters_during_pruning_phase() -> None:
+    model = model_with_bypass()
+    method = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=10, ramp_delay=0.0).setup(model)
     with torch.no_grad():
         method.thresholds.fill_(10.0)  # everything below: only min_channels survive
     seen = {}
+    main = model.get_submodule(method.flops_model.units[0].convs[0])
+    handle = main.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
     bn = model.get_submodule(method.flops_model.units[0].norm)
-    handle = bn.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
+    handle2 = bn.register_forward_hook(lambda m, a, out: seen.setdefault("bn", out))
     model.eval()
     model(batch(0)[0])
     handle.remove()
-    alive = seen["out"].abs().flatten(2).sum((0, 2)) != 0
-    assert int(alive.sum()) == 1
+    handle2.remove()
+    # The hook sees the gated main output: one filter alive. The BN (after the bypass) all alive.
+    gated = method.gate(0).detach()
+    assert int((gated > 0.5).sum()) == 1
+    assert torch.all(seen["bn"].abs().flatten(2).sum((0, 2)) != 0)
+
+
+def test_bypass_carries_information_through_a_layer_pruned_to_one_filter() -> None:
+    """The bypass is not pruned: a pruned channel still carries a mix of every input channel."""
+    model = model_with_bypass()
+    probe = LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=1).flops_model_of(model)
+    lowest = probe.min_macs(1) / probe.original_macs  # every main branch at one filter
+    method = LAPP(
+        sparsity=1.0 - lowest - 1e-9, input_shape=SHAPE, prune_steps=1, ramp_delay=0.0
+    ).setup(model)
+    with torch.no_grad():
+        method.thresholds.fill_(10.0)
+    x = batch(5, 32)[0]
+    small = compact(method, x)
+    small.eval()
+    wrappers = [m for m in small.modules() if isinstance(m, BypassConv)]
+    assert [w.conv.out_channels for w in wrappers] == [1, 1, 1]  # main branch: one filter
+    assert [w.bypass.out_channels for w in wrappers] == [8, 16, 16]  # bypass: full width
+    assert small.classifier.in_features == 16  # the consumer keeps its full width
+    with torch.no_grad():
+        out = small(x)
+        spread = out.std(0)
+        assert torch.all(spread > 1e-4)  # the prediction still depends on the input
+        for w in wrappers:
+            w.bypass.weight.zero_()
+        assert (small(x) - out).abs().max() > 1e-3  # and on the bypasses
 
 
 def test_compacted_network_reproduces_masked_one_with_bypasses() -> None:
@@ -156,6 +225,7 @@ def test_compacted_network_reproduces_masked_one_with_bypasses() -> None:
     model.eval()
     with torch.no_grad():
         masked = model(x)
+    keeps = method.current_keep()
     small = compact(method, x)
     small.eval()
     with torch.no_grad():
@@ -163,18 +233,39 @@ def test_compacted_network_reproduces_masked_one_with_bypasses() -> None:
     assert (out - masked).abs().max() <= 1e-5
     wrappers = [m for m in small.modules() if isinstance(m, BypassConv)]
     assert len(wrappers) == 3
-    for w in wrappers:
-        assert w.bypass.out_channels == w.conv.out_channels < 8 * 4
+    assert sum(w.conv.out_channels for w in wrappers) < 8 + 16 + 16
+    for w, keep, full in zip(wrappers, keeps, (8, 16, 16), strict=True):
+        assert w.conv.out_channels == int(keep.sum()) <= full
+        assert w.bypass.out_channels == full
+        assert torch.equal(w.kept_index, torch.nonzero(keep).flatten())
         assert w.bypass.weight.abs().sum() > 0  # the bypass is part of the compact model
     assert not any(k.endswith("_mask") for k in small.state_dict())
 
 
+def test_no_bypass_units_remove_channels_everywhere() -> None:
+    torch.manual_seed(0)
+    plain = PlainCNN(SHAPE, 4, widths=(8, 16, 16))
+    opt = torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9)
+    method = LAPP(
+        sparsity=0.5, input_shape=SHAPE, prune_steps=8, bypass=False, threshold_lr=0.3
+    ).setup(plain, opt)
+    train(plain, method, opt, 10)
+    keeps = method.current_keep()
+    small = compact(method)
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [int(k.sum()) for k in keeps]
+    assert convs[1].in_channels == int(keeps[0].sum())
+    assert small.classifier.in_features == int(keeps[2].sum())
+    measured = count_flops(small, torch.zeros(1, *SHAPE)).dense
+    assert measured / method.flops_model.original_macs <= 0.5
+
+
 def test_bypass_keeps_shapes_and_adds_a_1x1_branch() -> None:
     torch.manual_seed(0)
-    plain = ResNet(SHAPE, 4, width=8)
+    plain = PlainCNN(SHAPE, 4, widths=(8, 16, 16))
     reference = copy.deepcopy(plain)
-    wrapped = add_bypasses(plain, ["stages.*.conv1"])
-    assert wrapped == ["stages.0.conv1", "stages.1.conv1", "stages.2.conv1"]
+    wrapped = add_bypasses(plain, ["features.*"])
+    assert wrapped == ["features.0", "features.3", "features.6"]
     x = batch(0)[0]
     plain.eval()
     reference.eval()
@@ -183,11 +274,13 @@ def test_bypass_keeps_shapes_and_adds_a_1x1_branch() -> None:
         for name in wrapped:
             plain.get_submodule(name).bypass.weight.zero_()
         assert torch.allclose(plain(x), reference(x), atol=1e-6)
-    assert add_bypasses(plain, ["stages.*.conv1"]) == []  # idempotent
+    assert add_bypasses(plain, ["features.*"]) == []  # idempotent
     with pytest.raises(ValueError, match="nothing"):
         add_bypasses(nn.Sequential(nn.Conv2d(1, 2, 2)), ["nothing"])
     with pytest.raises(ValueError, match="0"):
         add_bypasses(nn.Sequential(nn.Conv2d(1, 2, 2)), ["0"])
+    with pytest.raises(ValueError, match="keep"):
+        plain.get_submodule("features.0").compact_bypass(torch.zeros(8, dtype=torch.bool))
 
 
 def _unchanged(model: nn.Module, before: dict) -> bool:
@@ -217,7 +310,7 @@ def test_bad_targets_raise_before_touching_the_model(options: dict, match: str) 
 
 def test_missing_bypass_is_a_clear_error() -> None:
     torch.manual_seed(0)
-    plain = ResNet(SHAPE, 4, width=8)
+    plain = PlainCNN(SHAPE, 4, widths=(8, 16, 16))
     with pytest.raises(ValueError, match="add_bypasses"):
         LAPP(sparsity=0.5, input_shape=SHAPE, prune_steps=4).setup(plain)
 
@@ -232,6 +325,8 @@ def test_missing_bypass_is_a_clear_error() -> None:
         ({"flops_weight": -1.0}, ValueError, "flops_weight"),
         ({"temperature": 0}, ValueError, "temperature"),
         ({"min_channels": 0}, ValueError, "min_channels"),
+        ({"ramp_delay": 1.0}, ValueError, "ramp_delay"),
+        ({"learn_thresholds": 1}, TypeError, "learn_thresholds"),
         ({"sparsity": 1.0}, ValueError, "sparsity"),
     ],
 )

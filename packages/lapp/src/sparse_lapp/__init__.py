@@ -10,6 +10,7 @@ lapp = LAPP(sparsity=0.5, input_shape=(1, 8, 8), prune_steps=300).setup(model, o
 from sparse_lapp.bypass import BypassConv, add_bypasses
 from sparse_lapp.config import LAPPConfig
 from sparse_lapp.method import LAPP, compact
+from sparse_lapp.models import PlainCNN
 from sparse_lapp.units import FlopsModel, Unit, analyze
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "BypassConv",
     "FlopsModel",
     "LAPPConfig",
+    "PlainCNN",
     "Unit",
     "__version__",
     "add_bypasses",

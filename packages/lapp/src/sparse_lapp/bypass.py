@@ -1,19 +1,29 @@
 """The lightweight bypass LAPP adds to every convolution it prunes, before training starts.
 
-The paper (abstract, the only part of arXiv 2309.14157 available to us, see
-`sparse_lapp.method`) says: "in order to maintain the expressive power of the pruned layer,
-before training starts, we introduce an additional lightweight bypass for each convolutional
-layer to be pruned, which only adds relatively few additional burdens". Its exact form is not in
-the material we could read.
+The paper (arXiv 2309.14157; only its abstract could be read, see `sparse_lapp.method`) says:
+"Since too narrow network blocks information flow for training, automatic pruning rate setting
+cannot explore a high pruning rate for a specific layer. [...] in order to maintain the
+expressive power of the pruned layer, before training starts, we introduce an additional
+lightweight bypass for each convolutional layer to be pruned, which only adds relatively few
+additional burdens". The bypass's exact form is not in the material we could read [unconfirmed].
 
-CHOICE (reconstructed): the bypass is a parallel ``1×1`` convolution with the same input and
-output channels and the same stride as the pruned ``k×k`` convolution, summed with it before the
-normalisation: ``y = conv_k(x) + conv_1(x)``. Reasons: it is the cheapest branch that keeps every
-input channel connected to every output channel (it costs ``1/k²`` of the main branch: 11% for
-3×3), it is linear and shape-preserving so it needs no extra normalisation, and it is the reading
-the project digest assumed. Because a pruned output channel must disappear from the network, the
-bypass's output channel ``i`` is pruned together with filter ``i`` of the main convolution (they
-form one channel unit), and pruned input channels disappear from both branches.
+CHOICE (reconstructed from those sentences): the bypass is a parallel ``1×1`` convolution from
+the layer's input to *all* of the layer's output channels (same stride), summed with the main
+``k×k`` convolution before the normalisation: ``y = bypass(x) + scatter(conv_k(x))``. LAPP
+prunes the filters of the main convolution only; the bypass is *not* pruned, so a pruned output
+channel ``i`` still carries ``bypass_i(x)`` (a linear mix of every input channel) to the next
+layer, which keeps its full input width. A layer pruned to a few filters therefore stays a
+full-width layer whose spatial (``k×k``) capacity is narrow, instead of a narrow layer that
+blocks the information flow; this is what "maintain the expressive power of the pruned layer"
+and "too narrow network blocks information flow" describe. The burden is ``1/k²`` of the
+layer's full cost (11% for 3×3, 20% for kernel 5), counted in the FLOPs budget.
+
+An earlier version of this package pruned the bypass with the same channel mask as its layer;
+then the bypass folds exactly into the centre tap of the ``k×k`` kernel and adds nothing at
+inference (issue 25). That reading is gone.
+
+After compaction the main convolution keeps only its kept filters and `BypassConv` adds its
+output into the kept channels (``kept_index``); the bypass keeps its full shape.
 
 The padding of the bypass is chosen so that both branches have the same output size:
 ``p1 = p - d(k-1)/2`` per spatial dimension; a convolution for which that is not a non-negative
@@ -57,10 +67,11 @@ def bypass_padding(conv: nn.Module) -> tuple[int, ...] | None:
 
 
 class BypassConv(nn.Module):
-    """A convolution with a parallel ``1×1`` bypass: ``forward(x) = conv(x) + bypass(x)``.
+    """A convolution with a parallel, unpruned ``1×1`` bypass.
 
-    Both are standard ``nn.Conv*d`` layers, so Torch-Pruning and
-    `sparsecore.export.remove_channels` shrink them like any other convolution.
+    ``forward(x) = bypass(x) + conv(x)`` while the main convolution has every filter; after
+    `compact_bypass` keeps ``n`` of them, the main branch's ``n`` outputs are added into the
+    channels ``kept_index`` of the bypass output.
 
     Args:
         conv: The convolution to wrap (kept as ``self.conv``, weights untouched).
@@ -84,6 +95,8 @@ class BypassConv(nn.Module):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
+        index = torch.arange(conv.out_channels, device=conv.weight.device)
+        self.register_buffer("kept_index", index)
         # Kaiming-uniform like PyTorch's default, drawn from ``generator`` when given.
         bound = 1.0 / conv.in_channels**0.5
         with torch.no_grad():
@@ -91,8 +104,51 @@ class BypassConv(nn.Module):
             self.bypass.weight.copy_(values.to(self.bypass.weight) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Main branch plus bypass."""
-        return self.conv(x) + self.bypass(x)
+        """Bypass plus the main branch (added into its kept channels)."""
+        out = self.bypass(x)
+        main = self.conv(x)
+        if main.shape[1] == out.shape[1]:
+            return out + main
+        return out.index_add(1, self.kept_index, main)
+
+    @torch.no_grad()
+    def compact_bypass(self, keep: torch.Tensor) -> None:
+        """Keep only the main convolution's filters ``keep`` (bool, one per output channel).
+
+        The bypass keeps every output channel; nothing else in the model changes shape.
+
+        Args:
+            keep: Boolean mask over the *current* main filters (at least one ``True``).
+
+        Raises:
+            ValueError: ``keep`` does not fit or keeps nothing.
+        """
+        if keep.dtype != torch.bool or keep.shape != (self.conv.out_channels,):
+            raise ValueError(
+                f"keep must be a bool tensor of shape ({self.conv.out_channels},), got "
+                f"{keep.dtype} {tuple(keep.shape)}"
+            )
+        if not bool(keep.any()):
+            raise ValueError("keep must keep at least one filter")
+        idx = torch.nonzero(keep.to(self.kept_index.device)).flatten()
+        old = self.conv
+        new = type(old)(
+            old.in_channels,
+            int(idx.numel()),
+            old.kernel_size,
+            stride=old.stride,
+            padding=old.padding,
+            dilation=old.dilation,
+            bias=old.bias is not None,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+        )
+        new.weight.copy_(old.weight[idx.to(old.weight.device)])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[idx.to(old.weight.device)])
+        new.train(old.training)
+        self.conv = new
+        self.kept_index = self.kept_index[idx]
 
 
 def add_bypasses(

@@ -36,6 +36,12 @@ class LAPPConfig(MethodConfig):
         schedule_power: Exponent of the FLOPs-target ramp over the pruning phase (3: cubic,
             Zhu–Gupta; 1: linear).
         min_channels: Fewest channels a layer keeps.
+        ramp_delay: Fraction of ``prune_steps`` before the FLOPs ramp starts: during those
+            first steps nothing is pruned and the thresholds do not move, so no channel is
+            removed on the scores of a random initialisation.
+        learn_thresholds: ``True``: LAPP (one learned threshold per layer). ``False``: the
+            ablation without learned per-layer rates: every layer shares one threshold, set at
+            every step to the lowest value that meets the FLOPs ramp.
         bypass: Whether every pruned convolution must carry a bypass (see
             `sparse_lapp.add_bypasses`).
     """
@@ -50,6 +56,8 @@ class LAPPConfig(MethodConfig):
     init_threshold: float = -3.0
     schedule_power: float = 3.0
     min_channels: int = 1
+    ramp_delay: float = 0.25
+    learn_thresholds: bool = True
     bypass: bool = True
 
     def __post_init__(self) -> None:
@@ -73,4 +81,6 @@ class LAPPConfig(MethodConfig):
         check_number(self.schedule_power, "schedule_power", 0.0, open_low=True, finite=True)
         check_number(self.init_threshold, "init_threshold", finite=True)
         check_int(self.min_channels, "min_channels", 1)
+        check_number(self.ramp_delay, "ramp_delay", 0.0, 1.0, open_high=True, finite=True)
+        check_bool(self.learn_thresholds, "learn_thresholds")
         check_bool(self.bypass, "bypass")

@@ -15,19 +15,20 @@ to every convolution to be pruned. Everything below marked CHOICE is our reconst
 
 ALGORITHM (per optimizer step ``t`` of the pruning phase ``t < prune_steps``):
 
-1. Importance score of channel ``i`` of unit (layer) ``ℓ``: ``s_i = |γ_i|``, the scale of the
-   BatchNorm that follows the convolution (Network Slimming's criterion); the L2 norm of the
-   filter (main and bypass concatenated) when no BatchNorm follows. CHOICE: the abstract does
-   not name the score; BN scales measure what a channel contributes after normalisation, while
-   filter norms are scale-free under BatchNorm.
+1. Importance score of channel ``i`` of unit (layer) ``ℓ``: without a bypass, ``s_i = |γ_i|``,
+   the scale of the BatchNorm that follows the convolution (Network Slimming's criterion), or
+   the L2 norm of the filter when no BatchNorm follows; with a bypass (which is not pruned and
+   shares the BatchNorm), the L2 norm of main filter ``i``, which sets the main branch's share
+   of channel ``i`` against the bypass. CHOICE: the abstract does not name the score.
 2. Scores are standardised per layer, ``z_i = (s_i - mean) / std`` (detached). CHOICE: makes one
    threshold scale, one surrogate width and one learning rate fit every layer.
 3. Mask ``m_i = 1[z_i > θ_ℓ]`` in the forward pass (at least ``min_channels`` kept: the top
    scores), with the surrogate gradient ``∂m_i/∂θ_ℓ = -σ'((z_i - θ_ℓ)/T)/T`` (straight-through
    estimator with a sigmoid derivative). CHOICE: the abstract says the thresholds are learned from
    the task loss; a hard forward keeps the trained network identical to the pruned one.
-4. The mask multiplies the unit's output channels after its BatchNorm, through a forward hook
-   (the *gate*), so the task loss reaches ``θ_ℓ`` through ``∂L/∂m_i = <∂L/∂y_i, y_i>``, also for
+4. The mask multiplies the unit's output channels after its BatchNorm (with a bypass: the main
+   convolution's output, before the sum with the bypass), through a forward hook (the *gate*),
+   so the task loss reaches ``θ_ℓ`` through ``∂L/∂m_i = <∂L/∂y_i, y_i>``, also for
    channels currently masked (they can come back). CORE MAPPING CHOICE: the core's ``MaskSet``
    is used in ``hard`` mode; during the pruning phase its masks stay all-ones (nothing is zeroed,
    so masked channels keep learning their way back) and the method's own gate does the masking;
@@ -44,16 +45,26 @@ ALGORITHM (per optimizer step ``t`` of the pruning phase ``t < prune_steps``):
    overshot to ``R ≈ 0.24`` for a 0.5 target and the task-loss gradient alone did not bring them
    back. With ``|R - a_t|`` the FLOPs term tracks the ramp from both sides and the per-layer
    balance between the two gradients still sets the layer-wise rates.
-6. Progressive target: ``a_t = 1 - ρ_t`` with ``ρ_t`` rising from 0 to the target reduction
-   ``sparsity`` over ``prune_steps`` along the cubic (Zhu–Gupta) ramp. CHOICE: the abstract says
-   the network is compressed gradually during the first epochs; a ramp avoids pruning on the
-   meaningless scores of a random initialisation.
-7. The thresholds have their own Adam optimizer (``threshold_lr``, ``betas=(0, 0.99)``),
-   stepped in the optimizer's pre-step hook. CHOICE: Adam makes the step size independent of the
-   (tiny, far-from-threshold) surrogate gradients and of the user's learning-rate schedule, and it
-   does not touch the user's optimizer. Without first-moment momentum the thresholds reverse as
-   soon as the FLOPs ratio crosses the ramp: with the default ``β1 = 0.9`` they overshot on
-   digits (learned FLOPs ratio 0.35 for a 0.5 target; 0.49 without momentum).
+6. Progressive target: ``a_t`` stays at ``R_0`` (the FLOPs ratio of the unpruned network, its
+   bypasses included, e.g. 1.11 for 3×3 convolutions) for the first ``ramp_delay·prune_steps``
+   steps, then falls to ``1 - sparsity`` at ``prune_steps`` along the cubic (Zhu–Gupta) ramp.
+   During the delay the gates are all-ones, the FLOPs term is zero and the thresholds do not
+   move: nothing is pruned on the scores of a random initialisation (an earlier version ramped
+   from 1.0 and pruned from step 0, since the bypasses put ``R_0`` above 1; issue 25).
+   CHOICE: the abstract says the network is compressed gradually during the first epochs; the
+   delay (default a quarter of the pruning phase) is ours.
+7. The thresholds are updated in the optimizer's pre-step hook by a sign-free normalised
+   gradient step ``θ -= threshold_lr · g / sqrt(v)``, ``v`` an EMA (0.99) of ``mean(g²)`` over
+   *all* layers' thresholds (one scalar). CHOICE: the step is independent of the user's
+   learning-rate schedule and of the tiny surrogate gradients' absolute scale, while the
+   *relative* sizes of the layers' gradients survive, so a layer whose filters cost more FLOPs
+   or matter less to the loss moves faster. (An earlier version used per-threshold Adam, whose
+   sign-like steps moved every threshold at the same speed and ended with nearly equal
+   thresholds in every layer; issue 25.) Under DistributedDataParallel the threshold gradients
+   are all-reduced (averaged) over the model's process group first, so every replica keeps the
+   same thresholds and trains the same sub-network. ``learn_thresholds=False`` is the ablation
+   without learned rates: one threshold shared by every layer, set at every step by bisection
+   to the lowest value whose masks meet ``a_{t+1}``.
 8. Freeze at ``prune_steps``: the masks are fixed and projected onto the budget. If they exceed
    it, kept channels with the smallest margin ``z_i - θ_ℓ`` are removed one by one until
    ``F ≤ (1 - sparsity)·F0``; then masked channels with the largest margin are restored, one by
@@ -75,6 +86,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparse_lapp.bypass import BypassConv
 from sparse_lapp.config import LAPPConfig
 from sparse_lapp.units import FlopsModel, analyze
 from sparsecore import PruningMethod
@@ -120,7 +132,10 @@ class LAPP(PruningMethod):
         super().__init__(config, **overrides)
         self.flops_model: FlopsModel | None = None
         self.thresholds: torch.Tensor | None = None
-        self._topt: torch.optim.Adam | None = None
+        self._grad_sq: float = 0.0
+        self._updates: int = 0
+        self._group: Any = None
+        self.initial_ratio = float("nan")
         self._gate_handles: list[torch.utils.hooks.RemovableHandle] = []
         self.frozen = False
         self.projection_removed = 0
@@ -148,12 +163,20 @@ class LAPP(PruningMethod):
         """Module names of the convolutions LAPP would prune (free output channels)."""
         return [u.name for u in analyze(model, tuple(input_shape), targets, exclude).units]
 
+    def flops_model_of(self, model: nn.Module) -> FlopsModel:
+        """The units and FLOPs model this config would use on ``model`` (nothing is changed)."""
+        cfg = self.config
+        assert cfg.input_shape is not None
+        return analyze(model, cfg.input_shape, cfg.targets, cfg.exclude, require_bypass=cfg.bypass)
+
     # ------------------------------------------------------------------ setup
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> LAPP:
         """Validate, find the channel units, add masks and gates (nothing changes on error)."""
         if self._masks is not None:
             raise RuntimeError("LAPP is already set up on a model")
+        group = None
         if isinstance(model, nn.parallel.DistributedDataParallel):
+            group = model.process_group
             model = model.module
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -184,7 +207,9 @@ class LAPP(PruningMethod):
             self.thresholds = torch.full(
                 (len(fm.units),), float(cfg.init_threshold), device=device, requires_grad=True
             )
-            self._topt = torch.optim.Adam([self.thresholds], lr=cfg.threshold_lr, betas=(0.0, 0.99))
+            self._grad_sq, self._updates, self._group = 0.0, 0, group
+            full = [float(unit.channels) for unit in fm.units]
+            self.initial_ratio = float(fm.macs(full)) / f0
             if optimizer is not None:
                 self.attach(optimizer)
             self._gate_handles = []
@@ -196,7 +221,12 @@ class LAPP(PruningMethod):
         assert self.flops_model is not None and self.model is not None
         modules = dict(self.model.named_modules())
         for u, unit in enumerate(self.flops_model.units):
-            where = modules[unit.norm] if unit.norm is not None else modules[unit.name]
+            if unit.bypass is not None:
+                where = modules[unit.convs[0]]  # the main branch, before the sum with the bypass
+            elif unit.norm is not None:
+                where = modules[unit.norm]
+            else:
+                where = modules[unit.name]
             self._gate_handles.append(where.register_forward_hook(self._gate_hook(u)))
 
     def _gate_hook(self, u: int):
@@ -221,7 +251,7 @@ class LAPP(PruningMethod):
         assert self.flops_model is not None
         unit = self.flops_model.units[u]
         params = self.masks.params()
-        if unit.norm is not None and f"{unit.norm}.weight" in params:
+        if unit.bypass is None and unit.norm is not None and f"{unit.norm}.weight" in params:
             return params[f"{unit.norm}.weight"].detach().abs().float()
         rows = [params[f"{c}.weight"].detach().flatten(1) for c in unit.convs]
         return torch.cat(rows, 1).float().norm(dim=1)
@@ -240,12 +270,26 @@ class LAPP(PruningMethod):
         z = self.standardized_scores(u)
         t = self.thresholds[u]
         with torch.no_grad():
-            hard = z > t
-            k = min(self.config.min_channels, z.numel())
-            if int(hard.sum()) < k:
-                hard = hard | topk_mask(z, k)
+            hard = self._hard(z, t) if self.ramp_started else torch.ones_like(z, dtype=torch.bool)
         soft = torch.sigmoid((z - t) / self.config.temperature)
         return hard.to(soft.dtype) + soft - soft.detach()
+
+    def _hard(self, z: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        hard = z > t
+        k = min(self.config.min_channels, z.numel())
+        if int(hard.sum()) < k:
+            hard = hard | topk_mask(z, k)
+        return hard
+
+    @property
+    def ramp_start(self) -> int:
+        """First step index at which the FLOPs ramp (and threshold learning) is active."""
+        return round(self.config.ramp_delay * self.config.prune_steps)
+
+    @property
+    def ramp_started(self) -> bool:
+        """Whether the step now being taken is past the delay (pruning may happen)."""
+        return self.step >= self.ramp_start
 
     @torch.no_grad()
     def current_keep(self) -> list[torch.Tensor]:
@@ -266,10 +310,12 @@ class LAPP(PruningMethod):
 
     def allowed_ratio(self, step: int) -> float:
         """FLOPs ratio the constraint allows at ``step`` (the progressive ramp ``a_t``)."""
-        ramp = Polynomial(
-            0.0, self.config.sparsity, 0, self.config.prune_steps, power=self.config.schedule_power
-        )
-        return 1.0 - ramp(step)
+        start, end = self.ramp_start, self.config.prune_steps
+        if step <= start:
+            return self.initial_ratio
+        ramp = Polynomial(0.0, 1.0, start, end, power=self.config.schedule_power)
+        target = 1.0 - self.config.sparsity
+        return self.initial_ratio - (self.initial_ratio - target) * ramp(min(step, end))
 
     # ------------------------------------------------------------------ training hooks
     def regularization(self) -> torch.Tensor:
@@ -278,17 +324,57 @@ class LAPP(PruningMethod):
             return torch.zeros(())
         self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
         assert self.flops_model is not None and self.thresholds is not None
+        if not self.ramp_started or not self.config.learn_thresholds:
+            return torch.zeros((), device=self.thresholds.device)
         kept = [self.gate(u).sum() for u in range(len(self.flops_model.units))]
         ratio = self.flops_model.macs(kept) / self.flops_model.original_macs
         gap = (ratio - self.allowed_ratio(self.step + 1)).abs()
         return (self.config.flops_weight * gap).float().to(self.thresholds.device)
 
     def on_before_optimizer_step(self) -> None:  # noqa: D102
-        if self.frozen or self._topt is None or self.thresholds is None:
+        if self.frozen or self.thresholds is None:
             return
-        if self.thresholds.grad is not None:
-            self._topt.step()
-            self._topt.zero_grad(set_to_none=True)
+        grad = self.thresholds.grad
+        self.thresholds.grad = None
+        if not self.ramp_started:
+            return
+        if not self.config.learn_thresholds:
+            self._set_shared_threshold(self.allowed_ratio(self.step + 1))
+            return
+        if grad is None:
+            return
+        if self._group is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(grad, group=self._group)
+            grad = grad / dist.get_world_size(self._group)
+        with torch.no_grad():
+            self._updates += 1
+            self._grad_sq = 0.99 * self._grad_sq + 0.01 * float(grad.double().pow(2).mean())
+            scale = (self._grad_sq / (1.0 - 0.99**self._updates)) ** 0.5 + 1e-12
+            self.thresholds -= self.config.threshold_lr * grad / scale
+
+    @torch.no_grad()
+    def _set_shared_threshold(self, allowed: float) -> None:
+        """Ablation: one threshold for every layer, the lowest whose masks meet ``allowed``."""
+        assert self.flops_model is not None and self.thresholds is not None
+        fm = self.flops_model
+        zs = [self.standardized_scores(u) for u in range(len(fm.units))]
+
+        def ratio(t: float) -> float:
+            kept = [float(self._hard(z, t).sum()) for z in zs]
+            return float(fm.macs(kept)) / fm.original_macs
+
+        lo, hi = -20.0, 20.0
+        if ratio(lo) <= allowed:
+            hi = lo
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            if ratio(mid) <= allowed:
+                hi = mid
+            else:
+                lo = mid
+        self.thresholds.fill_(hi)
 
     def on_after_optimizer_step(self) -> None:  # noqa: D102
         if not self.frozen and self.step >= self.config.prune_steps:
@@ -370,10 +456,11 @@ class LAPP(PruningMethod):
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:  # noqa: D102
         self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
-        assert self.thresholds is not None and self._topt is not None
+        assert self.thresholds is not None
         return {
             "thresholds": self.thresholds.detach().clone(),
-            "adam": self._topt.state_dict(),
+            "grad_sq": self._grad_sq,
+            "updates": self._updates,
             "frozen": self.frozen,
             "projection_removed": self.projection_removed,
             "projection_added": self.projection_added,
@@ -382,10 +469,11 @@ class LAPP(PruningMethod):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.masks  # noqa: B018 - a RuntimeError before setup, not an AssertionError
-        assert self.thresholds is not None and self._topt is not None
+        assert self.thresholds is not None
         with torch.no_grad():
             self.thresholds.copy_(state["thresholds"])
-        self._topt.load_state_dict(state["adam"])
+        self._grad_sq = float(state["grad_sq"])
+        self._updates = int(state["updates"])
         self.projection_removed = int(state["projection_removed"])
         self.projection_added = int(state["projection_added"])
         self.learned_ratio = float(state["learned_ratio"])
@@ -400,9 +488,11 @@ def compact(
 ) -> nn.Module:
     """Finalize ``method`` and remove its pruned channels physically; returns the smaller model.
 
-    The result is a plain CNN (``BypassConv`` wrappers hold two ordinary convolutions) computing
-    what the masked network computed: `sparsecore.export.remove_channels` checks it on
-    ``example_input`` in eval mode and raises beyond ``atol``.
+    Units without a bypass lose their channels everywhere (`sparsecore.export.remove_channels`:
+    filter, BatchNorm entry, consumers' inputs); units with a bypass lose only their main
+    filters (`BypassConv.compact_bypass`), the bypass keeping every output channel. The result
+    computes what the masked network computed; it is checked on ``example_input`` in eval mode
+    and a ``RuntimeError`` is raised beyond ``atol``.
 
     Args:
         method: A set-up `sparse_lapp.LAPP` (frozen or not: finalize freezes it).
@@ -415,11 +505,39 @@ def compact(
     """
     if not isinstance(method, LAPP):
         raise TypeError(f"method must be a LAPP instance, got {type(method).__name__}")
+    method.masks  # noqa: B018 - RuntimeError before setup
+    assert method.flops_model is not None
+    if not method.frozen:
+        method.freeze()
+    keeps = [k.clone() for k in method.current_keep()]
+    units = method.flops_model.units
     model = method.finalize()
     if example_input is None:
         gen = torch.Generator().manual_seed(0)
         assert method.config.input_shape is not None
         example_input = torch.randn((8, *method.config.input_shape), generator=gen)
         example_input = example_input.to(next(model.parameters()).device)
-    remove_channels(model, example_input, atol=atol)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        reference = model(example_input)
+    params = dict(model.named_parameters())
+    plain = {
+        name: Channel().expand(keep.to(params[name].device), params[name].shape).contiguous()
+        for unit, keep in zip(units, keeps, strict=True)
+        if unit.bypass is None
+        for name in unit.params
+    }
+    if plain:
+        remove_channels(model, example_input, plain, atol=atol)
+    for unit, keep in zip(units, keeps, strict=True):
+        if unit.bypass is not None:
+            wrapper = model.get_submodule(unit.name)
+            assert isinstance(wrapper, BypassConv)
+            wrapper.compact_bypass(keep)
+    with torch.no_grad():
+        gap = float((model(example_input) - reference).abs().max())
+    model.train(was_training)
+    if gap > atol:
+        raise RuntimeError(f"compact: the compacted model differs by {gap:.3g} > atol={atol}")
     return model

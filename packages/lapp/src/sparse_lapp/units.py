@@ -1,10 +1,12 @@
 """Channel units and the differentiable FLOPs model of a CNN.
 
-A *unit* is one prunable set of output channels: a convolution (with its bypass, when it has one)
-and the BatchNorm that normalises it. Pruning channel ``i`` of a unit removes filter ``i`` of the
-convolution and of the bypass, entry ``i`` of the BatchNorm, and input channel ``i`` of every
-layer that consumes the unit's output (the next convolution, or the classifier after pooling and
-flattening). Which layers those are is the unit's channel group in the core
+A *unit* is one prunable set of output channels: a convolution and the BatchNorm that
+normalises it. Without a bypass, pruning channel ``i`` of a unit removes filter ``i`` of the
+convolution, entry ``i`` of the BatchNorm, and input channel ``i`` of every layer that consumes
+the unit's output (the next convolution, or the classifier after pooling and flattening). With a
+bypass (`sparse_lapp.BypassConv`) only filter ``i`` of the main convolution goes: the unpruned
+``1×1`` bypass still produces channel ``i``, so the BatchNorm and the consumers keep their full
+width (see `sparse_lapp.bypass`). Which layers those are is the unit's channel group in the core
 (`sparsecore.groups.channel_groups`, built on Torch-Pruning's dependency graph, the same
 analysis `sparsecore.export.remove_channels` uses for the physical removal), so the FLOPs
 model and the compacted network agree by construction.
@@ -51,9 +53,11 @@ class Unit:
     Attributes:
         name: Module name of the convolution (or of its `BypassConv` wrapper).
         channels: Number of output channels.
-        convs: Module names of the layers whose output channels are the unit's (main, bypass).
+        convs: Module names of the layers whose filters the unit's mask removes (the main
+            convolution).
         norm: Module name of the BatchNorm that follows, or ``None``.
         params: Qualified names of every tensor masked with the unit's channel mask.
+        bypass: Module name of the unpruned ``1×1`` bypass, or ``None`` (no bypass).
     """
 
     name: str
@@ -61,6 +65,7 @@ class Unit:
     convs: list[str]
     norm: str | None
     params: list[str]
+    bypass: str | None = None
 
 
 @dataclass
@@ -274,13 +279,13 @@ def analyze(
         if conv.bias is not None:
             params.append(f"{names[conv]}.bias")
         convs = [names[conv]]
-        if bypass is not None:
-            convs.append(names[bypass])
-            params.append(f"{names[bypass]}.weight")
-        if norm is not None and norm.affine:
+        if bypass is None and norm is not None and norm.affine:
             params += [f"{names[norm]}.weight", f"{names[norm]}.bias"]
-        units.append(Unit(uname, conv.out_channels, convs, names[norm] if norm else None, params))
-        consumers.append(found)
+        norm_name = names[norm] if norm else None
+        bypass_name = names[bypass] if bypass is not None else None
+        units.append(Unit(uname, conv.out_channels, convs, norm_name, params, bypass_name))
+        # With a bypass the unit's output channels all survive: consumers keep their width.
+        consumers.append(found if bypass is None else [])
     if not units:
         raise ValueError("targets: no prunable convolution (every candidate is coupled or final)")
 
