@@ -427,3 +427,70 @@ def test_finalize_warns_until_prune_and_regrow_phases_end(steps: int, field: str
     messages = [str(w.message) for w in caught if w.category is ScheduleIncompleteWarning]
     assert len(messages) == (0 if field is None else 1)
     assert field is None or field in messages[0]
+
+
+# --------------------------------------------------------------------------- dimensional mapping
+@pytest.mark.parametrize("layout", ["grid", "graph"])
+def test_dimensional_mapping_differs_from_broadcasting_but_keeps_sensors_off(layout: str) -> None:
+    """Issue 25: with a learned Φ the wrapper is not the gate broadcast over time."""
+    rec = Recorder()
+    spatial = (5, 4) if layout == "grid" else (9,)
+    model = SensorGate(rec, layout, spatial, history=(4, 3))
+    method = DynST(sparsity=0.5, init="random", dynamic=False, seed=3)
+    method.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, *spatial, generator=gen)
+    if layout == "graph":
+        x = torch.randn(2, 4, 9, 3, generator=gen)
+    gate = (model.sensor_gate * method.mask).detach()
+    broadcast = dimension_map(stream_morph(x, layout) * gate, layout, 4, 3)
+    with torch.no_grad():
+        assert torch.equal(model(x), broadcast)  # Φ = I at init: broadcasting
+        model.dimension_mapping.copy_(torch.randn(12, 12, generator=gen))
+        mapped = model(x)
+    assert (mapped - broadcast).abs().max() > 1e-2  # a real mapping across timestamps
+    off = ~method.mask
+    sensor_axis = (3, 4) if layout == "grid" else (2,)
+    moved = mapped.movedim(sensor_axis, tuple(range(len(sensor_axis))))
+    assert torch.all(moved[off] == 0)  # deactivated sensors stay zero at every timestamp
+    garbage = x.clone()
+    if layout == "grid":
+        garbage[:, :, :, off] = float("nan")
+    else:
+        garbage[:, :, off, :] = float("nan")
+    with torch.no_grad():
+        assert torch.equal(model(garbage), mapped)  # ... and are never read
+
+
+def test_dimensional_mapping_is_trained() -> None:
+    torch.manual_seed(0)
+    model = SensorGate(
+        GridConvForecaster(3, 2, channels=2, hidden=8, layers=2), "grid", (6, 6), history=(3, 2)
+    )
+    method = DynST(sparsity=0.5, init="random", dynamic=False, seed=1)
+    train(model, method, grid_batch, 5)
+    assert not torch.allclose(model.dimension_mapping, torch.eye(6))
+    with pytest.raises(ValueError, match="history"):
+        model(torch.zeros(1, 4, 2, 6, 6))
+    with pytest.raises(ValueError, match="history"):
+        SensorGate(nn.Identity(), "grid", (6, 6), history=(3, 0))
+
+
+@pytest.mark.parametrize("layout", ["grid", "graph"])
+def test_forward_active_reads_only_active_sensors(layout: str) -> None:
+    model = grid_model() if layout == "grid" else graph_model()
+    method = DynST(sparsity=0.6, init="random", dynamic=False, seed=2)
+    method.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    x, _ = grid_batch(0) if layout == "grid" else graph_batch(0)
+    index = model.active_index()
+    assert index.numel() == math.floor(0.4 * model.num_sensors)
+    # (B, T, C, k) for a grid, (B, T, k, C) for a graph
+    readings = x.flatten(3)[..., index] if layout == "grid" else x[:, :, index, :]
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        skipped = model.forward_active(readings)
+    assert torch.allclose(full, skipped, atol=1e-6)
+    assert readings.numel() / x.numel() == pytest.approx(index.numel() / model.num_sensors)
+    with pytest.raises(ValueError, match="readings"):
+        model.forward_active(x.flatten(3) if layout == "grid" else x)

@@ -2,16 +2,29 @@
 
 DynST (Wu et al., KDD 2024, arXiv 2403.02914) prunes *input sensors*, not weights. A raw
 spatio-temporal batch has a time axis, so a naive per-frame mask could differ between timestamps
-(the paper's "conflicts at different timestamps"). The paper's remedy, "dynamic merge" (stream
-morph) followed by "dimension mapping", is implemented literally:
+(the paper's "conflicts at different timestamps"). The paper's remedy is "dynamic merge
+technology, along with ingenious dimensional mapping to mitigate potential impacts caused by the
+temporal aspect" (abstract; a review describes the "stream morph operator" as eliminating the
+temporal dimension's interference). The method section's equations could not be read here, so
+the form below is [recon, unconfirmed]:
 
-1. `stream_morph` folds time and channels together: ``(B, T, C, H, W) -> (B, T·C, H, W)``
-   for grids, ``(B, T, N, C) -> (B, T·C, N)`` for sensor graphs; every one of the ``T·C`` maps
-   now shares one spatial layout;
-2. one gate ``s ∈ R^{H×W}`` (or ``R^N``) multiplied by the bool mask ``m`` is broadcast over the
-   ``T·C`` axis, so the same sensors are on at every timestamp and channel by construction;
-3. `dimension_map` restores the backbone's layout, and the wrapped forecaster runs
-   unchanged: it still predicts every location.
+1. *Dynamic merge* (`stream_morph`): time and channels are merged into one axis,
+   ``(B, T, C, H, W) -> (B, T·C, H, W)`` for grids, ``(B, T, N, C) -> (B, T·C, N)`` for graphs,
+   and one gate ``s ⊙ m`` (``R^{H×W}`` or ``R^N``) multiplies every one of the ``T·C`` maps: the
+   same sensors are on at every timestamp and channel by construction.
+2. *Dimensional mapping*: a learned linear map ``Φ ∈ R^{(T·C)×(T·C)}`` over the merged axis,
+   applied at every sensor (pointwise in space, no bias), initialised to the identity:
+   ``z' = Φ z``. It lets the forecaster re-mix the gated history across timestamps and channels
+   before the backbone sees it, e.g. to compensate for what the mask removed. Because it never
+   mixes sensors and has no bias, a deactivated sensor stays exactly zero at every timestamp.
+   With ``Φ = I`` (``history=None``, or before training) the wrapper equals broadcasting the
+   gate over time, which is what an earlier version did (issue 25); a test tells them apart.
+3. `dimension_map` unfolds the merged axis back into the backbone's ``(T, C)`` layout, and the
+   wrapped forecaster runs unchanged: it still predicts every location.
+
+Deployment (`SensorGate.forward_active`): a forecast can be made from the active sensors'
+readings alone, ``(B, T, C, k)`` (grid) or ``(B, T, k, C)`` (graph): they are scattered into a
+zero field and the same forward runs; deactivated sensors are never read.
 
 Choices (all [recon]: the paper gives no code):
 
@@ -83,6 +96,9 @@ class SensorGate(nn.Module):
         model: The forecaster; it receives the gated input in its own layout.
         layout: ``"grid"`` (input ``(B, T, C, H, W)``) or ``"graph"`` (input ``(B, T, N, C)``).
         spatial_shape: ``(H, W)`` for a grid, ``N`` or ``(N,)`` for a graph.
+        history: ``(T, C)`` of the input: adds the learned dimensional mapping ``Φ``
+            (``dimension_mapping``, ``(T·C)²`` parameters, identity at init). ``None``: no
+            mapping (the gate is broadcast over time).
 
     Example:
         >>> gated = SensorGate(nn.Identity(), "graph", 5)
@@ -90,7 +106,13 @@ class SensorGate(nn.Module):
         torch.Size([2, 3, 5, 1])
     """
 
-    def __init__(self, model: nn.Module, layout: Layout, spatial_shape: int | Sequence[int]):
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: Layout,
+        spatial_shape: int | Sequence[int],
+        history: tuple[int, int] | None = None,
+    ):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -109,6 +131,17 @@ class SensorGate(nn.Module):
         self.layout: Layout = layout
         self.spatial_shape: tuple[int, ...] = shape
         self.sensor_gate = nn.Parameter(torch.ones(shape))
+        self.history: tuple[int, int] | None = None
+        if history is not None:
+            if (
+                not isinstance(history, tuple | list)
+                or len(history) != 2
+                or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in history)
+            ):
+                raise ValueError(f"history must be (T, C), two positive integers, got {history!r}")
+            self.history = (int(history[0]), int(history[1]))
+            size = self.history[0] * self.history[1]
+            self.dimension_mapping = nn.Parameter(torch.eye(size))
 
     @property
     def num_sensors(self) -> int:
@@ -149,6 +182,11 @@ class SensorGate(nn.Module):
         self.check_input(x)
         steps = x.shape[1]
         channels = x.shape[2] if self.layout == "grid" else x.shape[3]
+        if self.history is not None and (steps, channels) != self.history:
+            raise ValueError(
+                f"SensorGate: input has (T, C) = ({steps}, {channels}), the dimensional mapping "
+                f"was built for history={self.history}"
+            )
         z = stream_morph(x, self.layout)
         gate = self.sensor_gate.to(z.dtype)
         mask = self.sensor_mask
@@ -158,7 +196,47 @@ class SensorGate(nn.Module):
             z = z * effective
         else:
             z = torch.where(mask, z * gate, torch.zeros((), dtype=z.dtype, device=z.device))
+        if self.history is not None:  # dimensional mapping: mix T·C at each sensor
+            z = torch.einsum("ij,bj...->bi...", self.dimension_mapping.to(z.dtype), z)
         return dimension_map(z, self.layout, steps, channels)
+
+    def active_index(self) -> torch.Tensor:
+        """Flat indices (row-major over the spatial shape) of the sensors the mask keeps."""
+        return self.sensor_mask.reshape(-1).nonzero().reshape(-1)
+
+    def forward_active(self, readings: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Forecast from the active sensors' readings only (deactivated sensors are not read).
+
+        Args:
+            readings: ``(B, T, C, k)`` for a grid or ``(B, T, k, C)`` for a graph, the ``k``
+                active sensors in `active_index` order.
+            *args: Passed to the forecaster.
+            **kwargs: Passed to the forecaster.
+
+        Returns:
+            The forecaster's output: equal to ``forward`` on a full input whose active sensors
+            hold ``readings`` (whatever the others hold).
+
+        Raises:
+            ValueError: ``readings`` does not have ``k`` sensors in the right place.
+        """
+        index = self.active_index()
+        axis = 3 if self.layout == "grid" else 2
+        if readings.dim() != 4 or readings.shape[axis] != index.numel():
+            want = "(B, T, C, k)" if self.layout == "grid" else "(B, T, k, C)"
+            raise ValueError(
+                f"readings must be {want} with k={index.numel()} active sensors, got shape "
+                f"{tuple(readings.shape)}"
+            )
+        n = self.num_sensors
+        if self.layout == "grid":
+            b, t, c, _ = readings.shape
+            full = readings.new_zeros(b, t, c, n).index_copy_(3, index, readings)
+            x = full.reshape(b, t, c, *self.spatial_shape)
+        else:
+            b, t, _, c = readings.shape
+            x = readings.new_zeros(b, t, n, c).index_copy_(2, index, readings)
+        return self.forward(x, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """Gate ``x`` and run the wrapped forecaster on it (extra arguments passed through)."""
