@@ -2,11 +2,23 @@
 
 Claim tested (stated exactly): on the synthetic advection–diffusion grid and the diffusion
 sensor graph, each with a block of pure-noise sensors, at every sensor sparsity in
-``SPARSITIES``, DynST's mean test MAE over all locations (≥3 seeds) is lower than both the
-random sensor subset's and the static-importance subset's (input-gradient magnitude, selected
-once before training), and stays within ``CLOSE`` (relative) of the full-sensor model's MAE.
-RMSE is reported alongside. Every variant trains the same model for the same number of epochs
-with the same optimizer; only the sensor mask differs.
+``SPARSITIES``, DynST's mean test MAE over all locations (≥3 seeds) is lower than that of
+
+* ``random``: a random sensor subset, fixed from the start;
+* ``static``: the static-at-init subset (input-gradient magnitude at initialisation, once);
+* ``oneshot-taylor``: one-shot pruning after a dense warm-up (the mean Taylor score
+  ``|s·∂L/∂s|`` over the warm-up, which lasts as long as DynST's pruning phase), then fixed;
+* ``dynst-prune``: DynST's iterative pruning alone, without drop/regrow cycles (the ablation);
+
+and, at the lowest sparsity, stays within ``CLOSE`` (relative) of the full-sensor model's MAE.
+Every check is reported; the claim holds only if all hold. RMSE is reported alongside. Every
+variant trains the same model (a `SensorGate` with the learned dimensional mapping) for the same
+number of epochs with the same optimizer; only the sensor mask differs.
+
+Deployment saving (what the paper sells): for DynST's seed-0 model at every sparsity, the bytes
+of sensor readings a forecast needs and the wall time of the forecast, with the deactivated
+sensors *skipped* (`SensorGate.forward_active` on the gathered active readings) against read
+and masked (the full field gathered, then gated), interleaved repeats, median ratio.
 
 Usage::
 
@@ -39,13 +51,18 @@ from sparse_dynst import (
     diffusion_graph,
 )
 from sparsecore.evaluation import Row, format_table, write_results
+from sparsecore.evaluation.sparseland import (
+    check_sparseland,
+    inference_cost,
+    sparseland_fields,
+    training_cost,
+)
 
-SPARSITIES = (0.5, 0.7, 0.9)
+SPARSITIES = (0.5, 0.7)
 #: "Close to full-sensor": DynST's MAE at most this much (relative) above the dense MAE, at the
 #: lowest sparsity tested (at 90% sensor sparsity nothing is expected to be close).
 CLOSE = 0.15
-#: ``dynst-prune`` (iterative pruning only, no drop/regrow cycles) is an ablation, not in the claim.
-VARIANTS = ("dense", "random", "static", "dynst", "dynst-prune")
+VARIANTS = ("dense", "random", "static", "oneshot-taylor", "dynst-prune", "dynst")
 
 
 def make_data(task: str, quick: bool, seed: int) -> SpatioTemporalData:
@@ -65,7 +82,8 @@ def make_model(task: str, data: SpatioTemporalData, seed: int) -> SensorGate:
     else:
         assert data.adjacency is not None
         net = GraphForecaster(data.adjacency, t_in, t_out, hidden=32, rounds=3)
-    return SensorGate(net, data.layout, data.spatial_shape)  # type: ignore[arg-type]
+    channels = data.x_train.shape[2] if task == "grid" else data.x_train.shape[3]
+    return SensorGate(net, data.layout, data.spatial_shape, history=(t_in, channels))  # type: ignore[arg-type]
 
 
 def run_one(
@@ -81,9 +99,20 @@ def run_one(
     steps_per_epoch = math.ceil(n / batch)
     total = epochs * steps_per_epoch
     method = None
-    if variant in ("dynst", "dynst-prune"):
-        every = max(total // 40, 1)
-        prune_end = max(every * (int(0.4 * total) // every), every)
+    every = max(total // 40, 1)
+    prune_end = max(every * (int(0.4 * total) // every), every)
+    if variant == "oneshot-taylor":
+        # dense warm-up until DynST's prune_end, one Taylor pruning step there, then fixed
+        method = DynST(
+            sparsity=sparsity,
+            prune_begin=0,
+            prune_end=prune_end,
+            regrow_end=prune_end,
+            update_every=prune_end,
+            drop_fraction=0.0,
+            seed=seed,
+        ).setup(model, opt)
+    elif variant in ("dynst", "dynst-prune"):
         method = DynST(
             sparsity=sparsity,
             prune_end=prune_end,
@@ -119,6 +148,8 @@ def run_one(
         err = model(data.x_test) - data.y_test
     mae, rmse = err.abs().mean().item(), err.pow(2).mean().sqrt().item()
     extras: dict[str, Any] = {"rmse": rmse, "wall_s": time.perf_counter() - start}
+    if variant == "dynst" and seed == 0:
+        extras["deployment"] = deployment_saving(model, data)
     if method is not None:
         mask = method.sensor_mask()
         off = ~mask
@@ -128,6 +159,45 @@ def run_one(
         extras["sparsity"] = 0.0
         extras["noise_pruned"] = 0.0
     return mae, extras
+
+
+def deployment_saving(model: SensorGate, data: SpatioTemporalData) -> dict[str, float]:
+    """Bytes read and forecast wall time, deactivated sensors skipped vs read and masked."""
+    from sparsecore.evaluation import compare_latency
+
+    store = data.x_test  # the sensor archive a deployment reads from
+    index = model.active_index()
+    if data.layout == "grid":
+        flat = store.flatten(3)  # (B, T, C, N)
+
+        def skipped() -> torch.Tensor:
+            return model.forward_active(flat.index_select(3, index))
+
+        def masked() -> torch.Tensor:
+            return model(flat.index_select(3, torch.arange(flat.shape[3])).view_as(store))
+    else:
+
+        def skipped() -> torch.Tensor:
+            return model.forward_active(store.index_select(2, index))
+
+        def masked() -> torch.Tensor:
+            return model(store.index_select(2, torch.arange(store.shape[2])))
+
+    model.eval()
+    with torch.no_grad():
+        same = float((skipped() - masked()).abs().max())
+        ratio = compare_latency(skipped, masked, warmup=3, repeats=15)
+    n = model.num_sensors
+    per_sensor = store.numel() // n * store.element_size()
+    return {
+        "sensors_read": int(index.numel()),
+        "sensors_total": n,
+        "bytes_read_skipped": int(index.numel()) * per_sensor,
+        "bytes_read_masked": n * per_sensor,
+        "bytes_ratio": index.numel() / n,
+        "latency_ratio_skipped_over_masked": float(ratio),
+        "max_abs_output_difference": same,
+    }
 
 
 def _init_worker() -> None:
@@ -152,13 +222,56 @@ def summarise(variant: str, results: list[tuple[float, dict[str, Any]]]) -> tupl
         seeds=maes,
         wall_s=statistics.fmean(r[1]["wall_s"] for r in results),
     )
+    deployment = [r[1]["deployment"] for r in results if "deployment" in r[1]]
     extra = {
+        **({"deployment_seed0": deployment[0]} if deployment else {}),
         "rmse_mean": statistics.fmean(rmses),
         "rmse_std": statistics.stdev(rmses) if len(rmses) > 1 else 0.0,
         "rmse_seeds": rmses,
         "noise_sensors_pruned": statistics.fmean(r[1]["noise_pruned"] for r in results),
     }
     return row, extra
+
+
+def sparseland_entry(
+    details: list[dict[str, Any]], rows: list[Row], sparsities: Any, epochs: int, seeds: list
+) -> dict[str, Any]:
+    """Sparseland fields for the grid task at the lowest sparsity (the sensors are the units)."""
+    low = min(sparsities)
+    variant = "grid/dynst"
+    row = next(r for r in rows if r.variant == variant and abs(r.sparsity - low) < 0.05)
+    dep = next(
+        d["deployment_seed0"]
+        for d in details
+        if d["variant"] == variant and d["target_sparsity"] == low and "deployment_seed0" in d
+    )
+    return sparseland_fields(
+        sparsity={
+            "target": low,
+            "achieved": row.sparsity,
+            "param_set": {
+                "included": ["sensor_gate (one entry per input sensor / grid cell)"],
+                "excluded": ["every forecaster weight (DynST prunes inputs, not weights)"],
+                "numel": dep["sensors_total"],
+            },
+            "per_layer": {"sensor_gate": row.sparsity},
+        },
+        # every variant trains the same dense forecaster; the sensors only zero its inputs
+        training=training_cost(1.0, 1.0, epochs=epochs),
+        inference=inference_cost(
+            1.0,
+            1.0,
+            dep["sensors_read"],
+            dep["sensors_total"],
+            kernel="sensor skipping (SensorGate.forward_active); forecaster MACs unchanged",
+        ),
+        allocation="not-applicable",
+        baselines=[
+            "grid/dense",
+            "grid/random",
+            "grid/oneshot-taylor",
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # 2 threads thrash on a shared 2-core machine
     epochs = args.epochs or (3 if args.quick else 12)
-    seeds = list(range(args.seeds))
-    sparsities = (0.5, 0.9) if args.quick else SPARSITIES
+    seeds = list(range(1 if args.quick else args.seeds))
+    sparsities = (0.5,) if args.quick else SPARSITIES
     jobs = [("dense", 0.0)] + [(v, s) for s in sparsities for v in VARIANTS[1:]]
     rows: list[Row] = []
     details: list[dict[str, Any]] = []
@@ -209,23 +322,43 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.variant:<16} {row.sparsity:8.3f}  {extra['rmse_mean']:.4f} ± "
             f"{extra['rmse_std']:.4f}     {extra['noise_sensors_pruned']:.2f}"
         )
-    checks = []
+    checks: list[tuple[str, bool]] = []
     for task in ("grid", "graph"):
         dense = by_key[(task, "dense", 0.0)]
         for s in sparsities:
             dyn = by_key[(task, "dynst", s)]
-            checks.append(dyn < by_key[(task, "random", s)])
-            checks.append(dyn < by_key[(task, "static", s)])
-        checks.append(by_key[(task, "dynst", min(sparsities))] <= (1 + CLOSE) * dense)
-    holds = all(checks)
+            for base in ("random", "static", "oneshot-taylor", "dynst-prune"):
+                text = f"{task} {s:.0%}: dynst < {base}"
+                checks.append((text, dyn < by_key[(task, base, s)]))
+        low = min(sparsities)
+        checks.append(
+            (
+                f"{task} {low:.0%}: dynst within {CLOSE:.0%} of dense",
+                by_key[(task, "dynst", low)] <= (1 + CLOSE) * dense,
+            )
+        )
+    for text, ok in checks:
+        print(f"  {'yes' if ok else 'NO '}  {text}")
+    print("deployment (DynST seed 0, skipped vs read-and-masked):")
+    for d in details:
+        dep = d.get("deployment_seed0")
+        if dep:
+            print(
+                f"  {d['variant']:<14} {d['target_sparsity']:.0%}: reads {dep['sensors_read']}/"
+                f"{dep['sensors_total']} sensors ({dep['bytes_read_skipped']} of "
+                f"{dep['bytes_read_masked']} bytes), forecast time x"
+                f"{dep['latency_ratio_skipped_over_masked']:.2f}"
+            )
+    holds = all(ok for _, ok in checks)
     claim = (
-        f"DynST's test MAE (all locations, mean over {len(seeds)} seeds) beats the random and "
-        f"static-importance sensor subsets at every sensor sparsity in {list(sparsities)} on "
-        f"both the grid and the graph task, and at {min(sparsities):.0%} sensor sparsity stays "
-        f"within {CLOSE:.0%} of the full-sensor model's MAE"
+        f"DynST's test MAE (all locations, mean over {len(seeds)} seeds) beats the random, "
+        f"static-at-init, one-shot-Taylor-after-warm-up and prune-only (no drop/regrow) sensor "
+        f"subsets at every sensor sparsity in {list(sparsities)} on both the grid and the graph "
+        f"task, and at {min(sparsities):.0%} sensor sparsity stays within {CLOSE:.0%} of the "
+        f"full-sensor model's MAE"
     )
     command = "python benchmarks/reproduce.py" + (" --quick" if args.quick else "")
-    write_results(
+    data = write_results(
         args.out,
         method="dynst",
         task="synthetic advection-diffusion grid 16x16 + diffusion sensor graph N=32",
@@ -235,9 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         epochs=epochs,
         details=details,
-        checks_passed=f"{sum(checks)}/{len(checks)}",
+        checks=[{"check": t, "holds": ok} for t, ok in checks],
+        checks_passed=f"{sum(ok for _, ok in checks)}/{len(checks)}",
+        sparseland=sparseland_entry(details, rows, sparsities, epochs, seeds),
     )
-    print(f"checks passed: {sum(checks)}/{len(checks)}")
+    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
+    print(f"checks passed: {sum(ok for _, ok in checks)}/{len(checks)}")
     print(f"claim: {'holds' if holds else 'does not hold'}: {claim}")
     return 0
 
