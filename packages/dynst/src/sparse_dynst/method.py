@@ -16,8 +16,9 @@ What the method does here:
 
 * [paper] Sparsity is over *input sensors / regions*, not weights: a learned sensor mask decides
   which sensors are collected at deployment; the forecaster still predicts every location.
-* [paper] "Dynamic merge" + "dimension mapping" (stream morph): time is folded into channels so
-  one spatial mask is shared by every timestamp and channel (see `sparse_dynst.gate`).
+* [paper] "Dynamic merge" + "dimensional mapping" (stream morph): time is merged into channels
+  so one spatial mask is shared by every timestamp and channel; [recon] the dimensional mapping
+  is a learned pointwise linear map over the merged axis (see `sparse_dynst.gate`).
 * [paper] Iterative pruning during training removes the sensors contributing least to the
   forecast, then sparse training with drop/regrow cycles revisits the choice.
 * [recon] Mask ownership: the wrapper's ``sensor_gate`` (one value per sensor) is the single

@@ -28,7 +28,8 @@ class LAPPConfig(MethodConfig):
         prune_steps: Optimizer steps of the progressive pruning phase (the paper's "first few
             epochs"): thresholds learn during these steps, then the masks freeze (required).
         flops_weight: Weight ``λ`` of the FLOPs constraint term in the loss.
-        threshold_lr: Learning rate of the thresholds' own Adam optimizer.
+        threshold_lr: Step size of the thresholds' normalised gradient step (one RMS
+            normaliser shared by every layer, so per-layer gradient sizes survive).
         temperature: Width ``T`` of the sigmoid surrogate gradient, in units of the per-layer
             standardised importance score.
         init_threshold: Initial threshold (standardised score units; low enough to keep every

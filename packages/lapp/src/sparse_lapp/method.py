@@ -12,6 +12,9 @@ network; (3) thresholds updated by both the task loss and the FLOPs constraint, 
 gradually ... to accommodate changes of importance scores during training"; (4) pruning during
 the initial training of a few epochs from scratch; (5) a lightweight bypass added before training
 to every convolution to be pruned. Everything below marked CHOICE is our reconstruction.
+Searched again for issue 25 (stored copies of arxiv.org, arxivlens, tomesphere, Hugging Face
+papers): still the abstract only; the bypass's shape and what is kept of it after pruning are
+[unconfirmed] (see `sparse_lapp.bypass` for the reading implemented).
 
 ALGORITHM (per optimizer step ``t`` of the pruning phase ``t < prune_steps``):
 
