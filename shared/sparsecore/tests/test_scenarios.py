@@ -150,6 +150,21 @@ def test_quick_runs_never_write_the_committed_results(tmp_path: Path) -> None:
     assert quick != script.with_name("results.json")
 
 
+def test_results_path_of_a_shipped_reproduction_in_a_checkout_and_in_a_wheel(
+    tmp_path: Path,
+) -> None:
+    checkout = tmp_path / "packages" / "pkg"
+    module = checkout / "src" / "sparse_pkg" / "reproduce.py"
+    (checkout / "benchmarks").mkdir(parents=True)
+    assert default_results_path(module, []) == str(checkout / "benchmarks" / "results.json")
+    quick = Path(default_results_path(module, ["--quick"]))
+    assert quick.parent.name == "sparse-quick" and quick.name == "pkg-results.json"
+    wheel = tmp_path / "site-packages" / "sparse_pkg" / "reproduce.py"
+    full = Path(default_results_path(wheel, []))
+    assert full.parent.name == "sparse-reproduce" and full.name == "pkg-results.json"
+    assert tmp_path not in full.parents  # never inside site-packages
+
+
 def test_reproduce_runs_a_checkout_script_and_exits_on_the_claim(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -175,6 +190,28 @@ def test_reproduce_runs_a_checkout_script_and_exits_on_the_claim(
     assert "does NOT hold" in capsys.readouterr().out
     assert main(["reproduce", "nosuchpackage"]) == 1
     sys.modules.pop("sparse_toyrepro", None)
+
+
+def test_reproduce_prefers_the_module_shipped_in_the_package(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "site" / "sparse_toyship"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "reproduce.py").write_text(
+        "import json, sys\n"
+        "def main(argv=None):\n"
+        "    out = argv[argv.index('--out') + 1]\n"
+        "    json.dump({'holds': None, 'argv': argv, 'file': __file__}, open(out, 'w'))\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    out = tmp_path / "r.json"
+    try:
+        assert main(["reproduce", "sparse-toyship", "--quick", "--out", str(out)]) == 0
+    finally:
+        sys.modules.pop("sparse_toyship", None)
+        sys.modules.pop("sparse_toyship.reproduce", None)
+    data = json.loads(out.read_text())
+    assert data["argv"] == ["--quick", "--out", str(out)]
+    assert Path(data["file"]) == package / "reproduce.py"
 
 
 def test_report_exits_non_zero_when_the_pattern_does_not_hold(tmp_path: Path, capsys) -> None:
