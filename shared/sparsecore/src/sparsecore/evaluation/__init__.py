@@ -50,6 +50,7 @@ from sparsecore.evaluation.sparseland import (
     sparseland_fields,
     training_cost,
 )
+from sparsecore.evaluation.sparseland_entry import sparseland_entry
 
 __all__ = [
     "MIN_SEEDS",
@@ -83,6 +84,7 @@ __all__ = [
     "plot_rows",
     "scratch_budgets",
     "snapshot",
+    "sparseland_entry",
     "sparseland_fields",
     "training_cost",
     "write_results",
