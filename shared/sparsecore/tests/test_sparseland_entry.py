@@ -100,3 +100,20 @@ def test_bad_input_names_the_parameter() -> None:
         sparseland_entry(
             model, torch.zeros(1, 4), baselines=BASELINES, **{**common, "train_examples": 0}
         )
+
+
+def test_matched_random_pruning_keeps_exactly_the_reference_counts_per_layer() -> None:
+    from sparsecore import OneShotMagnitude
+    from sparsecore.evaluation import MatchedRandomPruning
+
+    reference_model, model = _mlp(), _mlp()
+    method = OneShotMagnitude(sparsity=0.6, scope="global", seed=1).setup(reference_model)
+    reference = {n: m.clone() for n, m in method.masks.masks().items()}
+    random = MatchedRandomPruning(reference, seed=7).setup(model)
+    masks = random.masks.masks()
+    assert set(masks) == set(reference)
+    for name, keep in masks.items():
+        assert int(keep.sum()) == int(reference[name].sum()), name
+    assert any(not torch.equal(masks[n], reference[n].bool()) for n in masks)
+    with pytest.raises(ValueError, match="reference"):
+        MatchedRandomPruning({"0.weight": reference["0.weight"]}, seed=7).setup(_mlp())

@@ -14,7 +14,13 @@ wd 5e-4, cosine LR, batch 128):
   dense straight-through weight gradient, SR-STE decay 2e-4, ``dX`` through ``W ⊙ M_F``);
 * ``oneshot+ft``: dense for half the epochs, one-shot N:M by magnitude, fine-tune the fixed
   mask for the other half;
-* ``bdwp``: forward N:M along inputs, backward-data N:M along outputs, dense weight gradient.
+* ``bdwp``: forward N:M along inputs, backward-data N:M along outputs, dense weight gradient;
+* ``random``: the Sparseland R5 matched-random baseline, a random N:M mask on the same layers
+  (so the same per-layer ratios), fixed, trained the same epochs.
+
+The results carry the Sparseland entry (``sparsecore.evaluation.sparseland_entry``), anchored
+on the first model's BDWP run at the first pattern (seed 0); ``oneshot+ft`` is its magnitude
+baseline.
 
 Training FLOPs per step (``sparsecore.evaluation.count_training_flops``, MACs of the three GEMMs
 of every weight layer, relative to dense training; ``oneshot+ft`` averaged over its two halves).
@@ -41,9 +47,16 @@ from typing import Any
 import torch
 
 from sparse_bdwp import BDWP
-from sparsecore import OneShotMagnitude
+from sparsecore import OneShotMagnitude, RandomPruning
 from sparsecore.bench import load_task, make_model, train
-from sparsecore.evaluation import Row, count_training_flops, format_table, write_results
+from sparsecore.evaluation import (
+    Row,
+    check_sparseland,
+    count_training_flops,
+    format_table,
+    sparseland_entry,
+    write_results,
+)
 from sparsecore.patterns import NM, parse_pattern
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +71,7 @@ MODELS: dict[str, tuple[str, dict[str, Any], tuple[str, ...], int]] = {
     "convbase": ("mnist1d", {"channels": 32}, ("conv1.weight", "linear.weight"), 15),
     "resnet": ("digits", {"width": 16}, ("stem.0.weight", "fc.weight"), 10),
 }
-VARIANTS = ("sr-ste", "oneshot+ft", "bdwp")
+VARIANTS = ("sr-ste", "oneshot+ft", "bdwp", "random")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +107,10 @@ def run_variant(variant: str, model_name: str, pattern: str | None, seed: int, c
         result = train(model, task, method, epochs=epochs - half if epochs > 1 else 1, **common)
         sparse = count_training_flops(model, example)
         ratio = (half * dense.ratio + (epochs - half) * sparse.ratio) / max(epochs, 1)
+    elif variant == "random":
+        method = RandomPruning(pattern=pattern, exclude=dense_layers, seed=method_seed)
+        result = train(model, task, method, epochs=epochs, **common)
+        ratio = count_training_flops(model, example).ratio
     else:
         method = BDWP(
             pattern=pattern,
@@ -109,6 +126,8 @@ def run_variant(variant: str, model_name: str, pattern: str | None, seed: int, c
         "train_flops_ratio": ratio,
         "sparsity": result.sparsity if variant != "dense" else 0.0,
         "wall_s": time.perf_counter() - start,
+        "model": model,
+        "epochs": epochs,
     }
 
 
@@ -129,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows: list[Row] = []
     summary: dict[str, dict[str, float]] = {}
+    anchor: dict[str, Any] = {}
     plan = [(m, "dense", None) for m in MODELS] + [
         (m, v, p) for m in MODELS for p in args.patterns for v in VARIANTS
     ]
     for model_name, variant, pattern in plan:
         runs = [run_variant(variant, model_name, pattern, s, cfg) for s in seeds]
+        if variant == "bdwp" and not anchor:
+            anchor = {"run": runs[0], "model": model_name, "pattern": pattern}
         acc = [r["accuracy"] for r in runs]
         label = f"{model_name}/{variant}" + (f" {pattern}" if pattern else "")
         mean, std = statistics.fmean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -180,7 +202,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     holds = all(c["holds"] for c in checks)
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results(
+    first, pattern = anchor["model"], anchor["pattern"]
+    entry = sparseland_entry(
+        anchor["run"]["model"],
+        cfg["tasks"][first].x_test[:1],
+        target=1.0 - parse_pattern(pattern).n / parse_pattern(pattern).m,
+        allocation="uniform",
+        epochs=anchor["run"]["epochs"],
+        train_examples=cfg["tasks"][first].num_train * anchor["run"]["epochs"],
+        train_flops_ratio=anchor["run"]["train_flops_ratio"],
+        excluded=MODELS[first][2],
+        baselines={
+            "dense": f"{first}/dense",
+            "matched_random": f"{first}/random {pattern}",
+            "magnitude": f"{first}/oneshot+ft {pattern}",
+        },
+        notes=f"anchor: {first}/bdwp {pattern}, seed {seeds[0]}",
+    )
+    data = write_results(
         args.out,
         "bdwp",
         "mnist1d (ConvBase-32), digits (ResNet-8)",
@@ -197,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             "flops_ratio": "training FLOPs per step vs dense",
         },
         wall_s=time.perf_counter() - start,
+        sparseland=entry,
     )
+    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     print(f"\nwrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'}: {CLAIM}")
     return 0

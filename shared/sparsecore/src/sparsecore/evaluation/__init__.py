@@ -50,7 +50,7 @@ from sparsecore.evaluation.sparseland import (
     sparseland_fields,
     training_cost,
 )
-from sparsecore.evaluation.sparseland_entry import sparseland_entry
+from sparsecore.evaluation.sparseland_entry import MatchedRandomPruning, sparseland_entry
 
 __all__ = [
     "MIN_SEEDS",
@@ -60,6 +60,7 @@ __all__ = [
     "FlopCount",
     "LatencyRatio",
     "LatencyResult",
+    "MatchedRandomPruning",
     "Row",
     "SparsityReport",
     "TensorReport",

@@ -48,7 +48,7 @@ Choices made here (labelled, so that a reader knows what the numbers mean):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -58,17 +58,59 @@ from sparsecore.evaluation.report import effective_tensor
 from sparsecore.evaluation.sparseland import (
     disclose_sparsity,
     inference_cost,
+    matched_random_masks,
     sparseland_fields,
     training_cost,
 )
+from sparsecore.method import PruningMethod
+from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_number
 
-__all__ = ["BASELINE_ROLES", "layer_weights", "sparseland_entry"]
+__all__ = ["BASELINE_ROLES", "MatchedRandomPruning", "layer_weights", "sparseland_entry"]
 
 #: The three baselines of rule R5, in the order the entry lists them.
 BASELINE_ROLES = ("dense", "matched_random", "magnitude")
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class MatchedRandomPruning(PruningMethod):
+    """R5's baseline as a method: random keep-masks with exactly `reference`'s per-layer counts.
+
+    Train it like any method (`sparsecore.bench.train(model, task, MatchedRandomPruning(
+    method.masks.masks(), seed=...), ...)`): the masks are drawn once at `setup`
+    (`matched_random_masks`, from the method's own generator) and stay fixed. Its targets must
+    be exactly the reference's tensors (give the same `targets` / `exclude` as the method).
+    Not registered as a named method (it needs the reference masks).
+
+    Args:
+        reference: The method's keep-masks by name (only their per-layer counts are used).
+        **options: `MethodConfig` fields (`targets`, `exclude`, `seed`, ...).
+    """
+
+    taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
+        ("unstructured",), "before", "sparse-to-sparse", "static"
+    )
+    name = "matched-random"
+    requires_finite_weights: ClassVar[bool] = False
+
+    def __init__(self, reference: Mapping[str, torch.Tensor], **options: Any) -> None:
+        if not isinstance(reference, Mapping) or not reference:
+            raise ValueError("reference must be a non-empty mapping of keep-masks by name")
+        self.reference = {n: m.detach().to("cpu", torch.bool) for n, m in reference.items()}
+        super().__init__(**options)
+
+    def init_masks(self) -> None:  # noqa: D102
+        names = set(self.masks.names)
+        if names != set(self.reference):
+            raise ValueError(
+                f"reference: its tensors {sorted(self.reference)} are not the targets "
+                f"{sorted(names)} (give the method's targets / exclude)"
+            )
+        for name, keep in matched_random_masks(self.reference, self.generator).items():
+            if keep.shape != self.masks.mask(name).shape:
+                raise ValueError(f"reference: {name} has shape {tuple(keep.shape)}")
+            self.masks.update(name, keep.to(self.masks.mask(name).device))
 
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
