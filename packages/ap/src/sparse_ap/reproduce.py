@@ -20,6 +20,10 @@ total is the same ``ceil(p · nnz)``, so every pair has *equal sparsity at every
 * ``lth``: sparse-lth's lottery ticket with late rewinding to step ``k = --rewind-frac · T``.
 
 After every run: test accuracy and the dynamic dead neuron rate (DNR, on the test inputs).
+Sparseland R5 baseline: ``<model>/random c<last>``, random masks with exactly the per-layer
+counts of IMP + AP's last cycle (`sparsecore.evaluation.MatchedRandomPruning`), trained from
+the same initialisation for ``epochs``; ``imp c0`` is the dense row and ``imp c<last>`` the
+magnitude row of the Sparseland entry (anchored on the first model, IMP + AP, seed 0).
 
 Claim tested (printed last): for every model and every base method, AP's accuracy averaged over
 the pruned cycles (and seeds) is higher than the base's, and AP's DNR after retraining averaged
@@ -45,8 +49,15 @@ import torch
 
 from sparse_ap import ActivateWhilePruning, run_cycles
 from sparsecore import IMP
-from sparsecore.bench import load_task, make_model
-from sparsecore.evaluation import Row, format_table, write_results
+from sparsecore.bench import load_task, make_model, train
+from sparsecore.evaluation import (
+    MatchedRandomPruning,
+    Row,
+    check_sparseland,
+    format_table,
+    sparseland_entry,
+    write_results,
+)
 from sparsecore.registry import available_methods
 
 HERE = Path(__file__).resolve().parent
@@ -122,6 +133,16 @@ def make_method(base: str, with_ap: bool, args: argparse.Namespace, k: int, seed
     return IMP(fraction=args.fraction, rewind_step=rewind_step, seed=method_seed)
 
 
+def matched_random(
+    model_name: str, task: Any, masks: dict[str, torch.Tensor], epochs: int, seed: int
+) -> dict[str, float]:
+    """Sparseland R5: random masks with `masks`' per-layer counts, trained from the init."""
+    model = make_model(model_name, task, seed=seed, **MODEL_OPTIONS.get(model_name, {}))
+    method = MatchedRandomPruning(masks, seed=3000 + seed)
+    result = train(model, task, method, epochs=epochs, seed=seed, batch_size=128, lr=0.1)
+    return {"accuracy": result.accuracy, "sparsity": result.sparsity, "wall_s": result.wall_s}
+
+
 def summarise(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -168,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     dnr_rows: list[Row] = []
     pairs: list[dict[str, Any]] = []
     k_steps: dict[str, int] = {}
+    anchor: dict[str, Any] = {}
     for model_name in cfg["models"]:
         task_name, _ = MODELS[model_name]
         task = load_task(task_name)
@@ -181,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         for base in args.bases:
             for with_ap in (False, True):
                 runs = []
+                random_runs: list[dict[str, float]] = []
                 for seed in cfg["seeds"]:
                     model = make_model(
                         model_name, task, seed=seed, **MODEL_OPTIONS.get(model_name, {})
@@ -198,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                         lr=0.1,
                     )
                     runs.append([r.to_dict() for r in out])
+                    if base == "imp" and with_ap:
+                        masks = {n: m.clone() for n, m in method.masks.masks().items()}
+                        random_runs.append(matched_random(model_name, task, masks, epochs, seed))
+                        if not anchor:
+                            anchor = {"model": model, "name": model_name, "task": task}
+                            anchor["epochs"] = epochs * (cfg["cycles"] + 1)
                     print(
                         f"[{time.perf_counter() - start:6.0f} s] {model_name} {base}"
                         f"{' + AP' if with_ap else ''} seed {seed}: acc "
@@ -217,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                         table.append(
                             Row(f"{variant} c{c}", sp, math.nan, metric, mean, std, values, wall)
                         )
+                if random_runs:
+                    values = [r["accuracy"] for r in random_runs]
+                    mean, std = summarise(values)
+                    sp = statistics.fmean(r["sparsity"] for r in random_runs)
+                    wall = statistics.fmean(r["wall_s"] for r in random_runs)
+                    last = f"{model_name}/random c{cfg['cycles']}"
+                    rows.append(Row(last, sp, math.nan, "accuracy", mean, std, values, wall))
             pair = {"model": model_name, "base": base}
             for metric in ("accuracy", "dnr"):
                 diffs = [
@@ -263,7 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(results, cfg, figure, args.bases)
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results(
+    first, last = anchor["name"], cfg["cycles"]
+    entry = sparseland_entry(
+        anchor["model"],
+        anchor["task"].x_test[:1],
+        target=1.0 - (1.0 - args.fraction) ** last,
+        allocation="global",
+        epochs=anchor["epochs"],
+        train_examples=anchor["task"].num_train * anchor["epochs"],
+        baselines={
+            "dense": f"{first}/imp c0",
+            "matched_random": f"{first}/random c{last}",
+            "magnitude": f"{first}/imp c{last}",
+        },
+        notes=f"anchor: {first}/imp+ap c{last}, seed {cfg['seeds'][0]}; epochs: all "
+        f"{last + 1} runs; masked training counted as dense compute (no sparse kernel)",
+    )
+    data = write_results(
         out,
         "ap",
         "digits (ResNet-8), mnist1d (ConvBase, MLP)",
@@ -288,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         plot=figure.name,
         wall_s=time.perf_counter() - start,
+        sparseland=entry,
     )
+    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     print(f"\nwrote {out} and {figure} ({time.perf_counter() - start:.0f} s)")
     print(
         f"accuracy higher with AP in {acc_wins}/{len(pairs)} (model, base) pairs, "
