@@ -22,6 +22,12 @@ ends at half of training (paper: epoch 80 of 160), updates every ΔT = 20 steps 
 ~62k); RigL/SET update every ΔT with drop fraction 0.3 cosine-decayed to 0 at 75% of training
 (RigL's defaults); GraNet's p_t is 0.5 -> 0.005 over the whole run (official defaults).
 
+Sparseland (R5): ``matched-random`` trains, per seed, random masks with exactly the per-layer
+counts of that seed's GraNet dense-to-sparse masks (`sparsecore.evaluation.MatchedRandomPruning`,
+fixed) for the same epochs; the results' ``sparseland`` entry is anchored on GraNet d2s at the
+first sparsity (seed of ``--seeds[0]``), with ``dense``, ``matched-random`` and the global
+magnitude baseline ``granet-no-regen`` as its baselines.
+
 Also measured: the step-time overhead of GraNet against the dense step on the same model,
 interleaved (ABBA), over blocks of ΔT steps so that each block includes one mask update, next to
 a fixed random mask (sparsecore's per-step masking hooks alone, no updates) for reference.
@@ -50,7 +56,16 @@ from tqdm.auto import tqdm
 from sparse_granet import GraNet
 from sparsecore import GMP, SET, PruningMethod, RandomPruning, RigL
 from sparsecore.bench import Task, load_task, make_model, train
-from sparsecore.evaluation import Row, compare_latency, count_flops, format_table, write_results
+from sparsecore.evaluation import (
+    MatchedRandomPruning,
+    Row,
+    check_sparseland,
+    compare_latency,
+    count_flops,
+    format_table,
+    sparseland_entry,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (
@@ -110,15 +125,28 @@ def build_method(
 
 
 def run_variant(
-    variant: str, sparsity: float, task: Task, args: argparse.Namespace, bar: Any
+    variant: str,
+    sparsity: float,
+    task: Task,
+    args: argparse.Namespace,
+    bar: Any,
+    keep: dict[int, Any] | None = None,
 ) -> Row:
-    """Train ``variant`` over every seed; one table row."""
+    """Train ``variant`` over every seed; one table row.
+
+    ``keep``: for ``matched-random``, the reference ``(model, masks)`` by seed; for any other
+    variant, filled with each seed's ``(model, masks)``.
+    """
     steps_per_epoch = math.ceil(task.num_train / args.batch_size)
     total = args.epochs * steps_per_epoch
     accs, sparsities, ratios, walls = [], [], [], []
     for seed in args.seeds:
         model = make_model(args.arch, task, seed=seed)
-        method = build_method(variant, sparsity, total, args.every, seed)
+        if variant == "matched-random":
+            assert keep is not None
+            method = MatchedRandomPruning(keep[seed][1], seed=3000 + seed)
+        else:
+            method = build_method(variant, sparsity, total, args.every, seed)
         result = train(
             model,
             task,
@@ -130,6 +158,8 @@ def run_variant(
             progress=False,
         )
         accs.append(result.accuracy)
+        if keep is not None and variant != "matched-random" and method is not None:
+            keep[seed] = (model, {n: m.clone() for n, m in method.masks.masks().items()})
         sparsities.append(result.sparsity)
         ratios.append(count_flops(model, task.x_test[:1]).ratio)
         walls.append(result.wall_s)
@@ -207,12 +237,20 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     task = load_task("mnist1d")
-    runs = len(args.seeds) * (1 + len(VARIANTS) * len(args.sparsities))
+    runs = len(args.seeds) * (1 + (len(VARIANTS) + 1) * len(args.sparsities))
     table: dict[float, dict[str, Row]] = {}
+    references: dict[float, dict[int, Any]] = {}
     with tqdm(total=runs, desc="reproduce granet", file=sys.stderr) as bar:
         dense = run_variant("dense", 0.0, task, args, bar)
         for sparsity in args.sparsities:
-            table[sparsity] = {v: run_variant(v, sparsity, task, args, bar) for v in VARIANTS}
+            keep = references.setdefault(sparsity, {})
+            table[sparsity] = {
+                v: run_variant(v, sparsity, task, args, bar, keep if v == "granet-d2s" else None)
+                for v in VARIANTS
+            }
+            table[sparsity]["matched-random"] = run_variant(
+                "matched-random", sparsity, task, args, bar, keep
+            )
     rows = [dense] + [row for by_variant in table.values() for row in by_variant.values()]
     blocks = 2 if args.quick else 7
     overhead = {
@@ -237,7 +275,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter() - start
     command = " ".join(["python", "benchmarks/reproduce.py", *(argv or sys.argv[1:])])
-    write_results(
+    first = args.sparsities[0]
+    entry = sparseland_entry(
+        references[first][args.seeds[0]][0],
+        task.x_test[:1],
+        target=first,
+        allocation="global",
+        epochs=args.epochs,
+        train_examples=task.num_train * args.epochs,
+        baselines={
+            "dense": "dense",
+            "matched_random": "matched-random",
+            "magnitude": "granet-no-regen",
+        },
+        notes=f"anchor: granet-d2s at s={first}, seed {args.seeds[0]}; masked training "
+        "counted as dense compute (no sparse kernel)",
+    )
+    data = write_results(
         args.out,
         method="granet",
         task=f"mnist1d/{args.arch}",
@@ -256,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
         },
         total_wall_s=wall,
+        sparseland=entry,
     )
+    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     print(format_table(rows))
     print()
     for part, ok in parts.items():
