@@ -23,6 +23,12 @@ ingredients' seeds):
    baseline is not limited to the soups' 3 steps, sparsecore's global GMP on the same cubic
    schedule and window pruning at every epoch (``GMP, pruning every epoch``).
 
+Sparseland R5 baseline: ``random (soup's per-layer counts)``, random masks with exactly the
+uniform soup's per-layer counts (``sparsecore.evaluation.MatchedRandomPruning``) retrained from
+the same pretrained model for the whole retraining budget of one ingredient (P · E_r epochs,
+linear decay from the pretraining peak LR); ``IMP`` (global magnitude) is the magnitude row.
+The ``sparseland`` entry is anchored on the first task's uniform soup of the first seed.
+
 All retraining uses the LLR schedule (10% cosine warm-up to the pretraining peak LR, then linear
 decay to 0). The claim holds iff, on every task, the uniform soup's mean test accuracy is
 >= the mean ingredient, >= the best ingredient, > IMP and >= IMP with m× budget.
@@ -35,6 +41,7 @@ parallel processes with one thread each; ``--from-raw`` re-tabulates a saved ``*
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -44,13 +51,22 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import sparse_sms as sms
 from sparsecore import GMP
 from sparsecore.bench import evaluate, load_task, make_model, train
-from sparsecore.evaluation import Row, format_table, write_results
+from sparsecore.evaluation import (
+    MatchedRandomPruning,
+    Row,
+    check_sparseland,
+    format_table,
+    sparseland_entry,
+    write_results,
+)
+from sparsecore.evaluation.sparseland_entry import layer_weights
 
 Result = dict[str, tuple[float, float, float]]
 
@@ -111,9 +127,12 @@ def sparsity_of(masks: dict[str, torch.Tensor]) -> float:
 
 
 def run_seed(
-    spec: dict, cfg: dict, seed: int, gradual: bool
-) -> dict[str, tuple[float, float, float]]:
-    """All variants for one seed: ``{variant: (test accuracy, sparsity, wall seconds)}``."""
+    spec: dict, cfg: dict, seed: int, gradual: bool, anchor: bool = False
+) -> dict[str, Any]:
+    """All variants for one seed: ``{variant: (test accuracy, sparsity, wall seconds)}``.
+
+    With ``anchor``, also ``"_sparseland"``: the Sparseland entry of the uniform soup.
+    """
     task = load_task(spec["task"], seed=0)
     train_task, x_val, y_val = split(task)
     x_tr, y_tr = train_task.x_train, train_task.y_train
@@ -182,6 +201,38 @@ def run_seed(
             accs = [test_acc(m) for m in result.ingredients]
             out["ingredients (mean)"] = (statistics.fmean(accs), sparsity, wall)
             out["best ingredient (oracle, max test)"] = (max(accs), sparsity, wall)
+            soup_model, soup_masks = result.model, result.masks
+
+    # Sparseland R5: random masks with the soup's per-layer counts, retrained the same budget
+    t0 = time.perf_counter()
+    rand = copy.deepcopy(model)
+    method = MatchedRandomPruning(soup_masks, targets=tuple(soup_masks), seed=3000 + seed)
+    budget = cfg["phases"] * cfg["retrain_epochs"]
+    train(
+        rand, train_task, method=method, epochs=budget, lr=0.1, batch_size=batch, momentum=0.9,
+        weight_decay=1e-4, lr_schedule="linear", seed=seed + 1, progress=False,
+    )  # fmt: skip
+    out[RANDOM] = (test_acc(rand), method.masks.sparsity(), time.perf_counter() - t0)
+    if anchor:
+        label = f"{spec['task']}/{spec['arch']}"
+        total = epochs + cfg["phases"] * cfg["m"] * cfg["retrain_epochs"]
+        out["_sparseland"] = sparseland_entry(
+            soup_model,
+            task.x_test[:1],
+            masks=soup_masks,
+            excluded=[n for n in layer_weights(soup_model) if n not in soup_masks],
+            target=cfg["sparsity"],
+            allocation="global",
+            epochs=total,
+            train_examples=train_task.num_train * total,
+            baselines={
+                "dense": f"{label}: dense (pretrained)",
+                "matched_random": f"{label}: {RANDOM}",
+                "magnitude": f"{label}: IMP",
+            },
+            notes=f"anchor: {label} SMS uniform soup, seed {seed}; epochs: pretraining + "
+            "P x m x E_r retraining; masked training counted as dense compute",
+        )
 
     if gradual:
         total = epochs
@@ -230,6 +281,9 @@ def run_seed(
     return out
 
 
+RANDOM = "random (soup's per-layer counts)"
+
+
 def _init() -> None:
     torch.set_num_threads(1)
 
@@ -237,7 +291,8 @@ def _init() -> None:
 def _job(job: tuple) -> Result:
     spec, cfg, seed, gradual = job
     print(f"[{spec['task']}/{spec['arch']}] seed {seed} ...", file=sys.stderr, flush=True)
-    return run_seed(spec, cfg, seed, gradual)
+    anchor = spec is cfg["tasks"][0] and seed == cfg["seeds"][0]
+    return run_seed(spec, cfg, seed, gradual, anchor)
 
 
 def _gradual_verdicts(label: str, means: dict[str, float]) -> list[tuple[str, str, bool]]:
@@ -302,7 +357,7 @@ def main() -> None:
         if not per_seed:  # a task left out (--gradual-tasks-only)
             continue
         means = {}
-        for variant in per_seed[0]:
+        for variant in (v for v in per_seed[0] if not v.startswith("_")):
             accs = [r[variant][0] for r in per_seed]
             means[variant] = statistics.fmean(accs)
             rows.append(Row(
@@ -341,12 +396,16 @@ def main() -> None:
     if args.gradual_tasks_only:
         command += " --gradual-tasks-only"
         holds = None  # "on every task": not tested by this subset
-    write_results(
+    entry = next((r["_sparseland"] for r in done if "_sparseland" in r), None)
+    data = write_results(
         args.out, "sms", "+".join(s["task"] for s in cfg["tasks"]), claim, holds, rows, command,
         settings={**cfg, "jobs": args.jobs}, subclaims=[
             {"task": label, "claim": text, "holds": ok} for label, text, ok in verdicts
         ], total_wall_s=None if args.from_raw else time.perf_counter() - start,
+        sparseland=entry,
     )  # fmt: skip
+    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     if not args.from_raw:
         print(f"total wall time: {time.perf_counter() - start:.0f} s")
     print(f"claim: {'holds' if holds else 'does not hold'}: {claim}")

@@ -256,18 +256,20 @@ def run_task(name: str, cfg: dict[str, Any], seeds: list[int], repeats: int) -> 
 
 
 def lowrank_sparsity(dense: torch.nn.Module, small: torch.nn.Module) -> dict[str, Any]:
-    """Sparseland R1 for a decomposed model: weights removed per layer by its factor pair."""
+    """Sparseland R1 for a decomposed model: weights removed per TRP layer by its factor pair.
+
+    The parameter set is the layers TRP acts on (`eligible_layers`); one it left full rank
+    (``only_if_smaller``) counts 0. Every other weight layer is declared excluded.
+    """
     dense_w = {n: w.numel() for n, w in layer_weights(dense).items()}
     small_w = {n: w.numel() for n, w in layer_weights(small).items()}
-    per_layer, excluded = {}, []
-    for name, numel in dense_w.items():
+    included = sorted(f"{name}.weight" for name in eligible_layers(dense))
+    per_layer = {}
+    for name in included:
         prefix = name.removesuffix(".weight")
         factors = [f"{prefix}.0.weight", f"{prefix}.1.weight"]
-        if name in small_w or not all(f in small_w for f in factors):
-            excluded.append(name)  # kept full rank (ineligible, or not smaller decomposed)
-            continue
-        per_layer[name] = 1.0 - sum(small_w[f] for f in factors) / numel
-    included = sorted(per_layer)
+        kept = sum(small_w[f] for f in factors) if all(f in small_w for f in factors) else None
+        per_layer[name] = 0.0 if kept is None else 1.0 - kept / dense_w[name]
     total = sum(dense_w[n] for n in included)
     removed = sum(per_layer[n] * dense_w[n] for n in included)
     return {
@@ -275,7 +277,7 @@ def lowrank_sparsity(dense: torch.nn.Module, small: torch.nn.Module) -> dict[str
         "achieved": removed / total if total else 0.0,
         "param_set": {
             "included": included,
-            "excluded": sorted(excluded),
+            "excluded": sorted(set(dense_w) - set(included)),
             "numel": total,
             "unit": "weights of a layer's two factor layers vs the dense layer (low rank)",
         },
