@@ -104,9 +104,9 @@ def test_methods_are_grouped_by_their_scenario() -> None:
         cnn = [n for n, _, _ in groups["cnn"].plan]
         assert cnn[0] == "dense" and "magnitude" in cnn and "lapp" in cnn
         assert groups["cnn"].args.model == "resnet"
-    if "sms" in methods:
-        (note,) = [skip for n, _, skip in groups[DEFAULT_SCENARIO].plan if n == "sms"]
-        assert note is not None and "no bench runner" in note
+    if "sms" in methods:  # its own bench_procedure runs the soups at bench scale
+        sms_rows = [(s, skip) for n, s, skip in groups[DEFAULT_SCENARIO].plan if n == "sms"]
+        assert sms_rows == [(0.9, None)]
     if "ast" in methods and "lm" not in _SCENARIOS:
         assert any("ast declares scenario 'lm'" in n for n in groups[DEFAULT_SCENARIO].notes)
 
@@ -140,6 +140,35 @@ def test_a_plugged_in_scenario_runs_its_methods(tmp_path: Path, capsys) -> None:
     assert [s["scenario"] for s in results["scenarios"]] == ["toy-test"]
     assert (tmp_path / "toy-test.png").read_bytes()[:4] == b"\x89PNG"
     assert "== toy-test" in capsys.readouterr().out
+
+
+def test_a_procedure_runs_through_its_class_bench_procedure() -> None:
+    from sparsecore.bench.scenarios import procedure_runner, run_planned
+
+    calls = []
+
+    class Soupish(IMP):
+        name = "soupish-test"
+        procedure = "a procedure the core does not know"
+
+        @classmethod
+        def bench_procedure(cls, sparsity, seed, args):
+            calls.append((sparsity, seed, args.method_options))
+            return 0.5, {"sparsity": sparsity, "flops_ratio": 1.0, "wall_s": 0.0}
+
+    class Unknown(IMP):
+        name = "unknown-procedure-test"
+        procedure = "nobody runs this"
+
+    assert procedure_runner(Unknown) is None
+    methods = {"soupish-test": Soupish, "unknown-procedure-test": Unknown}
+    (group,) = plan_bench(bench_args(), methods, list(methods), ())
+    plan = {n: skip for n, _, skip in group.plan}
+    assert plan["soupish-test"] is None and "no bench runner" in plan["unknown-procedure-test"]
+    args = argparse.Namespace(**{**vars(group.args), "method_options": {"soupish-test": {"a": 1}}})
+    group.args = args
+    assert run_planned(group, "soupish-test", 0.9, 2, methods)[0] == 0.5
+    assert calls == [(0.9, 2, {"a": 1})]
 
 
 def test_quick_runs_never_write_the_committed_results(tmp_path: Path) -> None:
