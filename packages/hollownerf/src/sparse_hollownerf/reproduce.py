@@ -19,9 +19,10 @@ magnitude-pruned table); the MLP is identical everywhere and reported apart.
 Sparseland (R5): ``random@hollownerf-T/4`` prunes the T table at random to exactly
 HollowNeRF-T/4's parameter count (one tensor, so the same "layer-wise" ratio) at the same step
 as the magnitude baseline (the same kept table scalars; its counted parameters come out lower,
-since only kept scalars of rows some sample reads count); ``ngp-T`` is the dense row. The ``sparseland`` entry is anchored on
-HollowNeRF-T/4 (parameters = stored encoding scalars, epochs = passes over the training rays,
-inference MACs = the fraction of samples the gate evaluates, measured by the render timing).
+since only kept scalars of rows some sample reads count); ``ngp-T`` is the dense row. The
+``sparseland`` entry is anchored on HollowNeRF-T/4 (parameters = stored encoding scalars,
+epochs = passes over the training rays, inference MACs = the fraction of samples the gate
+evaluates, measured by the render timing).
 
 Rendering time: the trained HollowNeRF-T/4 model renders the test views with the zero-skipping
 gate on and off (interleaved repeats, medians), with the fraction of samples skipped.
