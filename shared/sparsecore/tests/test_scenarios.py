@@ -104,9 +104,9 @@ def test_methods_are_grouped_by_their_scenario() -> None:
         cnn = [n for n, _, _ in groups["cnn"].plan]
         assert cnn[0] == "dense" and "magnitude" in cnn and "lapp" in cnn
         assert groups["cnn"].args.model == "resnet"
-    if "sms" in methods:
-        (note,) = [skip for n, _, skip in groups[DEFAULT_SCENARIO].plan if n == "sms"]
-        assert note is not None and "no bench runner" in note
+    if "sms" in methods:  # its own bench_procedure runs the soups at bench scale
+        sms_rows = [(s, skip) for n, s, skip in groups[DEFAULT_SCENARIO].plan if n == "sms"]
+        assert sms_rows == [(0.9, None)]
     if "ast" in methods and "lm" not in _SCENARIOS:
         assert any("ast declares scenario 'lm'" in n for n in groups[DEFAULT_SCENARIO].notes)
 
@@ -142,12 +142,56 @@ def test_a_plugged_in_scenario_runs_its_methods(tmp_path: Path, capsys) -> None:
     assert "== toy-test" in capsys.readouterr().out
 
 
+def test_a_procedure_runs_through_its_class_bench_procedure() -> None:
+    from sparsecore.bench.scenarios import procedure_runner, run_planned
+
+    calls = []
+
+    class Soupish(IMP):
+        name = "soupish-test"
+        procedure = "a procedure the core does not know"
+
+        @classmethod
+        def bench_procedure(cls, sparsity, seed, args):
+            calls.append((sparsity, seed, args.method_options))
+            return 0.5, {"sparsity": sparsity, "flops_ratio": 1.0, "wall_s": 0.0}
+
+    class Unknown(IMP):
+        name = "unknown-procedure-test"
+        procedure = "nobody runs this"
+
+    assert procedure_runner(Unknown) is None
+    methods = {"soupish-test": Soupish, "unknown-procedure-test": Unknown}
+    (group,) = plan_bench(bench_args(), methods, list(methods), ())
+    plan = {n: skip for n, _, skip in group.plan}
+    assert plan["soupish-test"] is None and "no bench runner" in plan["unknown-procedure-test"]
+    args = argparse.Namespace(**{**vars(group.args), "method_options": {"soupish-test": {"a": 1}}})
+    group.args = args
+    assert run_planned(group, "soupish-test", 0.9, 2, methods)[0] == 0.5
+    assert calls == [(0.9, 2, {"a": 1})]
+
+
 def test_quick_runs_never_write_the_committed_results(tmp_path: Path) -> None:
     script = tmp_path / "pkg" / "benchmarks" / "reproduce.py"
     assert default_results_path(script, []) == str(script.with_name("results.json"))
     quick = Path(default_results_path(script, ["--quick"]))
     assert quick.parent.name == "sparse-quick" and quick.name == "pkg-results.json"
     assert quick != script.with_name("results.json")
+
+
+def test_results_path_of_a_shipped_reproduction_in_a_checkout_and_in_a_wheel(
+    tmp_path: Path,
+) -> None:
+    checkout = tmp_path / "packages" / "pkg"
+    module = checkout / "src" / "sparse_pkg" / "reproduce.py"
+    (checkout / "benchmarks").mkdir(parents=True)
+    assert default_results_path(module, []) == str(checkout / "benchmarks" / "results.json")
+    quick = Path(default_results_path(module, ["--quick"]))
+    assert quick.parent.name == "sparse-quick" and quick.name == "pkg-results.json"
+    wheel = tmp_path / "site-packages" / "sparse_pkg" / "reproduce.py"
+    full = Path(default_results_path(wheel, []))
+    assert full.parent.name == "sparse-reproduce" and full.name == "pkg-results.json"
+    assert tmp_path not in full.parents  # never inside site-packages
 
 
 def test_reproduce_runs_a_checkout_script_and_exits_on_the_claim(
@@ -175,6 +219,28 @@ def test_reproduce_runs_a_checkout_script_and_exits_on_the_claim(
     assert "does NOT hold" in capsys.readouterr().out
     assert main(["reproduce", "nosuchpackage"]) == 1
     sys.modules.pop("sparse_toyrepro", None)
+
+
+def test_reproduce_prefers_the_module_shipped_in_the_package(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "site" / "sparse_toyship"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "reproduce.py").write_text(
+        "import json, sys\n"
+        "def main(argv=None):\n"
+        "    out = argv[argv.index('--out') + 1]\n"
+        "    json.dump({'holds': None, 'argv': argv, 'file': __file__}, open(out, 'w'))\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    out = tmp_path / "r.json"
+    try:
+        assert main(["reproduce", "sparse-toyship", "--quick", "--out", str(out)]) == 0
+    finally:
+        sys.modules.pop("sparse_toyship", None)
+        sys.modules.pop("sparse_toyship.reproduce", None)
+    data = json.loads(out.read_text())
+    assert data["argv"] == ["--quick", "--out", str(out)]
+    assert Path(data["file"]) == package / "reproduce.py"
 
 
 def test_report_exits_non_zero_when_the_pattern_does_not_hold(tmp_path: Path, capsys) -> None:

@@ -107,6 +107,13 @@ class SparseModelSoup(PruningMethod):
     )
     config: SMSConfig
 
+    @classmethod
+    def bench_procedure(cls, sparsity: float, seed: int, args: Any) -> tuple[float, dict]:
+        """`sparse bench`: the whole procedure at bench scale (`sparse_sms.bench`)."""
+        from sparse_sms.bench import bench_procedure
+
+        return bench_procedure(sparsity, seed, args)
+
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.phases_done = 0

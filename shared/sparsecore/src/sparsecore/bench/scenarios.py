@@ -22,6 +22,10 @@ run their procedure at bench scale when a runner for it is known (`PROCEDURES`):
 the lottery ticket (iterative rounds with rewinding) prune in `rounds` rounds whose fraction is
 fitted so that the last round reaches the target sparsity, training `epochs / (rounds + 1)`
 epochs per round, so that the whole procedure costs the same epochs as one run of the others.
+A package whose procedure the core does not know runs it through its method class's
+`bench_procedure(sparsity, seed, args) -> (accuracy, extras)` classmethod (e.g. Sparse Model
+Soups: pretraining, phases of retrained ingredients and their soup, at bench scale), with the
+same return value as `sparsecore.cli.common.run_variant`.
 """
 
 from __future__ import annotations
@@ -348,6 +352,18 @@ PROCEDURES: dict[str, Callable[..., tuple[float, dict[str, Any]]]] = {
 }
 
 
+def procedure_runner(cls: type[PruningMethod]) -> Callable[..., tuple[float, dict]] | None:
+    """The bench-scale runner of `cls`'s procedure: the core's (`PROCEDURES`), else the class's
+    own `bench_procedure`, else `None` (the bench then skips the method).
+    """
+    if cls.procedure in PROCEDURES:
+        return PROCEDURES[cls.procedure]
+    own = getattr(cls, "bench_procedure", None)
+    if callable(own):
+        return lambda _cls, sparsity, seed, args: own(sparsity, seed, args)
+    return None
+
+
 def scenario_args(scenario: Scenario, args: argparse.Namespace) -> argparse.Namespace:
     """`args` with the scenario's task, model, epochs and seeds filled in (a copy)."""
     out = copy.copy(args)
@@ -449,7 +465,7 @@ def plan_bench(
         for name in variants:
             cls = methods[name]
             procedure = cls.procedure
-            if procedure is not None and procedure not in PROCEDURES:
+            if procedure is not None and procedure_runner(cls) is None:
                 plan.append((name, None, f"skipped: own procedure ({procedure}), no bench runner"))
                 continue
             if procedure is None and model is not None:
@@ -484,5 +500,7 @@ def run_planned(
     cls = methods.get(name)
     if cls is not None and cls.procedure is not None:
         args.method_options = options  # the procedure runner takes this method's options
-        return PROCEDURES[cls.procedure](cls, sparsity, seed, args)
+        runner = procedure_runner(cls)
+        assert runner is not None  # plan_bench skipped it otherwise
+        return runner(cls, sparsity, seed, args)
     return run_variant(name, sparsity, seed, args, time_limit)

@@ -50,6 +50,7 @@ from sparsecore.evaluation.sparseland import (
     sparseland_fields,
     training_cost,
 )
+from sparsecore.evaluation.sparseland_entry import MatchedRandomPruning, sparseland_entry
 
 __all__ = [
     "MIN_SEEDS",
@@ -59,6 +60,7 @@ __all__ = [
     "FlopCount",
     "LatencyRatio",
     "LatencyResult",
+    "MatchedRandomPruning",
     "Row",
     "SparsityReport",
     "TensorReport",
@@ -83,6 +85,7 @@ __all__ = [
     "plot_rows",
     "scratch_budgets",
     "snapshot",
+    "sparseland_entry",
     "sparseland_fields",
     "training_cost",
     "write_results",

@@ -19,7 +19,9 @@ lessons become rules a results file can be checked against (numbering of the dig
 
 `check_sparseland(data)` returns the rules a results dict (the JSON that
 `sparsecore.evaluation.write_results` writes, with a `"sparseland"` entry built by
-`sparseland_fields`) does not meet.
+`sparseland_fields`, or in one call by `sparsecore.evaluation.sparseland_entry`) does not
+meet; the gaps an entry declares itself (`"gaps"`, e.g. a baseline row the reproduction lacks)
+are reported too.
 """
 
 from __future__ import annotations
@@ -218,6 +220,7 @@ def check_sparseland(data: Mapping[str, Any], min_seeds: int = 3) -> list[str]:
         finite = [s for s in seeds if isinstance(s, int | float) and math.isfinite(s)]
         if finite and len(finite) < min_seeds:
             problems.append(f"R6: {name}: {len(finite)} seed(s), need >= {min_seeds}")
+    problems += [str(gap) for gap in fields.get("gaps") or []]  # declared missing pieces
     if fields.get("allocation") not in ALLOCATIONS:
         problems.append(f"R7: the layer-wise allocation is not one of {ALLOCATIONS}")
     return problems
