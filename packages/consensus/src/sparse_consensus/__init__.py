@@ -49,6 +49,7 @@ from sparse_consensus.gates import (
     find_gates,
 )
 from sparse_consensus.method import BUDGETS, ConsensusConfig, ConsensusPruning
+from sparse_consensus.models import gated_resnet, resnet_gate_names
 from sparse_consensus.regularizers import (
     POLARIZERS,
     polarization,
@@ -82,8 +83,10 @@ __all__ = [
     "consensus_subnetwork",
     "detach_gates",
     "find_gates",
+    "gated_resnet",
     "measure_gates",
     "polarization",
     "register_polarizer",
+    "resnet_gate_names",
     "variance_polarizer",
 ]
