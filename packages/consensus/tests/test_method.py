@@ -160,7 +160,12 @@ def test_bad_options_name_the_field_and_ungated_models_are_refused():
 def test_attach_gates_finds_identity_blocks_and_single_producer_groups():
     model = make_model("resnet", task_spec("digits"), width=8, blocks=(2, 2, 2))
     gates = attach_gates(model, SHAPE)
-    assert [g.target for g in gates.blocks.values()] == ["stages.0", "stages.1", "stages.3", "stages.5"]
+    assert [g.target for g in gates.blocks.values()] == [
+        "stages.0",
+        "stages.1",
+        "stages.3",
+        "stages.5",
+    ]
     assert {g.target: g.gated for g in gates.channels.values()} == {
         f"stages.{i}.conv1": f"stages.{i}.bn1" for i in range(6)
     }

@@ -61,7 +61,7 @@ class _BinaryGate(torch.autograd.Function):
 
 
 def binary_gate(logits: torch.Tensor) -> torch.Tensor:
-    """Hard gates ``1[logits > 0]`` (exactly binary) with the sigmoid's straight-through gradient."""
+    """Hard gates ``1[logits > 0]`` (exactly binary), the sigmoid's straight-through gradient."""
     return _BinaryGate.apply(logits)
 
 

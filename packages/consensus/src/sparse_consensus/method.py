@@ -37,6 +37,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparse_consensus.gates import (
+    _LAYERS,
+    GATES_ATTRIBUTE,
+    ConsensusGates,
+    detach_gates,
+    find_gates,
+)
+from sparse_consensus.regularizers import POLARIZERS, polarization
 from sparsecore import PruningMethod
 from sparsecore.groups import group_masks
 from sparsecore.groups.masking import ChannelGroupsSupport
@@ -45,9 +53,6 @@ from sparsecore.patterns import Channel, Pattern
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_choice, check_int, check_number
-
-from sparse_consensus.gates import _LAYERS, GATES_ATTRIBUTE, ConsensusGates, detach_gates, find_gates
-from sparse_consensus.regularizers import POLARIZERS, polarization
 
 __all__ = ["BUDGETS", "ConsensusConfig", "ConsensusPruning"]
 
@@ -255,7 +260,9 @@ class ConsensusPruning(ChannelGroupsSupport, PruningMethod):
 
     def decisions(self) -> dict[str, torch.Tensor]:
         """Static keep decisions by gate target: ``average >= threshold``."""
-        return {g.target: g.average.detach().cpu() >= self.config.threshold for g in self.gates.all()}
+        return {
+            g.target: g.average.detach().cpu() >= self.config.threshold for g in self.gates.all()
+        }
 
     @torch.no_grad()
     def finalize(self) -> nn.Module:

@@ -1,4 +1,4 @@
-"""A gated BatchNorm ResNet (the core's `sparsecore.bench.models.ResNet`), for tests and benchmarks."""
+"""A gated BatchNorm ResNet (the core's `sparsecore.bench.models.ResNet`), for tests and bench."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from sparsecore.bench.models import ResNet
-
 from sparse_consensus.gates import attach_gates
+from sparsecore.bench.models import ResNet
 
 __all__ = ["gated_resnet", "resnet_gate_names"]
 

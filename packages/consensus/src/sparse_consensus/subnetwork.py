@@ -17,10 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparse_consensus.gates import find_gates
 from sparsecore.evaluation import count_flops
 from sparsecore.export import remove_channels
-
-from sparse_consensus.gates import find_gates
 
 __all__ = ["GateStatistics", "accuracy", "consensus_subnetwork", "measure_gates"]
 
@@ -148,4 +147,3 @@ def consensus_subnetwork(
         "statistics": stats,
     }
     return small, report
-
