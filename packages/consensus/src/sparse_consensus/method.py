@@ -163,6 +163,15 @@ class ConsensusPruning(ChannelGroupsSupport, PruningMethod):
             raise RuntimeError("ConsensusPruning: no gates (call setup on a gated model)")
         return gates
 
+    def setup(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+    ) -> ConsensusPruning:
+        """`PruningMethod.setup` on a gated model (refused, untouched, without gates)."""
+        plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        if isinstance(plain, nn.Module):
+            self.validate(plain, [])
+        return super().setup(model, optimizer)  # type: ignore[return-value]
+
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Refuse a model without gates, before anything is changed."""
         gates = find_gates(model)
