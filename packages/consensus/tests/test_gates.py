@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -80,6 +82,13 @@ def test_disabled_or_all_open_gates_compute_the_plain_network_and_detach_restore
         plain = model(x)
     with gates.forced({g.target: torch.ones(g.size) for g in gates.all()}):
         assert torch.equal(model(x), plain)
+    with gates.forced({g.target: torch.zeros(g.size) for g in gates.blocks.values()}):
+        skipped = model(x)
+    copied = copy.deepcopy(model)  # detaching a copy leaves the original gated
+    detach_gates(copied)
+    assert torch.equal(copied(x), plain) and find_gates(model) is gates
+    with gates.forced({g.target: torch.zeros(g.size) for g in gates.blocks.values()}):
+        assert torch.equal(model(x), skipped) and not torch.equal(skipped, plain)
     detach_gates(model)
     assert find_gates(model) is None and torch.equal(model(x), plain)
     with pytest.raises(ValueError, match="no consensus gates"):

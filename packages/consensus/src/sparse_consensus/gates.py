@@ -108,6 +108,13 @@ class _Gate(nn.Module):
         self.last: torch.Tensor | None = None
         self._input: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle / deep-copy without the transient tensors of the last forward pass."""
+        state = dict(super().__getstate__())
+        state["last"] = None
+        state["_input"] = None
+        return state
+
     def decide(self, features: torch.Tensor) -> torch.Tensor:
         """Binary gates ``(batch, size)`` for ``features`` (or the forced values)."""
         if self.forced is not None:
@@ -166,7 +173,6 @@ class ConsensusGates(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleDict()
         self.channels = nn.ModuleDict()
-        self._handles: list[Any] = []
 
     @staticmethod
     def key(name: str) -> str:
@@ -212,11 +218,18 @@ class ConsensusGates(nn.Module):
         """Batch means ``ḡ`` of the last forward pass's decisions, one tensor per gate."""
         return [g.last.mean(0) for g in self.all() if g.last is not None]
 
-    def remove_hooks(self) -> None:
-        """Remove every hook this container registered."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def remove_hooks(self, model: nn.Module) -> None:
+        """Remove this container's hooks from ``model``'s modules.
+
+        The hooks are found by their owner (a gate of this container), not by stored handles,
+        so a deep copy of a gated model detaches its own gates and leaves the original's.
+        """
+        owners = {id(g) for g in self.all()}
+        for module in model.modules():
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                for key, fn in list(hooks.items()):
+                    if id(getattr(fn, "__self__", None)) in owners:
+                        del hooks[key]
 
 
 def find_gates(model: nn.Module) -> ConsensusGates | None:
@@ -350,10 +363,10 @@ def attach_gates(
         gates.channels[gates.key(producer)] = gate
     model.add_module(GATES_ATTRIBUTE, gates)
     for gate in gates.blocks.values():
-        gates._handles.append(modules[gate.target].register_forward_hook(gate.hook))
+        modules[gate.target].register_forward_hook(gate.hook)
     for gate in gates.channels.values():
-        gates._handles.append(modules[gate.target].register_forward_pre_hook(gate.pre_hook))
-        gates._handles.append(modules[gate.gated].register_forward_hook(gate.hook))
+        modules[gate.target].register_forward_pre_hook(gate.pre_hook)
+        modules[gate.gated].register_forward_hook(gate.hook)
     return gates
 
 
@@ -366,6 +379,6 @@ def detach_gates(model: nn.Module) -> ConsensusGates:
     gates = find_gates(model)
     if gates is None:
         raise ValueError("model has no consensus gates (attach_gates first)")
-    gates.remove_hooks()
+    gates.remove_hooks(model)
     delattr(model, GATES_ATTRIBUTE)
     return gates

@@ -105,7 +105,8 @@ class ConsensusConfig(MethodConfig):
         check_choice(self.polarization, "polarization", tuple(POLARIZERS))
         check_choice(self.budget, "budget", BUDGETS)
         # the gate nets are trained, never pruned
-        object.__setattr__(self, "exclude", (*self.exclude, f"{GATES_ATTRIBUTE}.*"))
+        if f"{GATES_ATTRIBUTE}.*" not in self.exclude:
+            object.__setattr__(self, "exclude", (*self.exclude, f"{GATES_ATTRIBUTE}.*"))
 
 
 def _macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
