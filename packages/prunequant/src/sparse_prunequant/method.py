@@ -92,11 +92,20 @@ class PruneQuant(ChannelGroupsSupport, PruningMethod):
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Any:
         """Trace the groups, add the masks, quantizers and their optimizer group (all or none)."""
         self._optimizer = optimizer
+        self._backup: dict[str, torch.Tensor] = {}
         try:
             return super().setup(model, optimizer)
         except BaseException:
             self._drop_alpha_group()
+            with torch.no_grad():  # undo the step-0 soft zeroing (the masks undo their own)
+                if isinstance(model, nn.parallel.DistributedDataParallel):
+                    model = model.module
+                params = dict(model.named_parameters()) if isinstance(model, nn.Module) else {}
+                for name, value in self._backup.items():
+                    params[name].copy_(value)
             raise
+        finally:
+            self._backup = {}
 
     def _drop_alpha_group(self) -> None:
         if self._optimizer is not None and self._alpha_group is not None:
@@ -124,6 +133,12 @@ class PruneQuant(ChannelGroupsSupport, PruningMethod):
                 self._alpha_group = self._optimizer.param_groups[-1]
         if config.prunes and self.channel_groups is None:
             raise ValueError("input_shape: the model has no prunable channel group")
+        if config.prunes:
+            params = dict(self.model.named_parameters())
+            soft = {
+                s.param for g in self.channel_groups.prunable() for s in g.members("out", "bias")
+            }
+            self._backup = {n: params[n].detach().clone() for n in soft}
         self._prune_event()
 
     # ------------------------------------------------------------------ schedule
