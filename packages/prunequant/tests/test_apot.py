@@ -3,8 +3,12 @@
 import pytest
 import torch
 
-from sparse_prunequant import APoTActQuantizer, APoTWeightQuantizer, UniformWeightQuantizer
-from sparse_prunequant import apot_levels
+from sparse_prunequant import (
+    APoTActQuantizer,
+    APoTWeightQuantizer,
+    UniformWeightQuantizer,
+    apot_levels,
+)
 from sparse_prunequant.apot import nearest_level
 
 torch.set_num_threads(1)

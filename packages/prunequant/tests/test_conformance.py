@@ -1,8 +1,8 @@
 """sparsecore's conformance suite for PruneQuant, in its SPQ and PPQ schedules."""
 
 import torch
-
 from prunequant_helpers import SHAPE, resnet
+
 from sparse_prunequant import PruneQuant
 from sparsecore.testing import MethodConformance
 

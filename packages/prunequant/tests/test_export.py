@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from prunequant_helpers import SHAPE, batch, resnet
 from safetensors import safe_open
 from torch.nn import functional as F
 
-from prunequant_helpers import SHAPE, batch, resnet
 from sparse_prunequant import PruneQuant, export_compact, load_compact, quant_layers
 from sparse_prunequant.config import spq
 from sparsecore.evaluation import count_bops, count_params

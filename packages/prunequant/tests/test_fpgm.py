@@ -4,8 +4,8 @@ import itertools
 import math
 
 import torch
-
 from prunequant_helpers import SHAPE, plain_cnn
+
 from sparse_prunequant import fpgm_keeps, pruned_count, soft_zero
 from sparsecore.groups import channel_groups
 from sparsecore.select import keep_count

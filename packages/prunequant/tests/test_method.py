@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from prunequant_helpers import SHAPE, batch, plain_cnn, resnet
 from torch.nn import functional as F
 
-from prunequant_helpers import SHAPE, batch, plain_cnn, resnet
 from sparse_prunequant import PruneQuant, quant_layers
 from sparse_prunequant.config import ppq, spq
 
