@@ -23,6 +23,7 @@ import math
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
@@ -137,6 +138,15 @@ def _layer_numel(model: torch.nn.Module) -> dict[str, int]:
     }
 
 
+def run_seed(task, specs, seed: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every variant for one seed (one process when ``--jobs`` > 1)."""
+    torch.set_num_threads(args.threads)
+    out = {}
+    for name, spec in tqdm(specs.items(), desc=f"seed {seed}", file=sys.stderr):
+        out[name] = run_one(task, spec, seed, args)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s, 1 seed)")
@@ -145,7 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     from sparsecore.evaluation.paths import default_results_path  # quick: a temporary path
 
     parser.add_argument("--out", default=str(default_results_path(__file__, argv)))
@@ -155,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.epochs = args.epochs or (2 if args.quick else 10)
+    args.epochs = args.epochs or (2 if args.quick else 12)
     seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
     rates, bits = ([0.5], [4]) if args.quick else ([0.3, 0.5], [4, 3])
     task = load_task("digits")
@@ -164,11 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     specs = variants(rates, bits, ablation=not args.quick)
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in specs}
     start = time.perf_counter()
-    with tqdm(total=len(specs) * len(seeds), desc="runs", file=sys.stderr) as bar:
+    if args.jobs > 1 and len(seeds) > 1:
+        with ProcessPoolExecutor(min(args.jobs, len(seeds))) as pool:
+            futures = {pool.submit(run_seed, task, specs, seed, args): seed for seed in seeds}
+            for future in as_completed(futures):
+                for name, result in future.result().items():
+                    results[name][futures[future]] = result
+                print(f"seed {futures[future]} done ({time.perf_counter() - start:.0f} s)")
+    else:
         for seed in seeds:
-            for name, spec in specs.items():
-                results[name][seed] = run_one(task, spec, seed, args)
-                bar.update()
+            for name, result in run_seed(task, specs, seed, args).items():
+                results[name][seed] = result
 
     def row(name: str):
         def run(seed: int):
