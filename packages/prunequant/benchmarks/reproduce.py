@@ -227,6 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{kind}: {verdicts[kind]}")
     holds = any(v["holds"] for v in verdicts.values())
+    # Pareto view (reported beside the claim): which single-technique variants some combined
+    # variant beats on both axes (no more bytes, at least the mean accuracy)
+    combined = [n for n in specs if n.startswith(("SPQ ", "PPQ ")) and "ablation" not in n]
+    pareto = {}
+    for single in (n for n in specs if n.startswith(("prune-only", "quant-only"))):
+        row_, size = summary[single]
+        pareto[single] = [
+            c
+            for c in combined
+            if summary[c][1]["bytes"] <= size["bytes"] and summary[c][0].mean >= row_.mean
+        ]
+        print(f"{single}: dominated by {pareto[single] or 'no combined variant'}")
 
     first = results[f"SPQ {r0:.0%} {b0}-bit"][seeds[0]]
     fields = sparseland_fields(
@@ -278,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         compression=compression,
         verdicts=verdicts,
+        pareto=pareto,
         sparseland=fields,
     )
     problems = check_sparseland(data, min_seeds=1 if args.quick else 3)

@@ -40,6 +40,18 @@ def test_spq_soft_filters_regrow_then_hard_masks_prune_exactly_floor_rn():
     assert not final[1].weight[final[0].weight.flatten(1).abs().sum(1) == 0].any()
 
 
+def test_zeroed_channels_of_a_fresh_bn_relu_net_are_a_fixed_point_of_sgd():
+    """With BatchNorm shift 0, a zeroed channel outputs ReLU(0) = 0 with derivative 0: the
+    soft-zeroed filters get no gradient and stay zero (why soft = hard in the reproduction)."""
+    model = plain_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    PruneQuant(**spq(0.3, 4, SHAPE, prune_every=100)).setup(model, opt)
+    zero = model[0].weight.detach().flatten(1).abs().sum(1) == 0
+    _train(model, opt, 5)
+    assert int(zero.sum()) == 3
+    assert not model[0].weight[zero].any() and not model[1].bias[zero].any()
+
+
 def test_ppq_quantizes_only_after_the_hard_prune_and_pruned_filters_stay_zero():
     model = resnet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

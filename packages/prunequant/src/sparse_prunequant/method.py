@@ -89,7 +89,7 @@ class PruneQuant(ChannelGroupsSupport, PruningMethod):
         if quant_layers(model):
             raise ValueError("model: its layers are already quantized (set up once)")
 
-    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Any:
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> PruneQuant:
         """Trace the groups, add the masks, quantizers and their optimizer group (all or none)."""
         self._optimizer = optimizer
         self._backup: dict[str, torch.Tensor] = {}
