@@ -85,7 +85,10 @@ def options(spec: dict[str, Any], shape: tuple[int, ...], epoch: int, total: int
 
 
 def run_one(task, spec, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    model = make_model("resnet", task, seed=seed, width=args.width)
+    if args.task == "digits":
+        model = make_model("resnet", task, seed=seed, width=args.width)
+    else:
+        model = make_model("convbase", task, seed=seed)
     example = task.x_test[:1]
     dense_params = count_params(model)[0]
     dense_layers = _layer_numel(model)
@@ -134,7 +137,7 @@ def _layer_numel(model: torch.nn.Module) -> dict[str, int]:
     return {
         name: m.weight.numel()
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+        if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Linear)
     }
 
 
@@ -152,7 +155,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s, 1 seed)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
-    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--task", default="digits", choices=("digits", "mnist1d"))
+    parser.add_argument("--grid", default="full", choices=("full", "small"))
+    parser.add_argument("--width", type=int, default=8, help="ResNet width (digits)")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
@@ -168,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.epochs = args.epochs or (2 if args.quick else 12)
     seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
-    rates, bits = ([0.5], [4]) if args.quick else ([0.3, 0.5], [4, 3])
-    task = load_task("digits")
+    small = args.quick or args.grid == "small"
+    rates, bits = ([0.5], [4]) if args.quick else ([0.3], [4]) if small else ([0.3, 0.5], [4, 3])
+    task = load_task(args.task)
     if args.quick:
         task = task.subset(num_train=384)
-    specs = variants(rates, bits, ablation=not args.quick)
+    specs = variants(rates, bits, ablation=not small)
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in specs}
     start = time.perf_counter()
     if args.jobs > 1 and len(seeds) > 1:
@@ -274,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     data = write_results(
         args.out,
         method="prunequant",
-        task="digits",
+        task=args.task,
         claim=claim,
         holds=holds,
         rows=rows,
@@ -286,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "batch_size": args.batch_size,
             "quick": args.quick,
-            "model": "core ResNet (stem + 3 basic blocks), digits 8x8",
+            "model": "core ResNet (stem + 3 basic blocks), digits 8x8"
+            if args.task == "digits"
+            else "MNIST-1D ConvBase (3 Conv1d + Linear)",
         },
         compression=compression,
         verdicts=verdicts,
