@@ -7,6 +7,7 @@ flops = count_flops(model, x[:1])          # FlopCount(dense=..., effective=...)
 ```
 """
 
+from sparsecore.evaluation.bops import BopCount, LayerBops, count_bops
 from sparsecore.evaluation.dead_neurons import DeadNeuronRate, dead_neuron_rate
 from sparsecore.evaluation.flops import (
     FlopCount,
@@ -55,11 +56,13 @@ from sparsecore.evaluation.sparseland_entry import MatchedRandomPruning, sparsel
 __all__ = [
     "MIN_SEEDS",
     "SCRATCH_B_MAX_FACTOR",
+    "BopCount",
     "DeadNeuronRate",
     "Evaluator",
     "FlopCount",
     "LatencyRatio",
     "LatencyResult",
+    "LayerBops",
     "MatchedRandomPruning",
     "Row",
     "SparsityReport",
@@ -68,6 +71,7 @@ __all__ = [
     "check_protocol",
     "check_sparseland",
     "compare_latency",
+    "count_bops",
     "count_flops",
     "count_params",
     "count_training_flops",
