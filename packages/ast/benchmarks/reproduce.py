@@ -16,6 +16,8 @@ Protocol (per seed):
    * ``one-shot magnitude``: sparsecore's ``OneShotMagnitude`` (2:4), no retraining;
    * ``one-shot wanda``: |W|·||X_j|| from calibration sequences, no retraining;
    * ``magnitude + fine-tune``: fixed magnitude mask (sparsecore ``OneShotMagnitude``), AdamW;
+   * ``random 2:4 + fine-tune``: a fixed random 2:4 mask (sparsecore ``RandomPruning``, the
+     Sparseland matched-random baseline: 2:4 fixes every layer's ratio), the same fine-tuning;
    * ``plain STE``: masks recomputed from dense weights every 10 steps, no decay, no teacher,
      AdamW (the official "naive retraining" with a dynamic mask);
    * ``AST``: ``ASTAdamW`` with the annealed SR-STE decay, KL distillation from the dense model;
@@ -56,9 +58,16 @@ from torch import nn
 from tqdm import tqdm
 
 from sparse_ast import AdaptiveSparseTrainer, ASTAdamW
-from sparsecore import OneShotMagnitude
+from sparsecore import OneShotMagnitude, RandomPruning
 from sparsecore.bench.models import tiny_llama
 from sparsecore.evaluation import Row, format_table, over_seeds, write_results
+from sparsecore.evaluation.sparseland import (
+    check_sparseland,
+    disclose_sparsity,
+    inference_cost,
+    sparseland_fields,
+    training_cost,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -209,10 +218,11 @@ def run_variant(variant: str, seed: int, corpus, cfg) -> tuple[float, dict]:
     if variant == "dense (pretrained)":
         return perplexity(model, val, cfg), {"sparsity": 0.0, "retrain_tokens": 0}
     start = time.perf_counter()
-    if variant in ("one-shot magnitude", "magnitude + fine-tune"):
+    if variant in ("one-shot magnitude", "magnitude + fine-tune", "random 2:4 + fine-tune"):
         opt = adamw(model.parameters(), lr)
-        method = OneShotMagnitude(pattern="2:4", targets=targets(model)).setup(model, opt)
-        if variant == "magnitude + fine-tune":
+        kind = RandomPruning if variant.startswith("random") else OneShotMagnitude
+        method = kind(pattern="2:4", targets=targets(model), seed=seed).setup(model, opt)
+        if variant != "one-shot magnitude":
             train(model, opt, train_data, seed, steps, cfg, lr, desc=variant)
             tokens = steps * cfg["batch"] * cfg["seq"]
     elif variant == "one-shot wanda":
@@ -240,6 +250,8 @@ def run_variant(variant: str, seed: int, corpus, cfg) -> tuple[float, dict]:
         method.masks.targets[n].pattern.is_valid(m) for n, m in method.masks.masks().items()
     )
     names = list(method.masks.names)
+    excluded = ("embed_tokens", "lm_head", "norms")
+    extras["disclosure"] = disclose_sparsity(method.masks.masks(), 0.5, excluded)
     method.finalize()
     if not valid:
         raise AssertionError(f"{variant}: a mask is not 2:4")
@@ -292,6 +304,7 @@ VARIANTS = (
     "one-shot magnitude",
     "one-shot wanda",
     "magnitude + fine-tune",
+    "random 2:4 + fine-tune",
     "plain STE",
     "AST",
     "AST + SLoRB",
@@ -305,6 +318,34 @@ VARIANTS = (
 CLAIM_BASELINES = ("one-shot magnitude", "one-shot wanda", "plain STE", "magnitude + fine-tune")
 CLAIM_AST = ("AST", "AST + SLoRB")
 #: The issue's stronger claim: AST + SLoRB has the smallest gap to dense of all pruned rows.
+
+
+#: Sparseland R5: the dense, matched-random and magnitude rows (in that order).
+SPARSELAND_BASELINES = ("dense (pretrained)", "random 2:4 + fine-tune", "magnitude + fine-tune")
+
+
+def sparseland_entry(extras_by_variant: dict, cfg: dict, tokens: int) -> dict | None:
+    """The ``sparseland`` entry (R1–R7), disclosed on AST's seed-0 masks; None without AST.
+
+    Costs per token (``n`` = all Linear weights incl. the dense LM head, ``t`` = the 2:4 targets):
+    inference MACs ``n`` dense vs ``n - t/2`` at 2:4 (theoretical: no 2:4 kernel measured here).
+    Training FLOPs ``6 n`` per token for dense retraining; AST trains dense weights through
+    the masked forward (``6 n``) plus the teacher's forward (``2 n``): ``8 n`` per token.
+    """
+    if not extras_by_variant.get("AST"):
+        return None
+    disclosure = extras_by_variant["AST"][0]["disclosure"]
+    model = make_model(0)
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    t = disclosure["param_set"]["numel"]
+    params = sum(p.numel() for p in model.parameters())
+    return sparseland_fields(
+        sparsity=disclosure,
+        training=training_cost(6.0 * n * tokens, 8.0 * n * tokens, tokens=tokens),
+        inference=inference_cost(float(n), float(n - t / 2), int(params - t / 2), int(params)),
+        allocation="uniform",
+        baselines=SPARSELAND_BASELINES,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     means = {r.variant: r.mean for r in rows}
+    extra_results: dict = {}
     holds = None
     if all(v in means for v in CLAIM_BASELINES + CLAIM_AST):
         best_baseline = min(means[v] for v in CLAIM_BASELINES)
@@ -373,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{pre_tokens} pretraining tokens); total wall {time.perf_counter() - started:.0f} s"
     )
     command = "python benchmarks/reproduce.py" + (" --quick" if args.quick else "")
+    fields = sparseland_entry(extras_by_variant, cfg, tokens)
+    if fields is not None:
+        extra_results["sparseland"] = fields
     write_results(
         args.out,
         "ast",
@@ -384,11 +429,20 @@ def main(argv: list[str] | None = None) -> int:
         settings=cfg,
         retrain_tokens=tokens,
         pretrain_tokens=pre_tokens,
-        extras={k: v for k, v in extras_by_variant.items()},
+        extras={
+            k: [{f: x for f, x in e.items() if f != "disclosure"} for e in v]
+            for k, v in extras_by_variant.items()
+        },
         strong_claim=STRONG_CLAIM,
         strong_claim_holds=strong,
         total_wall_s=time.perf_counter() - started,
+        **extra_results,
     )
+    if "sparseland" in extra_results:
+        import json
+
+        problems = check_sparseland(json.loads(Path(args.out).read_text()), len(cfg["seeds"]))
+        print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     print(f"stronger claim {'holds' if strong else 'does not hold'}: {STRONG_CLAIM}")
     print(f"claim: {'holds' if holds else 'does not hold'}: {CLAIM}")
     return 0

@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -42,6 +43,13 @@ from safetensors.torch import load_file
 from sparse_lth import LotteryExperiment, LotteryTicket, TrainSpec
 from sparsecore.bench import load_task, make_model
 from sparsecore.evaluation import Row, count_flops, format_table, over_seeds, write_results
+from sparsecore.evaluation.sparseland import (
+    check_sparseland,
+    disclose_sparsity,
+    inference_cost,
+    sparseland_fields,
+    training_cost,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,7 +57,10 @@ HERE = Path(__file__).resolve().parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (< 60 s)")
-    parser.add_argument("--arch", default="mlp", choices=("mlp", "convbase"))
+    parser.add_argument("--arch", default="mlp", choices=("mlp", "convbase", "resnet"))
+    parser.add_argument("--model-options", default="{}", help="JSON options of make_model")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD LR (no warm-up)")
+    parser.add_argument("--fraction", type=float, default=0.2, help="pruned per level")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--levels", type=int, default=None)
     parser.add_argument("--branch-levels", type=int, nargs="*", default=None)
@@ -75,6 +86,37 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return base
 
 
+def sparseland_entry(root, args, cfg, spec, k, top, by_name, levels, probe, x1) -> dict:
+    """The `sparseland` entry, disclosed on seed 0's rewound ticket at the sparsest level.
+
+    Baselines (R5): the dense net, random pruning with the ticket's per-layer counts (OpenLTH's
+    ``random_prune`` branch, layer-wise), and IMP without rewinding (``k = 0``, the magnitude
+    baseline of the paper). Training (R3): the pretraining to ``k`` plus ``levels + 1`` runs of
+    ``T - k`` steps, all with dense compute (masked weights) so ``relative_to_dense`` counts
+    steps. Inference (R4): MACs on non-zeros, theoretical (no sparse kernel measured).
+    """
+    seed = cfg["seeds"][0]
+    exp = root / f"{args.arch}-k{k}-seed{seed}"
+    masks = load_file(str(exp / f"level_{top}" / "mask.safetensors"))
+    probe.load_state_dict(load_file(str(exp / f"level_{top}" / "main" / "final.safetensors")))
+    flops = count_flops(probe, x1)
+    dense_params = sum(p.numel() for n, p in probe.named_parameters())
+    nnz = sum(int(m.sum()) for m in masks.values())
+    numel = sum(m.numel() for m in masks.values())
+    steps = k + (levels + 1) * (spec.steps - k)
+    return sparseland_fields(
+        sparsity=disclose_sparsity(masks, None),
+        training=training_cost(
+            float(spec.steps), float(steps), epochs=cfg["epochs"] * steps / spec.steps
+        ),
+        inference=inference_cost(
+            flops.dense, flops.effective, dense_params - numel + nnz, dense_params
+        ),
+        allocation="global",
+        baselines=["dense (k=0)", f"random prune k={k}, L{top}", f"ticket k=0, L{top}"],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # a quarter of the data keeps the quick path under a minute
         task = task.subset(num_train=1000, num_test=500)
     per_epoch = math.ceil(len(task.y_train) / 128)
-    spec = TrainSpec(steps=cfg["epochs"] * per_epoch, batch_size=128, lr=0.1, schedule="cosine")
+    spec = TrainSpec(steps=cfg["epochs"] * per_epoch, batch_size=128, lr=args.lr, schedule="cosine")
+    options = json.loads(args.model_options)
     k = max(1, round(args.rewind_frac * spec.steps))
     levels, branch_levels = cfg["levels"], cfg["branch_levels"]
     top = max(branch_levels)
 
     def model_fn(seed: int) -> torch.nn.Module:
-        return make_model(args.arch, task, seed=seed)
+        return make_model(args.arch, task, seed=seed, **options)
 
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="lth-"))
     print(f"experiments in {root}; T = {spec.steps} steps, k = {k}, {len(cfg['seeds'])} seeds")
@@ -103,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 task,
                 spec,
                 levels=levels,
+                fraction=args.fraction,
                 rewind_step=rewind,
                 seed=seed,
                 branches=("random_reinit", "random_prune"),
@@ -187,10 +231,20 @@ def main(argv: list[str] | None = None) -> int:
         f"branch level with sparsity >= 90% ({levels_text}; MNIST-1D {args.arch}, "
         f"{len(cfg['seeds'])} seeds)"
     )
+    dense = by_name["dense (k=0)"]
+    reinit_0 = by_name[f"random reinit k=0, L{top}"]
+    k0_fails = top_0.mean < dense.mean - 0.01 and top_0.mean < reinit_0.mean + 0.01
+    rescued = top_k.mean >= top_0.mean + 0.01 and top_k.mean >= dense.mean - 0.01
     extra_claims = {
         f"rewinding k={k} at least as good as k=0 at L{top} (within 1 point)": rewinding_ok,
         f"instability barrier at L{top} smaller with k={k} than with k=0": stabler,
+        # the paper's headline (Frankle et al. 2019/2020): where IMP with k=0 fails (the ticket
+        # falls > 1 point below dense and is no better than random re-initialisation + 1 point),
+        # rewinding to k > 0 rescues it (>= 1 point above k=0 and within 1 point of dense)
+        f"k=0 fails at L{top} (> 1 pt below dense, < 1 pt above random reinit)": k0_fails,
+        f"k={k} rescues L{top} (>= k=0 + 1 pt and >= dense - 1 pt)": rescued,
     }
+    fields = sparseland_entry(root, args, cfg, spec, k, top, by_name, levels, probe, x1)
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_results(
         args.out,
@@ -200,7 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         holds,
         rows + list(barriers.values()),
         command.strip(),
-        settings={**cfg, "steps": spec.steps, "rewind_step": k, "fraction": 0.2},
+        settings={
+            **cfg,
+            "steps": spec.steps,
+            "rewind_step": k,
+            "fraction": args.fraction,
+            "lr": args.lr,
+            "arch": args.arch,
+            "model_options": options,
+        },
         extra_claims=extra_claims,
         instability={
             f"k={rw}, L{lv}": {
@@ -209,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             for rw, lv in barriers
         },
         total_wall_s=wall,
+        sparseland=fields,
     )
+    problems = check_sparseland(json.loads(Path(args.out).read_text()), len(cfg["seeds"]))
+    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     print(f"\ntotal wall time {wall:.0f} s; results in {args.out}")
     for text, ok in extra_claims.items():
         print(f"also: {'holds' if ok else 'does not hold'}: {text}")

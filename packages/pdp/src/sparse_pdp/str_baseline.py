@@ -42,7 +42,7 @@ __all__ = ["STRThreshold", "apply_str", "remove_str", "soft_threshold", "str_thr
 
 
 def soft_threshold(weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``sign(w) · relu(|w| − sigmoid(s))``: STR's sparse weight (differentiable in ``w``, ``s``)."""
+    """STR's sparse weight ``sign(w) · relu(|w| − sigmoid(s))``, differentiable in both."""
     return torch.sign(weight) * torch.relu(weight.abs() - torch.sigmoid(s))
 
 
