@@ -53,6 +53,24 @@ def test_levels_masks_branches_and_lr(tmp_path, make_model, data):
             before = sum(int(m.sum()) for m in previous.values())
             assert nnz == before - math.ceil(0.3 * before)
             assert all(not (masks[n] & ~previous[n]).any() for n in masks)
+            # the mask is the global top-|w| of the PREVIOUS level's trained weights (the ignored
+            # classifier keeps its ones), not of the rewind point or the initialisation
+            trained = load_file(str(tmp_path / f"level_{level - 1}" / "main" / "final.safetensors"))
+            names = [n for n in masks if n != "4.weight"]
+            flat = torch.cat(
+                [torch.where(previous[n], trained[n].abs(), -1.0).flatten() for n in names]
+            )
+            keep = sum(int(masks[n].sum()) for n in names)
+            expected = torch.zeros_like(flat, dtype=torch.bool)
+            expected[flat.argsort(descending=True, stable=True)[:keep]] = True
+            assert torch.equal(torch.cat([masks[n].flatten() for n in names]), expected), level
+            theta_k = load_file(str(tmp_path / "pretrain" / "final.safetensors"))
+            rewound = torch.cat(
+                [torch.where(previous[n], theta_k[n].abs(), -1.0).flatten() for n in names]
+            )
+            from_rewind = torch.zeros_like(expected)
+            from_rewind[rewound.argsort(descending=True, stable=True)[:keep]] = True
+            assert not torch.equal(expected, from_rewind), level
         main = done[f"level_{level}/main"]
         assert main["nnz"] == nnz
         assert main["start_step"] == K and main["end_step"] == SPEC.steps
