@@ -146,7 +146,7 @@ class LightPEFT(PruningMethod):
                     "model (leave targets=None: they are found from the model's structure)"
                 )
         params = dict(model.named_parameters(remove_duplicate=False))
-        trainable = {n: params[n] for n in axes if params[n].requires_grad}
+        trainable = {n: p for n, p in params.items() if p.requires_grad}
         check_setup_inputs(trainable, optimizer, finite=True)
         check_setup_inputs({n: params[n] for n in axes}, None, finite=True)
         self._axes = axes
