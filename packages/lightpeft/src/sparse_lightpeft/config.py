@@ -63,7 +63,9 @@ class LightPEFTConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.pattern, Channel):
-            raise ValueError(f"pattern: Light-PEFT removes whole heads / neurons, got {self.pattern}")
+            raise ValueError(
+                f"pattern: Light-PEFT removes whole heads / neurons, got {self.pattern}"
+            )
         if self.ffn_ratio is not None:
             check_number(self.ffn_ratio, "ffn_ratio", 0.0, 1.0, open_high=True)
         check_choice(self.attn_scope, "attn_scope", SCOPES)

@@ -77,7 +77,7 @@ def p2_ratio(
 
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """peft LoRA layers of ``model`` by module name (empty for a model without adapters)."""
+    """Peft LoRA layers of ``model`` by module name (empty for a model without adapters)."""
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # pragma: no cover - peft is a dependency

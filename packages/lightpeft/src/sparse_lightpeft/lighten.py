@@ -20,7 +20,6 @@ output is compared with the masked model's in eval mode (``RuntimeError`` beyond
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -160,16 +160,20 @@ class LightPEFT(PruningMethod):
         return Channel(self._axes[name])
 
     def init_masks(self) -> None:
-        """Create the gates, the gate hooks and the importance recorder (all rolled back on error)."""
+        """Create the gates, their hooks and the importance recorder (rolled back on error)."""
         model = self.model
         assert model is not None
         layout = describe(model)
         device = layout.embeddings[0].weight.device
         self.gates = _Gates(
-            [lay.heads for lay in layout.layers], [lay.intermediate for lay in layout.layers], device
+            [lay.heads for lay in layout.layers],
+            [lay.intermediate for lay in layout.layers],
+            device,
         )
         model.add_module(GATES, self.gates)
-        self.masker = GroupMasker(model, {"heads": list(self.gates.heads), "ffn": list(self.gates.ffn)})
+        self.masker = GroupMasker(
+            model, {"heads": list(self.gates.heads), "ffn": list(self.gates.ffn)}
+        )
         self.recorder = ImportanceRecorder(model, lora_layers(model))
         self._sync()
 
@@ -251,7 +255,9 @@ class LightPEFT(PruningMethod):
         for name in ranks:
             if name not in rank_keep:
                 rank_keep[name] = torch.zeros(ranks[name].numel(), dtype=torch.bool)
-        self.plan = PrunePlan(heads, ffn, rank_keep, dict(p2), {n: s.clone() for n, s in ranks.items()})
+        self.plan = PrunePlan(
+            heads, ffn, rank_keep, dict(p2), {n: s.clone() for n, s in ranks.items()}
+        )
         self._apply_plan()
         return self.plan
 
@@ -335,4 +341,3 @@ class LightPEFT(PruningMethod):
         model = self.masks.squash()
         self._masks = None
         return model
-

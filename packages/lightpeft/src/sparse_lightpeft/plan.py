@@ -28,7 +28,8 @@ def _weight(module: nn.Module) -> torch.Tensor:
 
 def projection_roles(layout: ModelLayout) -> list[tuple[int, nn.Module, str]]:
     """``(layer, module, role)`` for every projection; role is one of ``"qkv"``,
-    ``"attn_out"``, ``"ffn_in"``, ``"ffn_out"``."""
+    ``"attn_out"``, ``"ffn_in"``, ``"ffn_out"``.
+    """
     out = []
     for lay in layout.layers:
         out += [(lay.index, m, "qkv") for m in lay.qkv]
