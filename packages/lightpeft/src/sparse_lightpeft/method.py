@@ -178,12 +178,24 @@ class LightPEFT(PruningMethod):
         self._sync()
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Hook into ``optimizer``; put the gates in their own group (``lr × mask_lr_coef``).
+        """Hook into ``optimizer`` after `join_optimizer` (see there)."""
+        self.join_optimizer(optimizer)
+        super().attach(optimizer)
 
-        Frozen targets (a peft model's foundation weights) join a group with ``lr=0`` and no
-        gradient, so that the core's mask set, which masks every target after each step, can
-        hook in; the optimizer never changes them.
+    def join_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Add the method's parameter groups to ``optimizer`` (idempotent).
+
+        The gates move into a group of their own (``lr × mask_lr_coef``, the other options of
+        the first group). Frozen targets (a peft model's foundation weights) join a group with
+        ``lr=0`` and no gradient, so that the core's mask set, which masks every target after
+        each step, can hook in; the optimizer never changes them. Call it (or `setup` with the
+        optimizer) before building an LR scheduler, which counts the groups.
+
+        Raises:
+            ValueError: A trainable target is missing from ``optimizer``.
         """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
         owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
         frozen = [p for p in self.masks.params().values() if id(p) not in owned]
         if frozen:
@@ -191,21 +203,20 @@ class LightPEFT(PruningMethod):
                 names = [n for n, p in self.masks.params().items() if p.requires_grad]
                 raise ValueError(f"optimizer does not hold the trainable targets {names[:3]}")
             optimizer.add_param_group({"params": frozen, "lr": 0.0, "weight_decay": 0.0})
-        super().attach(optimizer)
-        if self.gates is None:
+        if self.gates is None or any(g.get("lightpeft_gates") for g in optimizer.param_groups):
             return
         gate_ids = {id(p) for p in self.gates.parameters()}
         for group in optimizer.param_groups:
-            if group.get("lightpeft_gates"):
-                return
             group["params"] = [p for p in group["params"] if id(p) not in gate_ids]
-        base = optimizer.param_groups[0] if optimizer.param_groups else {}
+        base = optimizer.param_groups[0]
         options = {k: v for k, v in base.items() if k != "params"}
         options["lr"] = float(base.get("lr", optimizer.defaults.get("lr", 1e-3)))
         options["lr"] *= self.config.mask_lr_coef
         optimizer.add_param_group(
             {**options, "params": list(self.gates.parameters()), "lightpeft_gates": True}
         )
+        if "initial_lr" in base:
+            optimizer.param_groups[-1]["initial_lr"] = options["lr"]
 
     # ------------------------------------------------------------------ schedule
     @property

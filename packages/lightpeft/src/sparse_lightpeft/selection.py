@@ -29,7 +29,7 @@ __all__ = ["select_global", "select_layerwise", "select_modules", "select_ranks"
 
 
 def _count(ratio: float, n: int) -> int:
-    return int(round(ratio * n))
+    return round(ratio * n)
 
 
 def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
