@@ -147,6 +147,7 @@ class Run:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
 
     def epoch(self, extra_loss: Callable[[], torch.Tensor] | None = None) -> float:
+        """Train one epoch (plus ``extra_loss()`` per step); returns its seconds."""
         start = time.perf_counter()
         self.model.train()
         for batch in _batches(self.train, self.cfg["batch"], self.gen):
@@ -300,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row(v) for v in VARIANTS]
     print(format_table(rows))
     table = {r.variant: r for r in rows}
-    summary = {v: {k: mean(v, k) for k in ("accuracy", "foundation_params", "trainable_params",
-                                           "adapter_params", "encoder_params", "epoch_s", "memory_mb", "latency_ms")}
-               for v in VARIANTS}  # fmt: skip
+    keys = ("accuracy", "foundation_params", "trainable_params", "adapter_params",
+            "encoder_params", "epoch_s", "memory_mb", "latency_ms")  # fmt: skip
+    summary = {v: {k: mean(v, k) for k in keys} for v in VARIANTS}
     lp, lora = summary["lightpeft"], summary["lora"]
     found_cut = 1.0 - lp["foundation_params"] / lora["foundation_params"]
     trainable_frac = lp["adapter_params"] / lora["adapter_params"]
