@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             int(lp["foundation_params"]),
             int(lora["foundation_params"]),
             kernel="measured CPU latency, physically smaller dense model",
-        ),  # fmt: skip
+        ),
         allocation="global",
         baselines=["full-ft", "lora", "lightpeft-random"],
     )
