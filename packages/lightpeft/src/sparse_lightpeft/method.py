@@ -109,6 +109,7 @@ class LightPEFT(PruningMethod):
         self.recorder: ImportanceRecorder | None = None
         self.masker: GroupMasker | None = None
         self.plan: PrunePlan | None = None
+        self._lora_cache: tuple[PrunePlan, dict[str, nn.Module], dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(
@@ -287,8 +288,10 @@ class LightPEFT(PruningMethod):
     @torch.no_grad()
     def _zero_lora(self) -> None:
         assert self.plan is not None and self.model is not None
-        layers = lora_layers(self.model)
-        features = lora_feature_keeps(self.model, self.plan)
+        if self._lora_cache is None or self._lora_cache[0] is not self.plan:
+            features = lora_feature_keeps(self.model, self.plan)
+            self._lora_cache = (self.plan, lora_layers(self.model), features)
+        _, layers, features = self._lora_cache
         for name, module in layers.items():
             adapter = module.active_adapters[0]
             a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
@@ -340,6 +343,7 @@ class LightPEFT(PruningMethod):
         if self.model is not None and hasattr(self.model, GATES):
             delattr(self.model, GATES)
         self.masker = self.recorder = self.gates = None
+        self._lora_cache = None
 
     def finalize(self) -> nn.Module:
         """Prune if stage 2 has not started, bake the masks, remove gates, hooks and buffers."""
