@@ -98,7 +98,7 @@ def prune_by_scores(
             between targets (``Channel`` / ``Block`` over both ``Linear`` and ``Conv1D``).
     """
     if getattr(method.masks, "sharded", False):  # FSDP2: local shards, distributed top-k
-        from sparsecore.fsdp import sharded_prune_by_scores
+        from sparsecore.fsdp_setup import sharded_prune_by_scores
 
         sharded_prune_by_scores(method, scores, sparsity, scope, only_active)
         return

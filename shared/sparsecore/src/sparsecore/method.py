@@ -233,7 +233,7 @@ class PruningMethod:
         )
         self.validate(model, targets)
         targets = [*targets, *self.companion_targets(model, targets)]
-        from sparsecore.fsdp import check_fsdp2_method, sharded_mask_set
+        from sparsecore.fsdp_setup import check_fsdp2_method, sharded_mask_set
 
         mask_set = sharded_mask_set if check_fsdp2_method(self, targets, params) else MaskSet
         with self.setup_transaction(model, optimizer):
@@ -321,7 +321,7 @@ class PruningMethod:
         every DDP rank draws the same masks.
         """
         if getattr(self.masks, "sharded", False):  # FSDP2
-            from sparsecore.fsdp import sharded_random_masks
+            from sparsecore.fsdp_setup import sharded_random_masks
 
             sharded_random_masks(self, distribution, density)
             return
@@ -606,7 +606,7 @@ class DynamicSparseMethod(PruningMethod):
     def update_masks(self, fraction: float) -> dict[str, int]:
         """One drop-and-grow round over every layer; returns the number replaced per layer."""
         if getattr(self.masks, "sharded", False):  # FSDP2
-            from sparsecore.fsdp import sharded_update_masks
+            from sparsecore.fsdp_setup import sharded_update_masks
 
             return sharded_update_masks(self, fraction)
         grads = self.dense_grads or {}
