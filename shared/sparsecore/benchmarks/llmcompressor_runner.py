@@ -2,8 +2,14 @@
 
 Executed by ``oneshot_llm.py --llmcompressor VENV_PYTHON`` inside a throwaway virtual environment
 (llm-compressor 0.14 pins torch 2.14 / transformers 5.17, the workspace locks torch 2.15 /
-transformers 5.24, so it cannot join a dependency group of the workspace). Only torch,
-transformers, safetensors and llm-compressor are imported here, never sparsecore.
+transformers 5.24, so it cannot join a dependency group of the workspace). Create it with the
+pinned versions of ``llmcompressor-requirements.txt`` next to this file::
+
+    uv venv /tmp/llmc --python 3.11
+    cd shared/sparsecore/benchmarks
+    uv pip install --python /tmp/llmc/bin/python -r llmcompressor-requirements.txt
+
+Only torch, transformers, safetensors and llm-compressor are imported here, never sparsecore.
 
 Usage: ``python llmcompressor_runner.py MODEL_DIR BLOCKS.safetensors METHOD SPARSITY THREADS``
 where BLOCKS holds ``calib`` and ``eval`` int64 token blocks.
@@ -51,7 +57,7 @@ def main() -> int:
     recipe = modifier(
         sparsity=float(sparsity), mask_structure="0:0", targets=["Linear"], ignore=["lm_head"]
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     oneshot(
         model=model,
         dataset=data,
@@ -61,7 +67,7 @@ def main() -> int:
         max_seq_length=calib.shape[1],
         output_dir=None,
     )
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -84,6 +90,7 @@ def main() -> int:
             {
                 "method": method,
                 "total_s": wall,
+                "cpu_s": cpu,
                 "perplexity": math.exp(total / count),
                 "sparsity": sum(zeros) / len(zeros),
             }

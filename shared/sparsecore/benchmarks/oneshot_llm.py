@@ -19,7 +19,11 @@ up with 4096 inputs, down with 11008; the official code keeps one per Linear). T
 per estimated FLOP on the tiny model is scaled to 7B's FLOP count: a CPU-to-CPU extrapolation, not
 a GPU number (the paper reports about 4 GPU-minutes per 7B model on an A100 for the sweep).
 
-Run: ``python shared/sparsecore/benchmarks/oneshot_llm.py [--size tiny|micro] [--quick]``.
+Run: ``python shared/sparsecore/benchmarks/oneshot_llm.py [--size tiny|micro] [--quick]
+[--llmcompressor /tmp/llmc/bin/python]``; the llm-compressor venv is made with the pinned
+``llmcompressor-requirements.txt`` (commands in ``llmcompressor_runner.py``). Wall and CPU
+seconds (``time.process_time``) are both reported: on a loaded machine the CPU time is the
+better-comparable number.
 Numbers in docs/language-models.md; taken on a shared 2-core machine (other jobs running).
 """
 
@@ -85,12 +89,12 @@ def single(method_name: str, size: str, calib_blocks: int, eval_blocks: int) -> 
             original(module, name, stats)
 
         method._prune = timed
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     method.setup(model)
     if method.needs_calibration:
         method.calibrate([calib[i : i + 8] for i in range(0, len(calib), 8)])
     pruned = method.finalize()
-    total = time.perf_counter() - start
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu
     # layer i: from its first pruned Linear to the next layer's (its calibration forwards and
     # the refresh of its outputs are inside); the last one ends with the run.
     marks = [layer_start[i] for i in sorted(layer_start)] + [start + total]
@@ -99,6 +103,7 @@ def single(method_name: str, size: str, calib_blocks: int, eval_blocks: int) -> 
     return {
         "method": method_name,
         "total_s": total,
+        "cpu_s": cpu,
         "per_layer_s": per_layer,
         "peak_rss_above_model_mb": _rss_mb() - base_rss,
         "perplexity": perplexity(pruned, task, max_blocks=eval_blocks),
@@ -181,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         * LLAMA2_7B["layers"]
         / (sparsegpt_flops(tiny) * config["num_hidden_layers"])
     )
-    print(f"{'method':<10} {'total s':>8} {'per layer s':>12} {'peak MB':>8} {'ppl':>8}")
+    print(f"load average {os.getloadavg()[0]:.1f} (wall times are contended when it exceeds "
+          f"the core count; CPU seconds much less so)")  # fmt: skip
+    print(f"{'method':<10} {'wall s':>8} {'CPU s':>8} {'per layer s':>12} {'peak MB':>8} "
+          f"{'ppl':>8}")  # fmt: skip
     for r in results:
         per = sum(r["per_layer_s"]) / max(1, len(r["per_layer_s"]))
-        print(f"{r['method']:<10} {r['total_s']:8.2f} {per:12.3f} "
+        print(f"{r['method']:<10} {r['total_s']:8.2f} {r['cpu_s']:8.2f} {per:12.3f} "
               f"{r['peak_rss_above_model_mb']:8.1f} {r['perplexity']:8.3f}")  # fmt: skip
     sgpt = next(r for r in results if r["method"] == "sparsegpt")
     estimate = {
@@ -199,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = next(o for o in results if o["method"] == r["method"])
         print(f"llm-compressor {r['method']:<9} {r['total_s']:8.2f} s  ppl {r['perplexity']:8.3f}"
               f"  | ours {ours['total_s']:8.2f} s  ppl {ours['perplexity']:8.3f}  "
-              f"wall ratio ours/theirs {ours['total_s'] / r['total_s']:.2f}")  # fmt: skip
+              f"wall ratio ours/theirs {ours['total_s'] / r['total_s']:.2f}, CPU ratio "
+              f"{ours['cpu_s'] / r['cpu_s']:.2f}")  # fmt: skip
     ppl = {r["method"]: r["perplexity"] for r in results}
     order = ppl["sparsegpt"] <= ppl["wanda"] <= ppl["magnitude"]
     print(f"SparseGPT <= Wanda <= magnitude at 50%: {'holds' if order else 'does NOT hold'} {ppl}")

@@ -37,6 +37,34 @@ def test_statistics_equal_direct_sums():
     assert torch.allclose(stat.input_norms, flat.double().norm(dim=0))
 
 
+def test_shared_inputs_are_reduced_once_and_give_each_linear_its_own_sums(monkeypatch):
+    """q/k/v (and gate/up) see the same tensor: its Gram matrix is computed once, yet every
+    Linear's statistics equal the direct sums over its own recorded inputs."""
+    import sparsecore.calibration as calibration
+
+    model = _llama().eval()
+    layer = decoder_layers(model)[0]
+    linears = {n: m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+    seen = {n: [] for n in linears}
+    for n, m in linears.items():
+        m.register_forward_hook(lambda _m, i, _o, n=n: seen[n].append(i[0].detach().clone()))
+    calls = []
+    real = calibration.batch_terms
+    monkeypatch.setattr(calibration, "batch_terms", lambda x, h: calls.append(1) or real(x, h))
+    with StatisticsHooks(linears, hessian=True) as hooks, torch.no_grad():
+        model(_ids(0))
+        model(_ids(1))
+    assert len(linears) == 7 and len(calls) == 2 * 4  # 4 distinct inputs per forward
+    for n, xs in seen.items():
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])
+        assert torch.equal(
+            hooks.stats[n].sq_sum,
+            sum((x.reshape(-1, x.shape[-1]).double() ** 2).sum(0) for x in xs),
+        )
+        assert torch.allclose(hooks.stats[n].gram, flat.T @ flat, atol=1e-4)
+        assert hooks.stats[n].tokens == flat.shape[0]
+
+
 def test_layer_i_sees_outputs_of_pruned_layer_i_minus_1():
     model = _llama()
     dense = {n: p.clone() for n, p in model.state_dict().items()}

@@ -43,6 +43,21 @@ def test_oneshot_prunes_saves_and_reloads(model_dir, tmp_path, capsys):
     assert not (pruned.lm_head.weight == 0).any()  # the LM head stays dense
 
 
+def test_oneshot_exports_compressed_tensors(model_dir, tmp_path, capsys):
+    from sparsecore.export.compressed_tensors import decompress_state
+
+    out = tmp_path / "ct"
+    assert _run("--model", str(model_dir), "--method", "wanda", "--seq-len", "32",
+                "--format", "compressed-tensors", "--out", str(out)) == 0  # fmt: skip
+    assert "identical logits" in capsys.readouterr().out
+    report = json.loads((out / "oneshot.json").read_text())
+    assert report["compressed_tensors_reload_equal"] is True
+    state = decompress_state(out / "model-compressed-tensors")
+    compact = load_compact(out / "model.compact.safetensors")
+    assert sorted(state) == sorted(compact)
+    assert all(torch.equal(state[k], compact[k]) for k in compact)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -52,6 +67,7 @@ def test_oneshot_prunes_saves_and_reloads(model_dir, tmp_path, capsys):
         (["--pattern", "3:2"], "--pattern"),
         (["--method", "obs"], "--method"),
         (["--calib-blocks", "0"], "--calib-blocks"),
+        (["--format", "gguf"], "--format"),
         (["--seq-len", "128"], "--seq-len"),  # the model's context is 64
         (["--pattern", "4:8", "--seq-len", "32"], "divisible"),  # hidden 36 is not a multiple of 8
     ],

@@ -97,6 +97,11 @@ def prune_by_scores(
         ValueError: ``scope="global"`` with a structured pattern whose stored layout differs
             between targets (``Channel`` / ``Block`` over both ``Linear`` and ``Conv1D``).
     """
+    if getattr(method.masks, "sharded", False):  # FSDP2: local shards, distributed top-k
+        from sparsecore.fsdp_setup import sharded_prune_by_scores
+
+        sharded_prune_by_scores(method, scores, sparsity, scope, only_active)
+        return
     groups = getattr(method, "channel_groups", None)
     if groups is not None:  # channel groups (pattern="channel" with input_shape)
         round_to = getattr(method.config, "round_to", None)
@@ -187,6 +192,7 @@ class OneShotMagnitude(ChannelGroupsSupport, PruningMethod):
     )
 
     name = "magnitude"
+    fsdp2: ClassVar[bool] = True
     config_class: ClassVar[type[MethodConfig]] = OneShotConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, NM, Channel, Block)
 
@@ -302,6 +308,7 @@ class GMP(ChannelGroupsSupport, PruningMethod):
     )
 
     name = "gmp"
+    fsdp2: ClassVar[bool] = True
     config_class: ClassVar[type[MethodConfig]] = GMPConfig
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured, Channel, Block)
     config: GMPConfig
@@ -449,6 +456,7 @@ class RigL(DynamicSparseMethod):
     )
 
     name = "rigl"
+    fsdp2: ClassVar[bool] = True
 
     def grow_scores(self, name: str, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return grad.detach().abs()

@@ -71,12 +71,23 @@ class LinearStatistics:
 
     def add(self, x: torch.Tensor) -> None:
         """Accumulate a batch of inputs ``(..., in_features)``."""
-        flat = x.detach().reshape(-1, x.shape[-1])
-        self.sq_sum += flat.double().pow(2).sum(0).to(self.sq_sum.device)
+        self.add_terms(*batch_terms(x, self.gram is not None))
+
+    def add_terms(self, sq: torch.Tensor, gram: torch.Tensor | None, tokens: int) -> None:
+        """Accumulate precomputed batch terms (see `batch_terms`)."""
+        self.sq_sum += sq.to(self.sq_sum.device)
         if self.gram is not None:
-            f32 = flat.float()
-            self.gram += (f32.T @ f32).to(self.gram.device)
-        self.tokens += flat.shape[0]
+            assert gram is not None
+            self.gram += gram.to(self.gram.device)
+        self.tokens += tokens
+
+
+def batch_terms(x: torch.Tensor, hessian: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """``(Σ x_j² (float64), Σ x xᵀ (float32) or None, tokens)`` of one input batch."""
+    flat = x.detach().reshape(-1, x.shape[-1])
+    f32 = flat.float() if hessian else None
+    gram = f32.T @ f32 if f32 is not None else None
+    return flat.double().pow(2).sum(0), gram, int(flat.shape[0])
 
 
 def _in_features(module: nn.Module) -> int:
@@ -106,19 +117,34 @@ class StatisticsHooks:
                 torch.zeros(size, size, dtype=torch.float32, device=device) if hessian else None,
             )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._last: tuple[torch.Tensor, tuple[int, bool], tuple] | None = None
 
     def __enter__(self) -> StatisticsHooks:
         for name, module in self.modules.items():
             stat = self.stats[name]
             self._handles.append(
-                module.register_forward_hook(lambda _m, inputs, _o, s=stat: s.add(inputs[0]))
+                module.register_forward_hook(lambda _m, inputs, _o, s=stat: self._add(s, inputs[0]))
             )
         return self
+
+    def _add(self, stat: LinearStatistics, x: torch.Tensor) -> None:
+        # Linears fed the very same tensor (q/k/v, gate/up) share one computation of its terms:
+        # the Gram matrix is the cost that matters, and a Llama layer has 4 distinct inputs for 7
+        # Linears. Identity and the version counter guard against a reused, modified tensor.
+        cached = self._last
+        hessian = stat.gram is not None
+        if cached is not None and cached[0] is x and cached[1] == (x._version, hessian):
+            terms = cached[2]
+        else:
+            terms = batch_terms(x, hessian)
+            self._last = (x, (x._version, hessian), terms)
+        stat.add_terms(*terms)
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._last = None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

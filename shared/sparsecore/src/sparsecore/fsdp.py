@@ -20,14 +20,14 @@ magnitude, GraNet's global prune) must not all-gather the weights. This module p
   magnitude pruning, RigL and GraNet use), on sharded tensors.
 * `ShardedMasking`: hard masking of an FSDP2 model in an optimizer's step hooks (gradients masked
   before the step, weights after), the core's default mode, on local shards only.
+* `PruningMethod.setup` on an FSDP2 model is in `sparsecore.fsdp_setup`: sharded mask sets and
+  the selections of OneShotMagnitude, GMP and RigL on these helpers, bit for bit the
+  single-process masks; other methods are refused at setup, naming the method (their
+  selections need full tensors: plain ``select`` on a ``DTensor`` fails with ``Sharding
+  propagation failed for aten.nonzero``, torch 2.15).
 
 Checked with torch 2.15: ``fully_shard`` runs on CPU with the gloo backend (the tests train a
-sharded model with two gloo processes). Not done here: `PruningMethod.setup` on an FSDP2 model.
-Today it fails inside the selection (``OneShotMagnitude(sparsity=0.5).setup(fsdp_model)`` raises
-``RuntimeError: Sharding propagation failed for aten.nonzero.default`` on the DTensor scores,
-torch 2.15), because `MaskSet` and `sparsecore.select` use plain tensor ops on full tensors; a
-method on FSDP2 uses these helpers for its masks and selections instead. DDP is unchanged
-(`sparsecore.distributed`).
+sharded model with two gloo processes). DDP is unchanged (`sparsecore.distributed`).
 """
 
 from __future__ import annotations

@@ -157,6 +157,8 @@ class PruningMethod:
     name: ClassVar[str] = "method"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     mask_mode: ClassVar[MaskMode] = "hard"
+    #: Whether `setup` runs on FSDP2 (``fully_shard``) models (see `sparsecore.fsdp`).
+    fsdp2: ClassVar[bool] = False
     supported_patterns: ClassVar[tuple[type[Pattern], ...]] = (Unstructured,)
     #: Whether `calibrate` must run on data before training (one-shot / SNIP-like methods).
     needs_calibration: ClassVar[bool] = False
@@ -231,9 +233,12 @@ class PruningMethod:
         )
         self.validate(model, targets)
         targets = [*targets, *self.companion_targets(model, targets)]
+        from sparsecore.fsdp_setup import check_fsdp2_method, sharded_mask_set
+
+        mask_set = sharded_mask_set if check_fsdp2_method(self, targets, params) else MaskSet
         with self.setup_transaction(model, optimizer):
             self.model = model
-            self._masks = MaskSet(
+            self._masks = mask_set(
                 model,
                 targets,
                 mode=self.mask_mode,
@@ -315,6 +320,11 @@ class PruningMethod:
         ``distribution`` (``"uniform"`` or ``"erk"``), drawn from the method's own generator so
         every DDP rank draws the same masks.
         """
+        if getattr(self.masks, "sharded", False):  # FSDP2
+            from sparsecore.fsdp_setup import sharded_random_masks
+
+            sharded_random_masks(self, distribution, density)
+            return
         shapes = {n: p.shape for n, p in self.masks.params().items()}
         densities = layer_densities(distribution, shapes, density)
         if densities is None:
@@ -595,6 +605,10 @@ class DynamicSparseMethod(PruningMethod):
     @torch.no_grad()
     def update_masks(self, fraction: float) -> dict[str, int]:
         """One drop-and-grow round over every layer; returns the number replaced per layer."""
+        if getattr(self.masks, "sharded", False):  # FSDP2
+            from sparsecore.fsdp_setup import sharded_update_masks
+
+            return sharded_update_masks(self, fraction)
         grads = self.dense_grads or {}
         replaced = {}
         for name, weight in self.masks.params().items():

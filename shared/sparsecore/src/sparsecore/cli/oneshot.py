@@ -11,7 +11,10 @@ built-in pretrained tiny Llama (``micro``, ``tiny``, ``small``, see
 ``stdlib-lm`` task. Every argument is checked, and the model loaded and the method set up
 (which validates targets and patterns), before any weight changes. Output in ``--out``:
 ``model/`` (``save_pretrained``), ``model.compact.safetensors`` (the core's compact checkpoint)
-and ``oneshot.json`` (perplexities, per-layer sparsity, timings, the command).
+and ``oneshot.json`` (perplexities, per-layer sparsity, timings, the command). With
+``--format compressed-tensors`` also ``model-compressed-tensors/``, the compressed-tensors
+``sparse-bitmask`` folder (`sparsecore.export.compressed_tensors`), reloaded once to check that its
+logits equal the pruned model's exactly.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sparsecore.validation import check_int, check_number
+from sparsecore.validation import check_choice, check_int, check_number
 
 __all__ = ["cmd_oneshot", "register"]
 
 BUILTIN_MODELS = ("micro", "tiny", "small")
 BYTE_VOCAB = 256
+FORMATS = ("dense", "compressed-tensors")
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +46,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-blocks", type=int, default=128, help="evaluation blocks scored")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument(
+        "--format",
+        default="dense",
+        help="dense (save_pretrained + compact) or compressed-tensors (also sparse-bitmask)",
+    )
     p.add_argument("--out", default=None, help="output folder (must be new or empty)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_oneshot)
@@ -81,6 +90,7 @@ def _check_args(args: argparse.Namespace) -> None:
     check_int(args.calib_blocks, "--calib-blocks", 1)
     check_int(args.eval_blocks, "--eval-blocks", 1)
     check_int(args.seed, "--seed", 0)
+    check_choice(args.format, "--format", FORMATS)
     if args.seq_len is not None:
         check_int(args.seq_len, "--seq-len", 2)
     if args.out is not None:
@@ -153,6 +163,11 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pruned.save_pretrained(out / "model", safe_serialization=True)
     save_compact(pruned, out / "model.compact.safetensors")
+    written = [out / "model", out / "model.compact.safetensors"]
+    reload_equal = None
+    if args.format == "compressed-tensors":
+        reload_equal = _export_compressed_tensors(pruned, out / "model-compressed-tensors", task)
+        written.append(out / "model-compressed-tensors")
     report = {
         "model": args.model,
         "method": args.method,
@@ -166,8 +181,30 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         "perplexity_after": after,
         "prune_seconds": seconds,
         "layer_sparsity": zeros,
+        "format": args.format,
+        "compressed_tensors_reload_equal": reload_equal,
         "command": "sparse " + " ".join(getattr(args, "argv", [])),
     }
     (out / "oneshot.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out / 'model'}, {out / 'model.compact.safetensors'}, {out / 'oneshot.json'}")
+    print("wrote " + ", ".join(str(p) for p in [*written, out / "oneshot.json"]))
     return 0
+
+
+def _export_compressed_tensors(model: Any, folder: Path, task: Any) -> bool:
+    """Write the sparse-bitmask folder, reload it and compare logits on one evaluation block."""
+    import torch
+
+    from sparsecore.export.compressed_tensors import (
+        load_compressed_tensors,
+        save_compressed_tensors,
+    )
+
+    save_compressed_tensors(model, folder)
+    back = load_compressed_tensors(folder, model_class=type(model))
+    ids = task.eval_blocks[:1]
+    with torch.no_grad():
+        equal = torch.equal(back(ids).logits, model.eval()(ids).logits)
+    if not equal:
+        raise RuntimeError(f"{folder}: the reloaded compressed-tensors model's logits differ")
+    print(f"compressed-tensors sparse-bitmask: {folder} (reload: identical logits)")
+    return equal

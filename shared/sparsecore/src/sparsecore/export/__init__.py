@@ -6,6 +6,8 @@
 * `remove_channels`: physically remove pruned channels with Torch-Pruning's dependency graph
   (optional extra ``sparse-core[structured]``).
 * `to_semi_structured`: 2:4 weights become ``torch.sparse`` semi-structured tensors (CUDA).
+* `sparsecore.export.compressed_tensors`: write / reload the compressed-tensors
+  ``sparse-bitmask`` folder (the format llm-compressor writes), bit for bit the library's layout.
 
 See ``docs/export.md`` for a guide with measured numbers.
 """
