@@ -7,6 +7,7 @@ TMLR 2023, arXiv 2212.06145; official code https://github.com/Martin1937/Activat
   with pruning rounds (``"imp"``, ``"lth"``, ...).
 * `stagnant_negative_weights`: the AP selection as a pure function.
 * `run_cycles`: the whole train → prune → rewind procedure on a `sparsecore.bench` task.
+* `sparse_ap.bench.bench_procedure`: that procedure at `sparse bench` scale (3 cycles).
 * The metric, `dead_neuron_rate`, lives in `sparsecore.evaluation` (re-exported here).
 """
 

@@ -184,12 +184,17 @@ class ActivateWhilePruning(PruningMethod):
     def bench_config(cls, total_steps: int, sparsity: float | None) -> dict[str, Any]:
         """Config overrides for a ``sparse bench`` scenario (see `sparsecore.bench.build_method`).
 
-        AP is a procedure of cycles (`procedure` is set, so a single-run bench skips it): the
-        run starts dense (``sparsity=0``) and reaches a target sparsity ``s`` after
-        `sparse_ap.cycles_to_reach` ``(s, fraction)`` cycles of `sparse_ap.run_cycles`, each
-        ``total_steps / (cycles + 1)`` steps long.
+        AP is a procedure of cycles (`procedure` is set): `sparse bench` runs it through
+        `bench_procedure`, not as a single run; a single run starts dense (``sparsity=0``).
         """
         return {"sparsity": 0.0}
+
+    @classmethod
+    def bench_procedure(cls, sparsity: float, seed: int, args: Any) -> tuple[float, dict]:
+        """`sparse bench`: the whole cycle procedure at bench scale (`sparse_ap.bench`)."""
+        from sparse_ap.bench import bench_procedure
+
+        return bench_procedure(sparsity, seed, args)
 
     def _build_base(self) -> PruningMethod:
         """The base method, configured (validated) before any model is seen."""
