@@ -17,13 +17,15 @@ from sparse_shrp.expert_attention import (
     valid_tokens,
 )
 from sparse_shrp.method import SHRP
-from sparse_shrp.usage import measure_usage, select_heads
+from sparse_shrp.structure import encoder_params, shrink_encoder
+from sparse_shrp.usage import measure_usage, routing_entropy, select_heads
 
 if TYPE_CHECKING:
     from sparse_shrp.deploy import (
         NoHeadSelfAttention,
         ShrpBertConfig,
         ShrpBertModel,
+        deploy_routed,
         prune_bert_heads,
         remove_dead_heads,
         to_plain_bert,
@@ -35,6 +37,7 @@ _DEPLOY = (
     "NoHeadSelfAttention",
     "ShrpBertConfig",
     "ShrpBertModel",
+    "deploy_routed",
     "prune_bert_heads",
     "remove_dead_heads",
     "to_plain_bert",
@@ -51,11 +54,15 @@ __all__ = [
     "ShrpBertModel",
     "__version__",
     "balance_loss",
+    "deploy_routed",
+    "encoder_params",
     "expert_layers",
     "measure_usage",
     "prune_bert_heads",
     "remove_dead_heads",
+    "routing_entropy",
     "select_heads",
+    "shrink_encoder",
     "to_expert_attention",
     "to_plain_bert",
     "valid_tokens",

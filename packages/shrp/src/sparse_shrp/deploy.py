@@ -1,4 +1,18 @@
-"""Deployment: physically remove heads and return a plain, smaller BERT encoder.
+"""Deployment: the routed model made deterministic, or (approximately) a plain smaller BERT.
+
+**Default deployment: `deploy_routed`** [paper: "Top-1 usage-driven mechanism to jointly perform
+dynamic routing during training and deterministic pruning at deployment"]. The trained model is
+kept as it is, in eval mode: each Expert Attention layer keeps its router and its physically
+remaining heads (`remove_dead_heads` drops the removed heads' query/key/value rows and router
+rows), routing is the deterministic arg-max, and the gate's forward value is 1, so the deployed
+forward *is* the trained routed forward (logits equal; tested). Layers left with one head skip
+the router (the single head is always chosen); layers with none add only the expander bias.
+A layer with ``k > 1`` heads still computes all ``k`` heads' attention and selects one per
+token (a per-token gather), so its cost is that of ``k`` heads.
+
+**Optional: `to_plain_bert`**, a stock-forward ``BertModel`` (``ShrpBertModel``), exact when
+every layer keeps at most one head and an approximation (ridge-fitted ``W_O``) otherwise; the
+reproduction measures that gap ("trained vs plain"). The rest of this docstring is about it.
 
 Why not ``transformers``' own ``prune_heads``: transformers 5 removed
 ``PreTrainedModel.prune_heads`` and the ``pruned_heads`` config field (checked on transformers
@@ -56,6 +70,7 @@ __all__ = [
     "NoHeadSelfAttention",
     "ShrpBertConfig",
     "ShrpBertModel",
+    "deploy_routed",
     "prune_bert_heads",
     "remove_dead_heads",
     "to_plain_bert",
@@ -239,6 +254,33 @@ def remove_dead_heads(model: nn.Module) -> dict[str, int]:
         removed[name] = int((~alive).sum())
         layer.num_heads = int(alive.sum())
     return removed
+
+
+@torch.no_grad()
+def deploy_routed(model: nn.Module) -> nn.Module:
+    """The trained routed model, deterministic and physically smaller, in place.
+
+    Removed heads (``head_alive == False``) are dropped physically (`remove_dead_heads`), usage
+    counting is switched off and the model is put in eval mode. Its logits equal those of the
+    routed model it came from (masked heads are never chosen and the gate's forward value is 1).
+
+    Args:
+        model: A model with Expert Attention layers (finalize the `SHRP` method first, or call
+            `SHRP.deploy`, which does).
+
+    Returns:
+        ``model``, in eval mode.
+
+    Raises:
+        ValueError: ``model`` has no Expert Attention layer.
+    """
+    layers = [m for m in model.modules() if isinstance(m, ExpertAttention)]
+    if not layers:
+        raise ValueError("model: no ExpertAttention layer; nothing to deploy")
+    remove_dead_heads(model)
+    for layer in layers:
+        layer.counting = False
+    return model.eval()
 
 
 def _fit_dense(

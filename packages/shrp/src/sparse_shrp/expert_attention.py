@@ -17,11 +17,14 @@ marked [paper], what had to be reconstructed is marked [reconstructed] with the 
   would send every token to head 0 through argmax tie-breaking).
 * Top-1 [paper]: only the arg-max head's context vector is used (ties: lower head index, the
   ``torch.argmax`` rule). Gate [reconstructed]: the output is multiplied by ``p / p.detach()``,
-  whose forward value is exactly 1 and whose gradient is that of the router probability ``p``
-  (the Switch-style "scale by the gate so the router learns"). Forward value 1 was chosen so
-  that (a) removing heads that are never chosen leaves the outputs bit-for-bit equal (no
-  softmax renormalisation enters the forward), and (b) a layer left with one head computes a
-  plain attention block, which a stock BERT layer can express.
+  whose forward value is exactly 1. Its gradient is ``∇p / p = ∇log p`` (not ``∇p``, which is
+  what Switch Transformer's ``p · E(x)`` gate gives): the router receives the score-function
+  signal ``<∂L/∂out, out> · ∇log p_{h*}``, i.e. Switch's router gradient divided by ``p_{h*}``.
+  Forward value 1 was chosen so that (a) removing heads that are never chosen leaves the
+  outputs bit-for-bit equal (no softmax renormalisation enters the forward), (b) a layer left
+  with one head computes a plain attention block, which a stock BERT layer can express, and
+  (c) the deployed model (deterministic arg-max routing, `sparse_shrp.deploy.deploy_routed`)
+  computes exactly the trained forward.
 * Shared expander [paper: "lightweight shared expander feed-forward network"; its exact form is
   reconstructed]: one ``Linear(head_size, hidden)`` per layer, shared by all heads, in place of
   the per-head slices of the output projection ``W_O``. It is linear (not a two-layer FFN)
@@ -198,6 +201,12 @@ class ExpertAttention(nn.Module):
         if self.num_heads == 0 or not bool(self.head_alive.any()):
             out = self.expander.bias.expand_as(hidden_states)
             self.last_probs = self.last_top1 = self.last_valid = None
+            return self.LayerNorm(self.dropout(out) + hidden_states), None
+        if self.num_heads == 1 and not self.training:
+            # deterministic fast path: the only head is always chosen and the gate is 1
+            ctx = self.head_contexts(hidden_states, attention_mask).squeeze(2)
+            self.last_probs = self.last_top1 = self.last_valid = None
+            out = self.expander(ctx)
             return self.LayerNorm(self.dropout(out) + hidden_states), None
         valid = valid_tokens(attention_mask, b, t).to(hidden_states.device)
         probs, top1 = self.route(hidden_states)

@@ -15,7 +15,7 @@ Use::
     for batch in loader:
         loss = task_loss(model(**batch)) + shrp.regularization()
         opt.zero_grad(); loss.backward(); opt.step()
-    deployed = shrp.deploy(model.bert)                # a physically smaller BERT
+    shrp.deploy(model)                                # routed, deterministic, smaller
 
 Choices:
 
@@ -34,9 +34,14 @@ Choices:
   comparisons at equal heads removed) or those at or below ``usage_threshold`` (threshold mode,
   the paper's "heads the router does not use"). A layer may lose all heads (its attention block
   then only adds the expander bias, "whole attention blocks removed").
-* Deployment: `SHRP.deploy` / `sparse_shrp.deploy.to_plain_bert` removes the heads
-  physically and returns a BERT model whose forward is transformers' own ``BertModel`` forward
-  (see `sparse_shrp.deploy` for what is exact and what is not).
+* Deployment [paper: "deterministic pruning at deployment"]: `SHRP.deploy` keeps the routed
+  model, removes the pruned heads physically and routes by arg-max (exactly the trained
+  function); ``plain=True`` gives a stock-forward BERT instead (`sparse_shrp.deploy`).
+* Gate gradient: the chosen head's output is scaled by ``p / p.detach()`` (value 1, gradient
+  ``∇log p``; see `sparse_shrp.expert_attention`).
+* FFN channels and whole layers (the paper's 48%-parameters and 11/12-layers regimes):
+  `sparse_shrp.structure.shrink_encoder`, the core's `sparsecore.structures.shrink`, applied to
+  the stock encoder before the conversion [reconstructed].
 """
 
 from __future__ import annotations
@@ -204,16 +209,23 @@ class SHRP(PruningMethod):
             layer.counting = False
         return super().finalize()
 
-    def deploy(self, bert: nn.Module, batches: Iterable[Any] | None = None) -> nn.Module:
-        """Finalize (if still set up) and convert ``bert`` to a physically smaller BERT model.
+    def deploy(
+        self, model: nn.Module, batches: Iterable[Any] | None = None, plain: bool = False
+    ) -> nn.Module:
+        """Finalize (if still set up) and deploy.
+
+        Default: the routed model made deterministic and physically smaller, in place
+        (`sparse_shrp.deploy.deploy_routed`; its logits equal the trained routed model's).
 
         Args:
-            bert: The ``BertModel`` (with Expert Attention layers) inside the trained model.
-            batches: Usage-set inputs, needed only when a layer keeps more than one head (the
-                closest plain model is then fitted on them, see `sparse_shrp.deploy`).
+            model: The trained model (``plain=True``: the ``BertModel`` inside it).
+            batches: ``plain=True`` only: usage-set inputs for the ridge fit of layers that keep
+                more than one head (see `sparse_shrp.deploy.to_plain_bert`).
+            plain: Return a stock-forward ``ShrpBertModel`` instead: exact when every layer keeps
+                at most one head, an approximation otherwise.
         """
-        from sparse_shrp.deploy import to_plain_bert
+        from sparse_shrp.deploy import deploy_routed, to_plain_bert
 
         if self._masks is not None:
             self.finalize()
-        return to_plain_bert(bert, batches)
+        return to_plain_bert(model, batches) if plain else deploy_routed(model)

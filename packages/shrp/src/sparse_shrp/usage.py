@@ -17,7 +17,7 @@ from torch import nn
 from sparse_shrp.expert_attention import ExpertAttention, expert_layers, valid_tokens
 from sparsecore.select import keep_count, topk_mask
 
-__all__ = ["measure_usage", "select_heads"]
+__all__ = ["measure_usage", "routing_entropy", "select_heads"]
 
 
 def _call(model: nn.Module, batch: Any) -> Any:
@@ -76,6 +76,55 @@ def measure_usage(model: nn.Module, batches: Iterable[Any]) -> dict[str, torch.T
     if seen == 0:
         raise ValueError("batches: empty; usage needs at least one batch")
     return counts
+
+
+@torch.no_grad()
+def routing_entropy(model: nn.Module, batches: Iterable[Any]) -> float:
+    """Mean router entropy (nats) over the real tokens of every Expert Attention layer.
+
+    ``H = -Σ_h p_h log p_h`` of the router's softmax over the alive heads, averaged over valid
+    tokens and layers (eval mode). It is ``log H_alive`` for a uniform router and falls as the
+    routing concentrates on fewer heads (stage 2, "specialisation").
+
+    Args:
+        model: A model converted with `sparse_shrp.to_expert_attention`.
+        batches: Model inputs (as for `measure_usage`).
+
+    Raises:
+        ValueError: No Expert Attention layer with a head, or ``batches`` is empty.
+    """
+    layers = {n: m for n, m in expert_layers(model).items() if bool(m.head_alive.any())}
+    if not layers:
+        raise ValueError("model: no ExpertAttention layer with a head left")
+    sums = dict.fromkeys(layers, 0.0)
+    tokens = dict.fromkeys(layers, 0)
+
+    def hook(name: str):
+        def record(module: ExpertAttention, args: tuple, kwargs: dict) -> None:
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+            b, t, _ = hidden.shape
+            valid = valid_tokens(mask, b, t).to(hidden.device)
+            probs, _ = module.route(hidden)
+            ent = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+            sums[name] += float(ent[valid].sum())
+            tokens[name] += int(valid.sum())
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            _call(model, batch)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    if not any(tokens.values()):
+        raise ValueError("batches: empty; the entropy needs at least one token")
+    return sum(sums[n] / max(tokens[n], 1) for n in layers) / len(layers)
 
 
 def select_heads(
