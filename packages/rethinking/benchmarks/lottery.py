@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +35,7 @@ import torch
 from sparse_lth import LotteryExperiment, TrainSpec
 from sparse_rethinking import SmallVGG
 from sparsecore.bench import load_task
-from sparsecore.evaluation import Row, format_table, over_seeds, write_results
+from sparsecore.evaluation import Row, command_line, format_table, over_seeds, write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"winning ticket - random init: lr={large}: {gap_large:+.4f}, lr={small}: {gap_small:+.4f}"
     )
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     write_results(
         args.out,
         method="rethinking-lottery",

@@ -36,9 +36,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from typing import Any
 
 import torch
@@ -47,10 +46,12 @@ from sparse_consensus.experiment import ExperimentConfig, run_seed
 from sparsecore.bench import load_task
 from sparsecore.evaluation import (
     Row,
-    check_sparseland,
+    command_line,
     format_table,
     inference_cost,
     over_seeds,
+    report_sparseland,
+    run_seeds,
     sparseland_fields,
     training_cost,
     write_results,
@@ -66,11 +67,6 @@ VARIANTS = (
     "scratch-E",
     "scratch-B",
 )
-
-
-def _run(task: Any, cfg: ExperimentConfig, seed: int, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    return run_seed(task, cfg, seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,17 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         task = task.subset(num_train=384, num_test=500)
     start = time.perf_counter()
-    results: dict[int, dict[str, Any]] = {}
-    if args.jobs > 1 and len(seeds) > 1:
-        with ProcessPoolExecutor(min(args.jobs, len(seeds))) as pool:
-            futures = {pool.submit(_run, task, cfg, s, args.threads): s for s in seeds}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                print(f"seed {futures[future]} done ({time.perf_counter() - start:.0f} s)")
-    else:
-        for seed in seeds:
-            results[seed] = run_seed(task, cfg, seed)
-            print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    results = run_seeds(partial(run_seed, task, cfg), seeds, jobs=args.jobs, threads=args.threads)
 
     rows = [_row(results, seeds, v) for v in VARIANTS]
     table = {r.variant: r for r in rows}
@@ -210,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         allocation="learned",
         baselines=["dense", "random-channels+finetune", "l1+finetune"],
     )
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     claim = (
         "at ~50% FLOPs the one-pass consensus sub-network loses < 1 pp of dense accuracy, "
         "and less than L1-norm pruning + fine-tuning at equal FLOPs"
@@ -233,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         sparseland=fields,
     )
-    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
-    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
+    report_sparseland(data, quick=args.quick)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'} ({claim})")
     return 0

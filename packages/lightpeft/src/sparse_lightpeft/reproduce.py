@@ -35,7 +35,6 @@ import argparse
 import copy
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -258,10 +257,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from sparse_lightpeft import LightPEFT
     from sparsecore.bench.text import load_text_task, minilm_path
-    from sparsecore.evaluation import Row, format_table, write_results
+    from sparsecore.evaluation import (
+        Row,
+        command_line,
+        format_table,
+        report_sparseland,
+        write_results,
+    )
     from sparsecore.evaluation.protocol import over_seeds
     from sparsecore.evaluation.sparseland import (
-        check_sparseland,
         inference_cost,
         sparseland_fields,
         training_cost,
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         allocation="global",
         baselines=["full-ft", "lora", "lightpeft-random"],
     )
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     claim = (
         "Light-PEFT: accuracy within 2 points of LoRA with >= 40% fewer foundation parameters, "
         "<= 30% of LoRA's adapter parameters and a faster fine-tuning epoch"
@@ -372,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         machine="shared 2-core CPU (timings contended; variants interleaved per epoch)",
         sparseland=fields,
     )  # fmt: skip
-    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
-    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
+    report_sparseland(data, quick=args.quick)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0

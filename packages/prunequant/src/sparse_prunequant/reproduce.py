@@ -23,7 +23,7 @@ import math
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from typing import Any
 
 import torch
@@ -34,13 +34,15 @@ from sparse_prunequant.config import ppq, spq
 from sparsecore.bench import load_task, make_model, train
 from sparsecore.bench.train import evaluate
 from sparsecore.evaluation import (
-    check_sparseland,
+    command_line,
     count_bops,
     count_flops,
     count_params,
     format_table,
     inference_cost,
     over_seeds,
+    report_sparseland,
+    run_seeds,
     sparseland_fields,
     training_cost,
     write_results,
@@ -181,17 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = variants(rates, bits, ablation=not small)
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in specs}
     start = time.perf_counter()
-    if args.jobs > 1 and len(seeds) > 1:
-        with ProcessPoolExecutor(min(args.jobs, len(seeds))) as pool:
-            futures = {pool.submit(run_seed, task, specs, seed, args): seed for seed in seeds}
-            for future in as_completed(futures):
-                for name, result in future.result().items():
-                    results[name][futures[future]] = result
-                print(f"seed {futures[future]} done ({time.perf_counter() - start:.0f} s)")
-    else:
-        for seed in seeds:
-            for name, result in run_seed(task, specs, seed, args).items():
-                results[name][seed] = result
+    by_seed = run_seeds(partial(run_seed, task, specs, args=args), seeds, jobs=args.jobs)
+    for seed, per_variant in by_seed.items():
+        for name, result in per_variant.items():
+            results[name][seed] = result
 
     def row(name: str):
         def run(seed: int):
@@ -269,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         allocation="uniform",
         baselines=["dense fp32", f"prune-only {r0:.0%}", f"quant-only {b0}-bit"],
     )
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     claim = (
         f"SPQ or PPQ at {r0:.0%} filters / {b0} bits stores fewer bytes and needs fewer BOPs "
         "than both prune-only and quantize-only at that setting, within 2 pp of dense accuracy"
@@ -301,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         pareto=pareto,
         sparseland=fields,
     )
-    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
-    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
+    report_sparseland(data, quick=args.quick)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'} ({claim})")
     return 0

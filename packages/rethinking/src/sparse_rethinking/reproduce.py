@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -43,10 +41,12 @@ from sparse_rethinking import ProtocolConfig, run_seed
 from sparsecore.bench import load_task
 from sparsecore.evaluation import (
     Row,
-    check_sparseland,
+    command_line,
     format_table,
     inference_cost,
     over_seeds,
+    report_sparseland,
+    run_seeds,
     sparseland_fields,
     training_cost,
     write_results,
@@ -54,11 +54,6 @@ from sparsecore.evaluation import (
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("pruned", "fine-tuned", "random-fine-tuned", "scratch-E", "scratch-B")
-
-
-def _run(task: Any, cfg: ProtocolConfig, seed: int, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    return run_seed(task, cfg, seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,17 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     task = load_task("digits")
     start = time.perf_counter()
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-    if args.jobs > 1 and len(seeds) > 1:
-        with ProcessPoolExecutor(min(args.jobs, len(seeds))) as pool:
-            futures = {pool.submit(_run, task, cfg, seed, args.threads): seed for seed in seeds}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                print(f"seed {futures[future]} done ({time.perf_counter() - start:.0f} s)")
-    else:
-        for seed in seeds:
-            results[seed] = run_seed(task, cfg, seed)
-            print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    results = run_seeds(partial(run_seed, task, cfg), seeds, jobs=args.jobs, threads=args.threads)
 
     def row(variant: str) -> Row:
         def run(seed: int) -> tuple[float, dict[str, float]]:
@@ -172,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         allocation="uniform",
         baselines=["dense", "l1/random-fine-tuned", "l1/fine-tuned"],
     )
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     claim = (
         "structured pruning (L1 filters, network slimming): Scratch-B mean accuracy >= "
         "fine-tuned mean accuracy"
@@ -189,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         verdicts=verdicts,
         sparseland=fields,
     )
-    problems = check_sparseland(data, min_seeds=1 if args.quick else 3)
-    print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
+    report_sparseland(data, quick=args.quick)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0

@@ -43,6 +43,7 @@ from sparsecore.evaluation.report import (
     load_checkpoint,
     snapshot,
 )
+from sparsecore.evaluation.reproduction import command_line, report_sparseland, run_seeds
 from sparsecore.evaluation.sparseland import (
     check_sparseland,
     disclose_sparsity,
@@ -70,6 +71,7 @@ __all__ = [
     "TrainingFlopCount",
     "check_protocol",
     "check_sparseland",
+    "command_line",
     "compare_latency",
     "count_bops",
     "count_flops",
@@ -87,6 +89,8 @@ __all__ = [
     "measure_latency",
     "over_seeds",
     "plot_rows",
+    "report_sparseland",
+    "run_seeds",
     "scratch_budgets",
     "snapshot",
     "sparseland_entry",
