@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,54 +9,14 @@ import torch
 
 from sparsecore.fsdp import distributed_topk, global_magnitude_masks, shard_like
 from sparsecore.select import select_global, topk_mask
+from sparsecore.testing_gloo import run_gloo_ranks
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
-#: Seconds for both ranks, whatever happens (gloo's own timeout is 90 s).
-DEADLINE_S = 240
-#: gloo's threads hitting std::terminate in a sandbox (see test_distributed.py): skipped.
-ENV_ABORT = "terminate called without an active exception"
-
-
-def _launch(out: Path) -> list[subprocess.CompletedProcess]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(rank), "2", str(out / "store"), str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for rank in range(2)
-    ]
-    deadline = time.monotonic() + DEADLINE_S
-    done = []
-    for proc in procs:
-        try:
-            log, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(other.pid, signal.SIGKILL)
-            pytest.fail("FSDP workers timed out")
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, log, ""))
-    return done
 
 
 @pytest.fixture(scope="module")
 def fsdp_results(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("fsdp")
-    procs = _launch(out)
-    files = [out / f"rank{r}.json" for r in range(2)]
-    if all(f.exists() for f in files):
-        return [json.loads(f.read_text()) for f in files]
-    logs = "\n".join(
-        f"rank {i}: exit {p.returncode}\n{p.stdout[-2000:]}" for i, p in enumerate(procs)
-    )
-    if any(ENV_ABORT in p.stdout for p in procs):
-        pytest.skip(f"gloo aborted in this environment:\n{logs}")
-    pytest.fail(f"FSDP workers failed:\n{logs}")
+    return run_gloo_ranks(WORKER, tmp_path_factory.mktemp("fsdp"))
 
 
 def test_global_magnitude_on_fsdp2_shards_equals_single_process_bit_for_bit(fsdp_results):

@@ -8,54 +8,19 @@ cannot run on shards are refused at setup with their name, the model untouched.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from sparsecore.testing_gloo import run_gloo_ranks
+
 WORKER = Path(__file__).with_name("fsdp_setup_worker.py")
-DEADLINE_S = 240
-ENV_ABORT = "terminate called without an active exception"
 CASES = ("magnitude_layer", "magnitude_global", "gmp_global", "gmp_layer", "rigl")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("fsdp_setup")
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(rank), "2", str(out / "store"), str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for rank in range(2)
-    ]
-    deadline = time.monotonic() + DEADLINE_S
-    logs = []
-    for proc in procs:
-        try:
-            logs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(other.pid, signal.SIGKILL)
-            pytest.fail("FSDP setup workers timed out")
-    files = [out / f"rank{r}.json" for r in range(2)]
-    if all(f.exists() for f in files):
-        return [json.loads(f.read_text()) for f in files]
-    if any(ENV_ABORT in log for log in logs):
-        pytest.skip("gloo aborted in this environment")
-    pytest.fail("FSDP setup workers failed:\n" + "\n".join(log[-2000:] for log in logs))
+    return run_gloo_ranks(WORKER, tmp_path_factory.mktemp("fsdp_setup"))
 
 
 @pytest.mark.parametrize("case", CASES)
