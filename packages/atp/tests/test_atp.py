@@ -108,7 +108,7 @@ def test_project_to_budget_fits_and_is_maximal():
 
 
 def test_forward_uses_hard_decisions_and_the_generator_gets_gradients():
-    model, opt, method = setup()
+    model, _, method = setup()
     ids = batch(0)
     model.train()
     loss = model(input_ids=ids, labels=ids).loss
@@ -222,7 +222,7 @@ def test_group_lasso_is_zero_without_pruned_groups_and_reaches_only_lora():
 
 
 def test_eval_decisions_are_deterministic():
-    model, _, method = setup()
+    model, _, _ = setup()
     model.eval()
     ids = batch(5)
     with torch.no_grad():
