@@ -74,8 +74,8 @@ def settings(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(size="micro", steps=24, batch=8, lr=3e-3, rank=8, search=12, generator_lr=0.05,
                     calib=4, eval_blocks=24, seeds=1, lasso=1.0)  # fmt: skip
-    return dict(size="tiny", steps=300, batch=16, lr=2e-3, rank=8, search=150, generator_lr=0.02,
-                calib=16, eval_blocks=None, seeds=3, lasso=1.0)  # fmt: skip
+    return dict(size="tiny", steps=160, batch=8, lr=2e-3, rank=8, search=80, generator_lr=0.01,
+                calib=16, eval_blocks=256, seeds=3, lasso=1.0)  # fmt: skip
 
 
 def domain_task(seq_len: int) -> Any:
@@ -167,9 +167,9 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
 
     def atp(**options: Any) -> tuple[dict[str, Any], Any]:
         model = with_lora(copy.deepcopy(general), cfg, seed)
-        method = ATP(sparsity=atp_sparsity, search_steps=cfg["search"],
-                     generator_lr=cfg["generator_lr"], lasso_weight=cfg["lasso"], seed=seed,
-                     **options)  # fmt: skip
+        options = {"sparsity": atp_sparsity, "search_steps": cfg["search"], "seed": seed,
+                   "generator_lr": cfg["generator_lr"], "lasso_weight": cfg["lasso"], **options}
+        method = ATP(**options)  # fmt: skip
         secs = finetune(model, task, cfg, seed, method)
         changes = [
             int((a[0] ^ b[0]).sum() + (a[1] ^ b[1]).sum())
