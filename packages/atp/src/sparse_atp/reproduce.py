@@ -72,10 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def settings(quick: bool) -> dict[str, Any]:
     """The run's settings (``quick``: the micro model and a few steps)."""
     if quick:
-        return dict(size="micro", steps=24, batch=8, lr=3e-3, rank=8, search=12, generator_lr=0.05,
-                    calib=4, eval_blocks=24, seeds=1, lasso=1.0)  # fmt: skip
-    return dict(size="tiny", steps=160, batch=8, lr=2e-3, rank=8, search=80, generator_lr=0.01,
-                calib=16, eval_blocks=256, seeds=3, lasso=1.0)  # fmt: skip
+        return dict(size="micro", seq_len=64, steps=24, batch=8, lr=3e-3, rank=8, search=12,
+                    generator_lr=0.05, calib=4, eval_blocks=24, seeds=1, lasso=1.0)  # fmt: skip
+    return dict(size="tiny", seq_len=64, steps=64, batch=8, lr=3e-3, rank=8, search=32,
+                generator_lr=0.02, calib=8, eval_blocks=192, seeds=3, lasso=1.0)  # fmt: skip
 
 
 def domain_task(seq_len: int) -> Any:
@@ -127,13 +127,13 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
     from sparse_atp import ATP, GroupCosts
     from sparsecore.adapters import merge_lora
     from sparsecore.bench.lm import calibration_blocks, perplexity
-    from sparsecore.bench.pretrained import LM_SIZES, pretrained_tiny_lm
+    from sparsecore.bench.pretrained import pretrained_tiny_lm
     from sparsecore.structures import shrink
     from sparsecore.structures.importance import prune_structured
 
     torch.set_num_threads(1)
     general = pretrained_tiny_lm(cfg["size"], progress=False)
-    task = domain_task(LM_SIZES[cfg["size"]]["seq_len"])
+    task = domain_task(cfg["seq_len"])
     calib = list(calibration_blocks(task, cfg["calib"], seed=30_000 + seed).split(1))
     dense_layers = layer_params(general)
     costs = GroupCosts(general)
@@ -143,11 +143,13 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
         return perplexity(model, task, batch_size=16, max_blocks=cfg["eval_blocks"])
 
     def record(model: nn.Module, seconds: float, **extra: Any) -> dict[str, Any]:
+        print(f"seed {seed}: variant {len(out)} of {len(VARIANTS)} trained", flush=True)
         kept = layer_params(model)
         return {"ppl": ppl(model), "layer_params": kept, "removed": 1.0 - kept / dense_layers,
                 "train_s": seconds, **extra}  # fmt: skip
 
-    out: dict[str, dict[str, Any]] = {"dense": record(general, 0.0)}
+    out: dict[str, dict[str, Any]] = {}
+    out["dense"] = record(general, 0.0)
     lora = with_lora(copy.deepcopy(general), cfg, seed)
     seconds = finetune(lora, task, cfg, seed)
     out["lora"] = record(merge_lora(lora), seconds)
@@ -167,8 +169,14 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
 
     def atp(**options: Any) -> tuple[dict[str, Any], Any]:
         model = with_lora(copy.deepcopy(general), cfg, seed)
-        options = {"sparsity": atp_sparsity, "search_steps": cfg["search"], "seed": seed,
-                   "generator_lr": cfg["generator_lr"], "lasso_weight": cfg["lasso"], **options}
+        options = {
+            "sparsity": atp_sparsity,
+            "search_steps": cfg["search"],
+            "seed": seed,
+            "generator_lr": cfg["generator_lr"],
+            "lasso_weight": cfg["lasso"],
+            **options,
+        }
         method = ATP(**options)  # fmt: skip
         secs = finetune(model, task, cfg, seed, method)
         changes = [
@@ -204,8 +212,13 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    from sparsecore.evaluation import Row, command_line, format_table, report_sparseland
-    from sparsecore.evaluation import write_results
+    from sparsecore.evaluation import (
+        Row,
+        command_line,
+        format_table,
+        report_sparseland,
+        write_results,
+    )
     from sparsecore.evaluation.protocol import over_seeds
     from sparsecore.evaluation.sparseland_entry import sparseland_entry
 
@@ -241,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                               "recovered_pct": 100.0 * reference[seed] / r["ppl"]}  # fmt: skip
 
         out = over_seeds(variant, seeds, run)
+        kept = statistics.fmean(reference[s] / results[s][variant]["ppl"] for s in seeds)
         out.note = (
             f"removed {mean(variant, 'removed'):.3f} of the layer parameters, "
-            f"{100.0 * statistics.fmean(reference[s] / results[s][variant]['ppl'] for s in seeds):.1f}% "
-            f"of dense+LoRA, train {mean(variant, 'train_s'):.1f}s"
+            f"{100.0 * kept:.1f}% of dense+LoRA, train {mean(variant, 'train_s'):.1f}s"
         )
         return out
 
