@@ -20,8 +20,10 @@ torch.set_num_threads(1)
 
 
 def test_atp_then_magnitude_on_the_compressed_model():
-    model = tiny_llama(seed=0, vocab_size=64, hidden_size=32, num_attention_heads=4,
-                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32)  # fmt: skip
+    model = tiny_llama(
+        seed=0, vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=32,
+    )  # fmt: skip
     torch.manual_seed(1)
     model = add_lora(model, r=4, alpha=8)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
