@@ -369,11 +369,14 @@ class ATP(PruningMethod):
         heads, ffn = self.fixed
         return {"heads": list(heads.unbind(0)), "ffn": list(ffn.unbind(0))}
 
-    def compress(self, example_inputs: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    def compress(
+        self, example_inputs: dict[str, torch.Tensor] | None = None, atol: float = 1e-5
+    ) -> nn.Module:
         """Fix (if needed), finalize, merge the LoRA adapters and remove the pruned groups.
 
         Args:
             example_inputs: Keyword inputs for `sparsecore.structures.shrink`'s check.
+            atol: Tolerance of that check (trained models with large logits may need ``1e-4``).
 
         Returns:
             A plain, physically smaller Hugging Face model; the method is no longer set up.
@@ -386,7 +389,7 @@ class ATP(PruningMethod):
         model = self.finalize()
         if hasattr(model, "peft_config"):
             model = merge_lora(model)
-        return shrink(model, masks, example_inputs)
+        return shrink(model, masks, example_inputs, atol=atol)
 
     # ------------------------------------------------------------------ resume / end
     def schedule_gap(self) -> str | None:  # noqa: D102
