@@ -32,9 +32,9 @@ What happens:
    steps and the LoRA factors on odd steps (the other side's gradients are dropped), so each
    update sees its own batch, as the paper alternates them through fine-tuning.
 4. **Fixing.** After ``search_steps`` the decisions are fixed
-   (`sparse_atp.budget.project_to_budget`); the base weights of the pruned groups are masked (exact zeros), the
-   LoRA factors feeding or reading them are zeroed and kept at zero, and LoRA fine-tuning goes
-   on under the fixed structure. `compress` merges and removes the groups physically.
+   (`sparse_atp.budget.project_to_budget`); the base weights of the pruned groups are masked
+   (exact zeros), the LoRA factors feeding or reading them are zeroed and kept at zero, and
+   LoRA fine-tuning goes on under the fixed structure. `compress` merges and removes the groups physically.
 
 Choices, labelled (and see the submodules):
 
