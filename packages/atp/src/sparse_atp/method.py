@@ -34,7 +34,8 @@ What happens:
 4. **Fixing.** After ``search_steps`` the decisions are fixed
    (`sparse_atp.budget.project_to_budget`); the base weights of the pruned groups are masked
    (exact zeros), the LoRA factors feeding or reading them are zeroed and kept at zero, and
-   LoRA fine-tuning goes on under the fixed structure. `compress` merges and removes the groups physically.
+   LoRA fine-tuning goes on under the fixed structure. `compress` merges and removes the
+   groups physically.
 
 Choices, labelled (and see the submodules):
 
