@@ -12,8 +12,8 @@ model's code, classes and ``state_dict`` are untouched, `ActivationPatch.remove`
 
 * `FrozenLinearFunction`: a Linear whose weight is frozen saves no input (only the weight,
   which is a parameter anyway): the input gradient needs only ``W``;
-* `QuantizedInputLinearFunction`: the FFN output projection (``*.output.dense`` outside the
-  attention block, the official ``Qflag=True`` layer) caches its input in 8-bit fixed point,
+* `QuantizedInputLinearFunction`: the FFN output projection (BERT ``*.output.dense`` outside
+  the attention block, ViT ``mlp.fc2``; the official ``Qflag=True`` layer) caches its input in 8-bit fixed point,
   3 integer and 4 fractional bits (``clamp(round(16 x), -128, 127)`` as ``int8``, read back as
   ``q / 16``), and computes the weight gradient from it;
 * `FrozenLayerNormFunction`: a LayerNorm whose weight is frozen caches only the
@@ -170,18 +170,23 @@ class FrozenLayerNormFunction(torch.autograd.Function):
         return grad_x, None, grad_b, None, None
 
 
-def ffn_output_projections(model: nn.Module) -> list[str]:
-    """Names of the FFN output projections (BERT / ViT ``layer.N.output.dense``).
+#: Module-name globs of FFN output projections: BERT / ViT before transformers 5
+#: (``BertOutput.dense``, ``ViTOutput.dense``), ViT in transformers 5 (``ViTMLP.fc2``) and
+#: Llama-style MLPs (``down_proj``).
+FFN_OUTPUT_GLOBS = ("*output.dense", "*mlp.fc2", "*mlp.down_proj")
 
-    The official code quantizes exactly these (``BertOutput.dense`` / ``ViTOutput.dense``,
-    ``Qflag=True``): Linear modules named ``*.output.dense`` that are not inside an attention
-    block.
+
+def ffn_output_projections(model: nn.Module) -> list[str]:
+    """Names of the FFN output projections (the official ``Qflag=True`` layers).
+
+    The official code quantizes exactly ``BertOutput.dense`` / ``ViTOutput.dense``: Linear
+    modules matching `FFN_OUTPUT_GLOBS` that are not inside an attention block.
     """
     return [
         name
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear)
-        and fnmatch.fnmatchcase(name, "*output.dense")
+        and any(fnmatch.fnmatchcase(name, glob) for glob in FFN_OUTPUT_GLOBS)
         and ".attention." not in f".{name}"
     ]
 
