@@ -13,8 +13,8 @@ model's code, classes and ``state_dict`` are untouched, `ActivationPatch.remove`
 * `FrozenLinearFunction`: a Linear whose weight is frozen saves no input (only the weight,
   which is a parameter anyway): the input gradient needs only ``W``;
 * `QuantizedInputLinearFunction`: the FFN output projection (BERT ``*.output.dense`` outside
-  the attention block, ViT ``mlp.fc2``; the official ``Qflag=True`` layer) caches its input in 8-bit fixed point,
-  3 integer and 4 fractional bits (``clamp(round(16 x), -128, 127)`` as ``int8``, read back as
+  the attention block, ViT ``mlp.fc2``; the official ``Qflag=True`` layer) caches its input
+  in 8-bit fixed point, 3 integer and 4 fractional bits (``clamp(round(16 x), -128, 127)`` as ``int8``, read back as
   ``q / 16``), and computes the weight gradient from it;
 * `FrozenLayerNormFunction`: a LayerNorm whose weight is frozen caches only the
   ``keep`` (official 0.1) fraction of largest-magnitude entries of its normalised output
