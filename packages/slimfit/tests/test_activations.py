@@ -1,4 +1,4 @@
-"""SlimFit's activation caches: exact gradients where exact, bounded error elsewhere, fewer bytes."""
+"""SlimFit's activation caches: exact gradients where exact, bounded error elsewhere, fewer B."""
 
 from __future__ import annotations
 

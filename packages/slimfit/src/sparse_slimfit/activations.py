@@ -14,8 +14,8 @@ model's code, classes and ``state_dict`` are untouched, `ActivationPatch.remove`
   which is a parameter anyway): the input gradient needs only ``W``;
 * `QuantizedInputLinearFunction`: the FFN output projection (BERT ``*.output.dense`` outside
   the attention block, ViT ``mlp.fc2``; the official ``Qflag=True`` layer) caches its input
-  in 8-bit fixed point, 3 integer and 4 fractional bits (``clamp(round(16 x), -128, 127)`` as ``int8``, read back as
-  ``q / 16``), and computes the weight gradient from it;
+  in 8-bit fixed point, 3 integer and 4 fractional bits (``clamp(round(16 x), -128, 127)``
+  as ``int8``, read back as ``q / 16``), and computes the weight gradient from it;
 * `FrozenLayerNormFunction`: a LayerNorm whose weight is frozen caches only the
   ``keep`` (official 0.1) fraction of largest-magnitude entries of its normalised output
   ``y = (x - mean) / std`` (values plus ``int32`` positions) and the per-row ``std``; backward
