@@ -3,7 +3,12 @@
 import torch
 from torch import nn
 
-from sparsecore.evaluation import SavedTensorMeter, peak_memory_bytes
+from sparsecore.evaluation import (
+    SavedTensorMeter,
+    current_rss_bytes,
+    peak_memory_bytes,
+    reset_peak_memory,
+)
 
 
 def test_meter_counts_distinct_non_parameter_storages() -> None:
@@ -33,5 +38,13 @@ def test_meter_resets_per_block_and_frozen_weight_saves_no_input() -> None:
     assert meter.bytes == x.numel() * 4  # the output of sigmoid
 
 
-def test_peak_memory_is_positive_on_cpu() -> None:
-    assert peak_memory_bytes() > 0
+def test_cpu_peak_sees_a_large_allocation_after_reset() -> None:
+    reset_peak_memory()
+    before = peak_memory_bytes()
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    after = peak_memory_bytes()
+    del big
+    rss = current_rss_bytes()
+    assert after >= before > 0
+    if rss is not None and reset_peak_memory():  # Linux: resettable high-water mark
+        assert after - before >= 32 * 2**20

@@ -22,7 +22,12 @@ from sparsecore.evaluation.latency import (
     compare_latency,
     measure_latency,
 )
-from sparsecore.evaluation.memory import SavedTensorMeter, peak_memory_bytes, reset_peak_memory
+from sparsecore.evaluation.memory import (
+    SavedTensorMeter,
+    current_rss_bytes,
+    peak_memory_bytes,
+    reset_peak_memory,
+)
 from sparsecore.evaluation.protocol import (
     MIN_SEEDS,
     SCRATCH_B_MAX_FACTOR,
@@ -79,6 +84,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "count_training_flops",
+    "current_rss_bytes",
     "dead_neuron_rate",
     "disclose_sparsity",
     "effective_tensor",

@@ -15,9 +15,9 @@ loss.backward()
 print(meter.bytes)       # activation bytes held at the end of the forward pass
 ```
 
-`peak_memory_bytes` reads the process high-water mark (``ru_maxrss``, for the whole life of the
-process: measure one configuration per fresh process) or, on CUDA, the allocator peak since the
-last `reset_peak_memory`.
+`peak_memory_bytes` reads, since the last `reset_peak_memory`, the CUDA allocator's peak or, on
+CPU, the process's resident-set high-water mark (Linux ``VmHWM``, resettable; elsewhere the
+peak since the process started: measure one configuration per fresh process there).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from types import TracebackType
 
 import torch
 
-__all__ = ["SavedTensorMeter", "peak_memory_bytes", "reset_peak_memory"]
+__all__ = ["SavedTensorMeter", "current_rss_bytes", "peak_memory_bytes", "reset_peak_memory"]
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[str, int]:
@@ -89,20 +89,56 @@ class SavedTensorMeter:
         self._seen = {}  # keep no references to storages (only their addresses)
 
 
-def reset_peak_memory(device: torch.device | str | None = None) -> None:
-    """Reset the CUDA allocator's peak for ``device`` (nothing to do on CPU)."""
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """The process's resident set size now (Linux ``VmRSS``; ``None`` elsewhere)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def reset_peak_memory(device: torch.device | str | None = None) -> bool:
+    """Reset the peak that `peak_memory_bytes` reads.
+
+    CUDA: the allocator's peak. CPU on Linux: the process's resident-set high-water mark
+    (``VmHWM``, reset to the current RSS by writing ``5`` to ``/proc/self/clear_refs``).
+
+    Returns:
+        Whether a reset happened (``False`` where the platform offers none: then the CPU peak
+        is the peak since the process started).
+    """
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def peak_memory_bytes(device: torch.device | str | None = None) -> int:
     """Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS.
 
     Args:
-        device: The training device (``None`` or CPU: the process's resident-set peak since it
-            started, from ``getrusage``; kilobytes on Linux, bytes on macOS).
+        device: The training device. ``None`` or CPU: the resident-set high-water mark (Linux
+            ``VmHWM``, since the last `reset_peak_memory`; elsewhere ``getrusage``'s peak since
+            the process started). On CPU it includes everything the process holds (the
+            interpreter, libraries, the allocator's cached pages), so compare differences.
     """
     if device is not None and torch.device(device).type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
