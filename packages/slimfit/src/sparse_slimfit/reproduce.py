@@ -38,11 +38,13 @@ trained units per step; wall seconds (shared, contended 2-core machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -252,6 +254,31 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+# ---------------------------------------------------------------------- plot
+def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
+    """Accuracy against peak activation memory, one panel per task (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    for col, task in enumerate(summary):
+        ax = fig.add_subplot(1, len(summary), col + 1)
+        for variant, s in summary[task].items():
+            marker = "*" if variant.startswith("slimfit") else "o"
+            ax.plot(s["peak_saved_mb"], s["accuracy"], marker, ms=9 if marker == "*" else 6)
+            ax.annotate(variant, (s["peak_saved_mb"], s["accuracy"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.set_xlabel("peak activation memory (MB, saved for backward)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -368,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         sparseland=fields,
     )  # fmt: skip
     report_sparseland(data, quick=args.quick)
+    if not args.quick:
+        with contextlib.suppress(ImportError):  # matplotlib: sparse-core[bench]
+            print(f"plot: {plot(summary, Path(args.out).with_suffix('.png'))}")
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
     print(f"claim: {'holds' if holds else 'does not hold'}")
     if not all(math.isfinite(r.mean) for r in rows):
