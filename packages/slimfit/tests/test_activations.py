@@ -201,3 +201,22 @@ def test_saved_bytes_fall_and_each_mechanism_matters(family: str) -> None:
     assert sizes["slimfit"] < sizes["freeze-only"] < full
     assert sizes["slimfit"] < sizes["no-ln-prune"]  # pruning frozen LayerNorm caches matters
     assert sizes["quant"] < sizes["no-quant"] == full  # the 8-bit cache matters (nothing frozen)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peak_memory_falls_with_slimfit() -> None:
+    from sparsecore.evaluation import peak_memory_bytes, reset_peak_memory
+
+    x, y = (t.cuda() for t in _tokens())
+    peaks = {}
+    for label in ("full", "slimfit"):
+        model = _bert().cuda()
+        if label == "slimfit":
+            SlimFit(freeze_ratio=0.9).setup(model)
+        torch.cuda.synchronize()
+        reset_peak_memory("cuda")
+        base = torch.cuda.memory_allocated()
+        nn.functional.cross_entropy(model(input_ids=x).logits, y).backward()
+        torch.cuda.synchronize()
+        peaks[label] = peak_memory_bytes("cuda") - base
+    assert peaks["slimfit"] < peaks["full"]
