@@ -213,6 +213,7 @@ for _name, _package, _title, _default in (
     ("encoder", "shrp", "SHRP's MiniLM encoder, topic classification (reproduction)", False),
     ("peft-encoder", "lightpeft", "Light-PEFT's MiniLM + LoRA, topic classification", False),
     ("domain-lm", "atp", "ATP's tiny Llama + LoRA, stdlib -> asyncio domain", False),
+    ("memory-finetune", "slimfit", "SlimFit's MiniLM + tiny ViT fine-tuning memory", False),
     ("lm-ast", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)", True),
     ("consensus-gates", "consensus", "Consensus gates, digits ResNet (reproduction, quick)", False),
 ):

@@ -22,6 +22,12 @@ from sparsecore.evaluation.latency import (
     compare_latency,
     measure_latency,
 )
+from sparsecore.evaluation.memory import (
+    SavedTensorMeter,
+    current_rss_bytes,
+    peak_memory_bytes,
+    reset_peak_memory,
+)
 from sparsecore.evaluation.protocol import (
     MIN_SEEDS,
     SCRATCH_B_MAX_FACTOR,
@@ -66,6 +72,7 @@ __all__ = [
     "LayerBops",
     "MatchedRandomPruning",
     "Row",
+    "SavedTensorMeter",
     "SparsityReport",
     "TensorReport",
     "TrainingFlopCount",
@@ -77,6 +84,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "count_training_flops",
+    "current_rss_bytes",
     "dead_neuron_rate",
     "disclose_sparsity",
     "effective_tensor",
@@ -88,8 +96,10 @@ __all__ = [
     "matched_random_masks",
     "measure_latency",
     "over_seeds",
+    "peak_memory_bytes",
     "plot_rows",
     "report_sparseland",
+    "reset_peak_memory",
     "run_seeds",
     "scratch_budgets",
     "snapshot",
