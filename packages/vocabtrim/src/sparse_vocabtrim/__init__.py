@@ -4,6 +4,7 @@ Goel et al., "VocabTrim: Vocabulary Pruning for Efficient Speculative Decoding i
 arXiv 2506.22694. No official code exists.
 """
 
+from sparse_vocabtrim.method import VocabTrim, VocabTrimConfig
 from sparse_vocabtrim.metrics import decode_bytes, memory_bound_speedup
 from sparse_vocabtrim.speculative import (
     CausalLMRunner,
@@ -20,6 +21,8 @@ __all__ = [
     "CausalLMRunner",
     "SpeculativeOutput",
     "TrimmedLMHead",
+    "VocabTrim",
+    "VocabTrimConfig",
     "__version__",
     "autoregressive_generate",
     "decode_bytes",
