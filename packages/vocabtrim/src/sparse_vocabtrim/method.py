@@ -109,7 +109,9 @@ class VocabTrim(PruningMethod):
         if param.ndim != 2:
             raise ValueError(f"targets: {targets[0].name} is not a 2-D head (V, d)")
         if self.config.pattern != Channel(0):
-            raise ValueError(f"pattern must be channel(dim=0) (head rows), got {self.config.pattern}")
+            raise ValueError(
+                f"pattern must be channel(dim=0) (head rows), got {self.config.pattern}"
+            )
         if self.config.keep is not None and self.config.keep > param.shape[0]:
             raise ValueError(f"keep must be <= the vocabulary size {param.shape[0]}")
 
