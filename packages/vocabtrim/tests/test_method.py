@@ -50,8 +50,7 @@ def test_calibration_keeps_the_most_frequent_rows_exactly() -> None:
     assert method.kept_ids.tolist() == [5, 7, 9]
     mask = method.masks.mask("lm_head.weight")
     assert mask[[5, 7, 9]].all() and mask.sum() == 3 * 16
-    head = dict(model.named_parameters())
-    weight = model.lm_head.weight if "lm_head.weight" not in head else head["lm_head.weight"]
+    weight = model.lm_head.weight
     assert not weight[0].any() and weight[5].any()
 
 

@@ -112,7 +112,7 @@ def test_acceptance_rises_with_k_on_average(runner_cls) -> None:
             torch.zeros(2000, 1, dtype=torch.long), 8, 4, 1.0, torch.Generator().manual_seed(5),
         )  # fmt: skip
         rates.append(float(torch.stack(out.accepted_per_block).double().mean()))
-    assert all(b >= a - 0.01 for a, b in zip(rates, rates[1:], strict=False)), rates
+    assert all(b >= a - 0.01 for a, b in itertools.pairwise(rates)), rates
     assert rates[-1] > rates[0] + 0.1, rates
 
 
