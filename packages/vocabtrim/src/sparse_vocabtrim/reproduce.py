@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     defaults = {
         "seeds": [1] if quick else [1, 2, 3],
-        "fractions": [0.1, 0.25, 1.0] if quick else [0.05, 0.1, 0.25, 0.5, 1.0],
+        "fractions": [0.1, 1.0] if quick else [0.05, 0.1, 0.25, 0.5, 1.0],
         "gammas": [3] if quick else [2, 4, 6],
         "prompts": 8,
         "new_tokens": 24 if quick else 48,
@@ -271,11 +271,15 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def check_claim(summary: list[dict[str, Any]], gammas: list[int]) -> tuple[bool, list[str]]:
-    """Per γ (sampled): the best trimmed k by MBSU among those within 5% of the untrimmed τ."""
+def check_claim(
+    summary: list[dict[str, Any]], gammas: list[int], mode: str = "sampled"
+) -> tuple[bool, list[str]]:
+    """Per γ: the best trimmed k by MBSU among those within 5% of the untrimmed τ."""
     holds, lines = True, []
     for gamma in gammas:
-        rows = [r for r in summary if r["gamma"] == gamma and r["mode"] == "sampled"]
+        rows = [r for r in summary if r["gamma"] == gamma and r["mode"] == mode]
+        if not any(r["label"] == "untrimmed" for r in rows):
+            continue
         full = next(r for r in rows if r["label"] == "untrimmed")
         trimmed = [r for r in rows if r["label"].startswith("k=") and r["k"] < full["k"]]
         good = [r for r in trimmed if r["tau"] >= 0.95 * full["tau"]]
@@ -283,10 +287,10 @@ def check_claim(summary: list[dict[str, Any]], gammas: list[int]) -> tuple[bool,
         ok = best is not None and best["mbsu"] > full["mbsu"]
         holds &= ok
         if best is None:
-            lines.append(f"γ={gamma}: no trimmed k keeps τ within 5% of {full['tau']:.3f}")
+            lines.append(f"{mode} γ={gamma}: no trimmed k keeps τ within 5% of {full['tau']:.3f}")
         else:
             lines.append(
-                f"γ={gamma}: {best['label']} MBSU {best['mbsu']:.3f} vs untrimmed "
+                f"{mode} γ={gamma}: {best['label']} MBSU {best['mbsu']:.3f} vs untrimmed "
                 f"{full['mbsu']:.3f} ({best['mbsu'] / full['mbsu'] - 1:+.1%}), τ {best['tau']:.3f}"
                 f" vs {full['tau']:.3f} ({best['tau'] / full['tau'] - 1:+.1%})"
             )
@@ -382,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in summary
     ]  # fmt: skip
     holds, lines = check_claim(summary, args.gammas)
+    # greedy decoding is reported beside the claim (it is not part of it)
+    lines += [f"(not the claim) {line}" for line in check_claim(summary, args.gammas, "greedy")[1]]
     print(format_table(rows, note_width=90))
     latency = {
         name: statistics.fmean(per_seed[s]["step_latency_s"][name] for s in args.seeds)
