@@ -16,10 +16,12 @@ Per seed (1, 2, 3; never the weight seed):
    sampled from the target (the paper's best source) at temperature 1;
 2. ``k`` = each fraction of ``--fractions`` of ``V``: the drafter head trimmed to the top-k
    (`VocabTrim`); evaluation prompts from the held-out files, ``--new-tokens`` tokens each, at
-   each draft length γ of ``--gammas``, sampled (T = 1) and greedy (T = 0) decoding;
+   each draft length γ of ``--gammas`` with sampled decoding (T = 1), and at the middle γ
+   with greedy decoding (T = 0) too;
 3. metrics: block efficiency τ (per row, `SpeculativeOutput.block_efficiency`), drafter bytes
    per pass (`decode_bytes`), MBSU = τ / (1 + γ · drafter/target bytes), measured wall-clock
-   decode seconds and tokens/s beside plain target decoding in the same run, and the measured
+   decode seconds and tokens/s beside plain target decoding (one reference per mode and seed,
+   same process and prompts), and the measured
    drafter step latency (median of interleaved repeats) of the trimmed vs untrimmed drafter;
 4. ablations at the smallest ``k`` above 5% of V: the same k chosen by random ids (the
    Sparseland matched-random baseline), by head-row norm (a magnitude baseline), and by counts
