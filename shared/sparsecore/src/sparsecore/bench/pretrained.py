@@ -12,6 +12,9 @@ Sizes (`LM_SIZES`):
   against the unigram model's 21.1.
 * ``tiny`` (default): hidden 128, 4 layers, 0.92M parameters, 600 steps (137 s of CPU time on one
   thread, measured); validation perplexity 5.03 against the unigram model's 21.07.
+* ``nano``: hidden 16, 1 layer, 120 steps: a drafter for ``micro`` (speculative decoding tests
+  and quick runs).
+* ``mini``: hidden 64, 2 layers, 600 steps: a drafter for ``tiny``.
 * ``small``: hidden 512, 8 layers, ~25M parameters, for benchmarks that need redundancy (tens of
   minutes on two cores; build it once).
 
@@ -57,6 +60,18 @@ LM_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "config": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                        num_key_value_heads=4, intermediate_size=384),
+        "train": dict(steps=600, batch=16, lr=3e-3),
+        "seq_len": 128,
+    },
+    "nano": {
+        "config": dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=32),
+        "train": dict(steps=120, batch=8, lr=1e-2),
+        "seq_len": 64,
+    },
+    "mini": {
+        "config": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=128),
         "train": dict(steps=600, batch=16, lr=3e-3),
         "seq_len": 128,
     },
@@ -164,7 +179,7 @@ def pretrained_tiny_lm(
     """A Llama pretrained on ``stdlib-lm``: loaded from the cache, or trained once and cached.
 
     Args:
-        name: ``"micro"``, ``"tiny"`` or ``"small"`` (see `LM_SIZES`).
+        name: ``"micro"``, ``"nano"``, ``"mini"``, ``"tiny"`` or ``"small"`` (see `LM_SIZES`).
         task: The task to train on (default: ``load_lm_task(seq_len=<the size's>)``); its corpus
             hash is part of the cache key.
         seed: Weight-initialisation seed (the batch order uses ``seed + 1``).

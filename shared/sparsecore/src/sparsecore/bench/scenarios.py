@@ -216,6 +216,7 @@ for _name, _package, _title, _default in (
     ("memory-finetune", "slimfit", "SlimFit's MiniLM + tiny ViT fine-tuning memory", False),
     ("lm-ast", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)", True),
     ("consensus-gates", "consensus", "Consensus gates, digits ResNet (reproduction, quick)", False),
+    ("spec-decoding", "vocabtrim", "VocabTrim's trimmed drafter, speculative decoding", False),
 ):
     register_scenario(
         Scenario(
