@@ -1,0 +1,179 @@
+"""One seed of the reproduction: dense → sparsity training → 50% BN pruning → fine-tune ± CWD.
+
+Rows (each fine-tune has the same epochs and learning rate, so the comparison is at equal
+budget):
+
+* ``dense``: the detector trained `ExperimentConfig.dense_epochs` epochs (also the CWD teacher);
+* ``sparsity-trained``: ``dense`` trained `sparse_epochs` more with the fork's L1 terms;
+* ``pruned`` (paper's per-layer rule, no fine-tune), ``fine-tuned``, ``fine-tuned+cwd``;
+* ``global/fine-tuned``: the fork's global |γ| threshold instead;
+* ``no-l1/fine-tuned``: ``dense`` pruned by |γ| directly (ablation of the sparsity training; it
+  gets the same extra epochs as fine-tune so its budget equals sparsity training + fine-tune);
+* ``random/fine-tuned``: random channels with exactly the per-layer rule's widths (Sparseland R5).
+
+Every row records mAP@0.5 (torchmetrics, pycocotools), parameters, MACs per image and, for the
+pruned architecture against dense, the CPU throughput ratio (images/s, interleaved repeats).
+CHOICE: the teacher of CWD is ``dense`` (the unpruned model); distilled layers are the two C2f
+outputs the head path reads (``stage2``, ``neck``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparse_cwd.centernet import encode_targets, mean_ap50
+from sparse_cwd.detector import TinyDetector, fork_ignored_norms
+from sparse_cwd.distill import ChannelWiseDistillation
+from sparse_cwd.method import SparsityAwareSlimming
+from sparse_cwd.scenes import make_scenes
+from sparse_cwd.training import train_detector
+from sparsecore.evaluation import compare_latency, count_flops, count_params, matched_random_masks
+from sparsecore.export import remove_channels
+from sparsecore.groups import group_masks
+
+__all__ = ["ExperimentConfig", "prune_detector", "run_seed"]
+
+SIZE = 64
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Settings of one seed (see the module docstring)."""
+
+    train_images: int = 512
+    test_images: int = 256
+    width: int = 8
+    dense_epochs: int = 20
+    sparse_epochs: int = 10
+    finetune_epochs: int = 10
+    lr: float = 0.02
+    finetune_lr: float = 0.01
+    ratio: float = 0.5
+    l1_rate: float = 5e-3
+    beta_factor: float = 10.0
+    tau: float = 4.0
+    alpha: float = 1.0
+    latency_batch: int = 64
+    latency_repeats: int = 10
+
+
+def prune_detector(
+    model: nn.Module, ratio: float, rule: str = "layer", keeps: dict | None = None
+) -> tuple[nn.Module, dict[str, torch.Tensor], float | None]:
+    """A physically thinner copy of ``model`` (fork's ignore rules, |γ| or given keeps).
+
+    Returns:
+        ``(rebuilt model, keep-masks by group, global threshold or None)``.
+    """
+    pruned = copy.deepcopy(model)
+    method = SparsityAwareSlimming(
+        sparsity=ratio,
+        input_shape=(3, SIZE, SIZE),
+        rule=rule,
+        ignore=tuple(fork_ignored_norms(pruned)),
+    ).setup(pruned)
+    if keeps is None:
+        chosen = method.prune()
+    else:  # given channels (e.g. random at the rule's widths); masking zeroes weights, so the
+        chosen = keeps  # |gamma| selection must not run first
+        method.masks.update_all(group_masks(method.channel_groups, keeps, method.masks.masks()))
+    threshold = method.threshold
+    plain = method.finalize()
+    remove_channels(plain, torch.zeros(1, 3, SIZE, SIZE))
+    return plain, chosen, threshold
+
+
+def _measure(model: nn.Module, test, dense: nn.Module | None, cfg: ExperimentConfig) -> dict:
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    out: dict[str, Any] = {"map50": mean_ap50(model, test)}
+    out["params"] = count_params(model)[0]
+    out["macs"] = count_flops(model, example).dense
+    if dense is not None:
+        batch = test.images[: cfg.latency_batch]
+        model.eval()
+        dense.eval()
+        with torch.no_grad():
+            ratio = compare_latency(
+                lambda: model(batch), lambda: dense(batch), repeats=cfg.latency_repeats
+            )
+        out["speedup"] = ratio.speedup
+        out["images_per_s"] = cfg.latency_batch / ratio.candidate.median_s
+        out["dense_images_per_s"] = cfg.latency_batch / ratio.reference.median_s
+    return out
+
+
+def run_seed(cfg: ExperimentConfig, seed: int) -> dict[str, dict[str, Any]]:
+    """Run every row for ``seed`` (module docstring); returns ``{row: measurements}``."""
+    start = time.perf_counter()
+    train = make_scenes(cfg.train_images, 1000 + seed, SIZE)
+    test = make_scenes(cfg.test_images, 2000 + seed, SIZE)
+    targets = encode_targets(train.boxes, train.labels, 3, SIZE, TinyDetector.stride)
+    torch.manual_seed(seed)
+    dense = TinyDetector(3, cfg.width)
+    train_detector(dense, train, targets, cfg.dense_epochs, cfg.lr, seed=seed + 101)
+    rows: dict[str, dict[str, Any]] = {"dense": _measure(dense, test, None, cfg)}
+    rows["dense"]["speedup"] = 1.0
+
+    def finetune(model: nn.Module, shuffle: int, distill: bool = False) -> nn.Module:
+        cwd = None
+        if distill:
+            cwd = ChannelWiseDistillation(
+                model, copy.deepcopy(dense), ["stage2", "neck"], test.images[:2], cfg.tau, cfg.alpha
+            )
+        train_detector(
+            model, train, targets, cfg.finetune_epochs, cfg.finetune_lr, seed=shuffle, distill=cwd
+        )
+        if cwd is not None:
+            cwd.close()
+        return model
+
+    sparse = copy.deepcopy(dense)
+    steps = -(-cfg.train_images // 32)
+    method = SparsityAwareSlimming(
+        sparsity=cfg.ratio,
+        input_shape=(3, SIZE, SIZE),
+        ignore=tuple(fork_ignored_norms(sparse)),
+        l1_rate=cfg.l1_rate,
+        beta_factor=cfg.beta_factor,
+        epochs=cfg.sparse_epochs,
+        steps_per_epoch=steps,
+    )
+    train_detector(
+        sparse, train, targets, cfg.sparse_epochs, cfg.lr, seed=seed + 202, method=method
+    )
+    # the L1 phase only (prune_step=None): the pruning rules below each work on a copy
+    sparse = method.masks.squash()
+    rows["sparsity-trained"] = _measure(sparse, test, None, cfg)
+
+    pruned, keeps, _ = prune_detector(sparse, cfg.ratio, "layer")
+    rows["pruned"] = _measure(pruned, test, dense, cfg)
+    rows["pruned"]["kept"] = {k: int(v.sum()) for k, v in keeps.items()}
+    rows["pruned"]["sizes"] = {k: int(v.numel()) for k, v in keeps.items()}
+    rows["fine-tuned"] = _measure(finetune(copy.deepcopy(pruned), seed + 303), test, dense, cfg)
+    rows["fine-tuned+cwd"] = _measure(
+        finetune(copy.deepcopy(pruned), seed + 303, True), test, dense, cfg
+    )
+
+    glob, _, threshold = prune_detector(sparse, cfg.ratio, "global")
+    rows["global/fine-tuned"] = _measure(finetune(glob, seed + 303), test, dense, cfg)
+    rows["global/fine-tuned"]["threshold"] = threshold
+
+    no_l1, _, _ = prune_detector(dense, cfg.ratio, "layer")
+    rows["no-l1/pruned"] = _measure(no_l1, test, dense, cfg)
+    extra = copy.deepcopy(no_l1)
+    train_detector(extra, train, targets, cfg.sparse_epochs, cfg.finetune_lr, seed=seed + 404)
+    rows["no-l1/fine-tuned"] = _measure(finetune(extra, seed + 303), test, dense, cfg)
+
+    gen = torch.Generator().manual_seed(seed + 7919)
+    random_keeps = matched_random_masks(keeps, gen)
+    rand, _, _ = prune_detector(sparse, cfg.ratio, "layer", keeps=random_keeps)
+    rows["random/fine-tuned"] = _measure(finetune(rand, seed + 303), test, dense, cfg)
+    for row in rows.values():
+        row["wall_s"] = time.perf_counter() - start
+    return rows
