@@ -3,11 +3,11 @@
 Sabaghian et al., arXiv 2509.12918 (fork melika-sce/YOLOv8_pruning); CWD: Shu et al., ICCV 2021.
 
 Setting: synthetic aerial-like 64×64 scenes (`sparse_cwd.scenes`: vehicles, buildings, trees on
-textured ground; 512 train / 256 test images, drawn per seed), `TinyDetector` (C2f backbone and
-neck, CenterNet head at stride 4, width 8), ultralytics-style SGD. Dense 20 epochs (lr 0.02) →
-sparsity training 10 epochs (λ₀ = 5e-3, decaying; β term 10·λ₀; fork's ignore list) → 50% BN
+textured ground; 256 train / 192 test images, drawn per seed), `TinyDetector` (C2f backbone and
+neck, CenterNet head at stride 4, width 8), ultralytics-style SGD. Dense 12 epochs (lr 0.02) →
+sparsity training 6 epochs (λ₀ = 3e-3, decaying; β term 10·λ₀; fork's ignore list) → 50% BN
 channel pruning (paper's per-layer rule), physical rebuild (`sparsecore.export.remove_channels`)
-→ fine-tune 10 epochs (lr 0.01) with and without CWD (τ = 4, α = 1, teacher = dense, on the C2f
+→ fine-tune 6 epochs (lr 0.01) with and without CWD (τ = 4, α = 1, teacher = dense, on the C2f
 outputs ``stage2`` and ``neck``). Also: the fork's global threshold, pruning without sparsity
 training (same total epochs), and random channels at the same widths (Sparseland R5).
 Metric: mAP@0.5 (torchmetrics MeanAveragePrecision, pycocotools backend).
