@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sparse_cwd.scenes import Scenes
+
 __all__ = ["decode", "detection_loss", "encode_targets", "mean_ap50"]
 
 
@@ -115,7 +117,7 @@ def decode(
 
 
 @torch.no_grad()
-def mean_ap50(model: nn.Module, scenes, batch_size: int = 128) -> float:
+def mean_ap50(model: nn.Module, scenes: Scenes, batch_size: int = 128) -> float:
     """COCO AP at IoU 0.5 of ``model`` on ``scenes`` (torchmetrics, pycocotools backend).
 
     Args:

@@ -18,6 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sparse_cwd.centernet import detection_loss
+from sparse_cwd.distill import ChannelWiseDistillation
+from sparse_cwd.scenes import Scenes
+from sparsecore import PruningMethod
 from sparsecore.validation import check_int, check_number
 
 __all__ = ["make_optimizer", "train_detector"]
@@ -41,14 +44,14 @@ def make_optimizer(
 
 def train_detector(
     model: nn.Module,
-    scenes,
+    scenes: Scenes,
     targets: dict[str, torch.Tensor],
     epochs: int,
     lr: float = 0.02,
     batch_size: int = 32,
     seed: int = 0,
-    method=None,
-    distill=None,
+    method: PruningMethod | None = None,
+    distill: ChannelWiseDistillation | None = None,
     progress: bool = False,
 ) -> list[float]:
     """Train ``model`` for ``epochs`` epochs; returns the mean loss per epoch.
