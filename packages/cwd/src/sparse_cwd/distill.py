@@ -8,9 +8,10 @@ Per channel ``c`` of a feature map, a softmax over the ``H·W`` spatial position
 
     L_CWD = τ² / C · Σ_c Σ_i φ(y^T_c)_i · log(φ(y^T_c)_i / φ(y^S_c)_i)
 
-averaged over the batch (the official code, irfanICMLL/TorchDistiller, divides the sum by
-``N·C``). When the student has fewer channels than the teacher (a pruned neck), a 1×1
-convolution adapter maps the student's channels to the teacher's, as in Shu et al.
+averaged over the batch: the KL summed over images and channels is divided by ``N·C``, as
+in the ``CriterionCWD`` of irfanICMLL/TorchDistiller (read in a derived copy of it). When the
+student has fewer channels than the teacher (a pruned neck), a 1×1 convolution adapter maps
+the student's channels to the teacher's, as in Shu et al.
 
 * `cwd_loss`: the loss of two feature maps with equal shapes;
 * `ChannelWiseDistillation`: an ``nn.Module`` holding the adapters (trainable: give its
