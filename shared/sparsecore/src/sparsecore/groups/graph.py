@@ -9,6 +9,9 @@ A *channel group* is everything that must be removed together when one output ch
   *and* bias);
 * the input slice (dim 1) of every consumer layer, through concatenations (offsets) and flattens
   (several inputs per channel).
+* a depthwise conv (``groups == in_channels == out_channels``) between them is channel-wise: its
+  filter ``weight[i]`` (and bias) belongs to channel ``i`` and is masked like a producer's row
+  (MobileNet-style inverted residuals: expand row, BN, depthwise filter, BN, projection column).
 
 The dependency analysis is Torch-Pruning's (``DependencyGraph.get_all_groups``, the optional extra
 ``sparse-core[structured]``); this module turns its groups into plain data (parameter names and
@@ -164,6 +167,16 @@ class ChannelGroups:
         return f"ChannelGroups({len(self.prunable())} prunable of {len(self.groups)})"
 
 
+def _is_depthwise(module: nn.Module) -> bool:
+    """A depthwise conv (``groups == in == out channels``): each channel maps to itself."""
+    groups = getattr(module, "groups", 1)
+    return (
+        isinstance(module, _CONVS)
+        and groups > 1
+        and groups == module.in_channels == module.out_channels
+    )
+
+
 def output_layers(model: nn.Module, inputs: Any) -> set[nn.Module]:
     """The Linear / Conv layers whose output tensor is (part of) the model's output."""
     outputs: dict[nn.Module, torch.Tensor] = {}
@@ -222,8 +235,10 @@ def _convert(tp: Any, graph: Any, group: Any, names: dict, final: set, allowed) 
         is_out = graph.is_out_channel_pruning_fn(handler)
         if isinstance(module, _LAYERS):
             role = "out" if is_out else "in"
-            if getattr(module, "groups", 1) != 1:
+            if getattr(module, "groups", 1) != 1 and not _is_depthwise(module):
                 unsupported.append(f"grouped convolution {name!r}")
+            if _is_depthwise(module):
+                is_out = True  # channel-wise: its rows are the group's channels (a producer)
             if getattr(module, "transposed", False):
                 unsupported.append(f"transposed convolution {name!r}")
             if is_out:
