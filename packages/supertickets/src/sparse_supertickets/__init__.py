@@ -24,6 +24,7 @@ from sparse_supertickets.supernet import Branch, MultiBranchBlock, SuperNet, is_
 from sparse_supertickets.ticket import Ticket, pruned_macs, shrink, weight_masks
 from sparse_supertickets.training import (
     RecipeConfig,
+    calibrate_bn,
     draw_ticket,
     evaluate,
     make_optimizer,
@@ -42,6 +43,7 @@ __all__ = [
     "SuperTicketsConfig",
     "Ticket",
     "__version__",
+    "calibrate_bn",
     "channel_normalizer",
     "draw_ticket",
     "evaluate",

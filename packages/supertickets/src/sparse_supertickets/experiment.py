@@ -31,7 +31,13 @@ from torch import nn
 
 from sparse_supertickets.supernet import SuperNet
 from sparse_supertickets.ticket import Ticket, weight_masks
-from sparse_supertickets.training import RecipeConfig, draw_ticket, evaluate, train_fixed
+from sparse_supertickets.training import (
+    RecipeConfig,
+    calibrate_bn,
+    draw_ticket,
+    evaluate,
+    train_fixed,
+)
 from sparsecore.bench import Task
 from sparsecore.evaluation import matched_random_masks
 from sparsecore.evaluation.flops import count_flops
@@ -97,6 +103,7 @@ def _measure(model: nn.Module, task: Task, dense_macs: int, start: float) -> dic
     flops = count_flops(model, example)
     masks = weight_masks(model)
     total = sum(m.numel() for m in masks.values())
+    calibrate_bn(model, task.x_train)  # official bn_calibration before every evaluation
     return {
         "accuracy": evaluate(model, task.x_test, task.y_test),
         "flops_ratio": flops.effective / dense_macs,

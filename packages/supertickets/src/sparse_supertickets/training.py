@@ -32,7 +32,14 @@ from sparse_supertickets.ticket import Ticket, pruned_macs, shrink
 from sparsecore.bench import Task
 from sparsecore.masks import MaskSet, resolve_targets
 
-__all__ = ["RecipeConfig", "draw_ticket", "evaluate", "make_optimizer", "train_fixed"]
+__all__ = [
+    "RecipeConfig",
+    "calibrate_bn",
+    "draw_ticket",
+    "evaluate",
+    "make_optimizer",
+    "train_fixed",
+]
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,41 @@ def _set_lr(optimizer: torch.optim.Optimizer, recipe: RecipeConfig, epoch: int) 
     lr = recipe.lr_per_256 * recipe.batch_size / 256 * 0.97 ** (epoch / interval)
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+@torch.no_grad()
+def calibrate_bn(
+    model: nn.Module, x: torch.Tensor, steps: int = 10, batch_size: int = 256, seed: int = 0
+) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics (official ``bn_calibration``).
+
+    The official validation recomputes the BN statistics on ``bn_calibration_steps`` (10)
+    training batches of ``bn_calibration_per_gpu_batch_size`` (256) before evaluating a pruned
+    or shrunk network: the running averages of training lag behind each pruning event. The
+    statistics are reset and averaged cumulatively over the batches.
+
+    Args:
+        model: The model (left in eval mode).
+        x: Training inputs to draw the batches from.
+        steps: Batches.
+        batch_size: Examples per batch.
+        seed: Seed of the batch draw.
+
+    Returns:
+        ``model``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        model(x[torch.randint(0, x.shape[0], (batch_size,), generator=gen)])
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval()
 
 
 @torch.no_grad()
