@@ -20,9 +20,9 @@ indices) that masks and selection can use without Torch-Pruning objects.
 A group is *prunable* unless (reason in `ChannelGroup.reason`): one of its producers is not
 allowed (``layers``), is a model output (its width is the model's output width), is grouped
 (but not depthwise) or transposed, or a member is a module whose channels cannot be removed
-exactly by masking (``LayerNorm`` and ``GroupNorm`` normalise across channels, so a zeroed channel still changes the
-others; any other module with parameters is unknown), or the group has no consumer layer (its
-channels reach the output through non-layer operations).
+exactly by masking (``LayerNorm`` and ``GroupNorm`` normalise across channels, so a zeroed
+channel still changes the others; any other module with parameters is unknown), or the group
+has no consumer layer (its channels reach the output through non-layer operations).
 """
 
 from __future__ import annotations
