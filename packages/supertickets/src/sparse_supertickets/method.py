@@ -145,9 +145,9 @@ class SuperTickets(PruningMethod):
         ("unstructured", "channel"),
         "during",
         "dense-to-sparse",
-        "dynamic",
+        "static",
         note="BN-gamma channel search and progressive global magnitude pruning in one run; "
-        "with reactivation pruned weights return at each event",
+        "with reactivate=True (official reset_mask) pruned weights return at each event (dynamic)",
     )
 
     name = "supertickets"
