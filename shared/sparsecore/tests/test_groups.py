@@ -427,3 +427,35 @@ def test_bad_input_is_refused_before_the_model_is_touched():
         sc.IMP(pattern="channel", input_shape=(12,)).setup(model)
     assert not [n for n, _ in model.named_buffers() if n.endswith("_mask")]
     assert model.training
+
+
+def test_depthwise_conv_is_a_channel_wise_member_of_its_group():
+    """An inverted residual (1×1 expand, BN, depthwise, BN, 1×1 project): one hidden channel is
+    one group (expand row, both BNs, the depthwise filter, the projection column); a grouped
+    but not depthwise conv stays unsupported."""
+    torch.manual_seed(0)
+    block = nn.Sequential(
+        nn.Conv2d(2, 6, 1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 4, 1), nn.Flatten(), nn.Linear(4 * 8 * 8, 3),
+    )  # fmt: skip
+    x = torch.randn(4, 2, 8, 8)
+    groups = channel_groups(block, x[:1])
+    hidden = groups["0"]
+    assert hidden.prunable and hidden.producers == ("0", "3") and hidden.consumers == ("6",)
+    assert set(hidden.norms) == {"1", "4"}
+    params = dict(block.named_parameters())
+    ones = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+    keep = torch.tensor([True, False, True, False, False, True])
+    masks = group_masks(groups, {"0": keep}, ones)
+    assert torch.equal(masks["3.weight"].flatten(1).all(1), keep)  # depthwise filters masked
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    block.eval()
+    before = block(x)
+    remove_channels(block, x[:1])
+    assert block[3].out_channels == block[3].groups == 3 and block[6].in_channels == 3
+    torch.testing.assert_close(block(x), before)
+    grouped = nn.Sequential(nn.Conv2d(2, 6, 1), nn.Conv2d(6, 6, 3, groups=2), nn.Conv2d(6, 2, 1))
+    assert "grouped convolution" in channel_groups(grouped, x[:1])["0"].reason

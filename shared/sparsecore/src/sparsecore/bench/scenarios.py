@@ -217,6 +217,7 @@ for _name, _package, _title, _default in (
     ("lm-ast", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)", True),
     ("consensus-gates", "consensus", "Consensus gates, digits ResNet (reproduction, quick)", False),
     ("spec-decoding", "vocabtrim", "VocabTrim's trimmed drafter, speculative decoding", False),
+    ("supernet", "supertickets", "SuperTickets' digits supernet (its reproduction, quick)", False),
 ):
     register_scenario(
         Scenario(

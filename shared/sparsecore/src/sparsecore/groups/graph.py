@@ -9,17 +9,20 @@ A *channel group* is everything that must be removed together when one output ch
   *and* bias);
 * the input slice (dim 1) of every consumer layer, through concatenations (offsets) and flattens
   (several inputs per channel).
+* a depthwise conv (``groups == in_channels == out_channels``) between them is channel-wise: its
+  filter ``weight[i]`` (and bias) belongs to channel ``i`` and is masked like a producer's row
+  (MobileNet-style inverted residuals: expand row, BN, depthwise filter, BN, projection column).
 
 The dependency analysis is Torch-Pruning's (``DependencyGraph.get_all_groups``, the optional extra
 ``sparse-core[structured]``); this module turns its groups into plain data (parameter names and
 indices) that masks and selection can use without Torch-Pruning objects.
 
 A group is *prunable* unless (reason in `ChannelGroup.reason`): one of its producers is not
-allowed (``layers``), is a model output (its width is the model's output width), is grouped or
-transposed, or a member is a module whose channels cannot be removed exactly by masking
-(``LayerNorm`` and ``GroupNorm`` normalise across channels, so a zeroed channel still changes the
-others; any other module with parameters is unknown), or the group has no consumer layer (its
-channels reach the output through non-layer operations).
+allowed (``layers``), is a model output (its width is the model's output width), is grouped
+(but not depthwise) or transposed, or a member is a module whose channels cannot be removed
+exactly by masking (``LayerNorm`` and ``GroupNorm`` normalise across channels, so a zeroed
+channel still changes the others; any other module with parameters is unknown), or the group
+has no consumer layer (its channels reach the output through non-layer operations).
 """
 
 from __future__ import annotations
@@ -164,6 +167,16 @@ class ChannelGroups:
         return f"ChannelGroups({len(self.prunable())} prunable of {len(self.groups)})"
 
 
+def _is_depthwise(module: nn.Module) -> bool:
+    """A depthwise conv (``groups == in == out channels``): each channel maps to itself."""
+    groups = getattr(module, "groups", 1)
+    return (
+        isinstance(module, _CONVS)
+        and groups > 1
+        and groups == module.in_channels == module.out_channels
+    )
+
+
 def output_layers(model: nn.Module, inputs: Any) -> set[nn.Module]:
     """The Linear / Conv layers whose output tensor is (part of) the model's output."""
     outputs: dict[nn.Module, torch.Tensor] = {}
@@ -222,8 +235,10 @@ def _convert(tp: Any, graph: Any, group: Any, names: dict, final: set, allowed) 
         is_out = graph.is_out_channel_pruning_fn(handler)
         if isinstance(module, _LAYERS):
             role = "out" if is_out else "in"
-            if getattr(module, "groups", 1) != 1:
+            if getattr(module, "groups", 1) != 1 and not _is_depthwise(module):
                 unsupported.append(f"grouped convolution {name!r}")
+            if _is_depthwise(module):
+                is_out = True  # channel-wise: its rows are the group's channels (a producer)
             if getattr(module, "transposed", False):
                 unsupported.append(f"transposed convolution {name!r}")
             if is_out:
