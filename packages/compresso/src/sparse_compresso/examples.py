@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from sparsecore.adapters import add_lora
-from sparsecore.bench import tiny_llama
 
 __all__ = ["tiny_lora_llama", "token_batch"]
 
@@ -16,11 +15,15 @@ def tiny_lora_llama(seed: int = 0, vocab_size: int = 64) -> nn.Module:
 
     The LoRA ``A`` init draws from the global generator, which is seeded with ``seed + 1``.
     """
-    model = tiny_llama(
-        seed=seed, vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-        max_position_embeddings=64,
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
+        attn_implementation="eager",
     )  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
     torch.manual_seed(seed + 1)
     return add_lora(model, r=4, alpha=4, target_modules=["q_proj", "v_proj"])
 
