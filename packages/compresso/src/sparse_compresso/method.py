@@ -282,13 +282,16 @@ class Compresso(PruningMethod):
 
     # ------------------------------------------------------------------ results
     @torch.no_grad()
-    def compress(self, example_inputs: Mapping[str, Any] | None = None) -> nn.Module:
+    def compress(
+        self, example_inputs: Mapping[str, Any] | None = None, *, atol: float = 1e-5
+    ) -> nn.Module:
         """A plain, smaller Hugging Face model: LoRA merged, gated-off structures removed.
 
         The method's model is not modified (a copy is merged and shrunk).
 
         Args:
             example_inputs: Inputs for `sparsecore.structures.shrink`'s exactness check.
+            atol: Tolerance of that check (raise it for models with large logits).
         """
         from sparsecore.adapters import merge_lora
         from sparsecore.structures import shrink
@@ -298,7 +301,7 @@ class Compresso(PruningMethod):
         clone = self._plain_copy()
         if hasattr(clone, "peft_config"):
             clone = merge_lora(clone)
-        return shrink(clone, gates, example_inputs)
+        return shrink(clone, gates, example_inputs, atol=atol)
 
     def _plain_copy(self) -> nn.Module:
         assert self.model is not None and self.masker is not None
