@@ -10,8 +10,10 @@ pretrained Llama (`sparsecore.bench.pretrained`), the same instruction examples
 (`sparse_compresso.prompt.instruction_examples`) and the same number of optimizer steps:
 
 * ``compresso``: LoRA r 8 / alpha 8 on q / v (``train.sh``), L0 phase then fixed gates
-  (`Compresso`), every example wrapped in the official long collaborative prompt (training and
-  evaluation), then `Compresso.compress` (merged, physically smaller);
+  (`Compresso`), every example wrapped in an official collaborative prompt in training and
+  evaluation (default ``--prompt short``: the long one is 1,307 bytes, ten times the tiny
+  model's context and about five times the cost per step), then `Compresso.compress` (merged,
+  physically smaller);
 * ``compresso-noprompt`` (ablation): the same with the plain Alpaca template;
 * ``magnitude`` / ``taylor`` / ``wanda-sp`` / ``random``: `sparsecore.structures.importance`
   one-shot head + FFN pruning (``budget_masks``) to the decoder-layer parameters Compresso kept
@@ -24,8 +26,11 @@ Metrics: perplexity on the held-out stdlib blocks (plain text, no prompt), ``ins
 model against the dense one (interleaved, medians; a shared 2-core machine).
 
 Choices, labelled: [choice] the gates' ``reg_lr`` is raised to 0.5 (official 0.1 over
-~400k steps) because the L0 phase here is tens of steps; [choice] no EOS token is appended to
-the responses (the byte vocabulary has none).
+~400k steps) and the LoRA learning rate to 1e-3 (official 5e-5 / 4e-4) because the run is tens
+of steps; [choice] no EOS token is appended to the responses (the byte vocabulary has none);
+[choice] the baselines are scored with `sparsecore.structures.importance` and shrunk with a
+1e-3 tolerance (``prune_structured`` checks at 1e-5, which the tiny model's logits exceed by
+float noise).
 
     python benchmarks/reproduce.py            # 3 seeds, writes benchmarks/results.json
     python benchmarks/reproduce.py --quick    # 1 seed, tiny settings
