@@ -218,6 +218,7 @@ for _name, _package, _title, _default in (
     ("consensus-gates", "consensus", "Consensus gates, digits ResNet (reproduction, quick)", False),
     ("spec-decoding", "vocabtrim", "VocabTrim's trimmed drafter, speculative decoding", False),
     ("supernet", "supertickets", "SuperTickets' digits supernet (its reproduction, quick)", False),
+    ("lm-compresso", "compresso", "Compresso's L0 gates + LoRA, pretrained Llama (quick)", False),
 ):
     register_scenario(
         Scenario(
