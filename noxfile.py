@@ -122,7 +122,6 @@ def build(session: nox.Session) -> None:
     """
     import shutil
 
-
     selected = list(session.posargs) or list(MEMBERS)
     unknown = [n for n in selected if n not in MEMBERS]
     if unknown:

@@ -35,7 +35,7 @@ __all__ = ["FINETUNE", "batch_of", "finetune", "reasoning_lm"]
 #: The fine-tuning recipe (part of the cache key).
 FINETUNE: dict[str, Any] = {
     "base": "tiny",
-    "steps": 500,
+    "steps": 600,
     "batch": 32,
     "lr": 2e-3,
     "over": 0.4,
@@ -71,7 +71,7 @@ def finetune(
     """Fine-tune ``model`` in place on mixed traces; returns the loss per step."""
     tokenizer = ReasoningTokenizer()
     rng = random.Random(seed + 101)
-    problems = make_problems(recipe["problems"], seed=seed + 202, terms=(3, 4))
+    problems = make_problems(recipe["problems"], seed=seed + 202)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0.0)
     steps = recipe["steps"]
     warm = max(1, steps // 20)

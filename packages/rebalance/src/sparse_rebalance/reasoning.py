@@ -1,16 +1,20 @@
-r"""A reasoning toy where thinking length matters: summing a list of numbers step by step.
+r"""A reasoning toy where thinking length matters: summing a list of digits step by step.
 
-Problem ``Q:12+34+56=?``; a clean trace thinks one partial sum per step, steps separated by the
+Problem ``Q:3+5+7=?``; a clean trace thinks one partial sum per step, steps separated by the
 step token (the toy's ``"\n\n"``), then answers::
 
-    <think>12+34=46⏎⏎46+56=102⏎⏎</think>A:102<eos>
+    <think>3+5=8⏎⏎8+7=15⏎⏎</think>A:15<eos>
 
 The fine-tuning data deliberately mixes in the two failure modes ReBalance targets:
 
-* **over-thinking**: redundant reflection steps (``wait, check 12+34=46``) re-verify a step
+* **over-thinking**: redundant reflection steps (``wait, check 3+5=8``) re-verify a step
   already done; the answer stays right but tokens are wasted;
-* **under-thinking**: the trace stops early and answers the partial sum plus the remaining
-  numbers' first digits' guess (a wrong answer), so stopping too soon costs accuracy.
+* **under-thinking**: the trace stops early and answers the partial sum reached so far (a wrong
+  answer), so stopping too soon costs accuracy.
+
+Choice, labelled: single digits (1–9), 3–5 terms, so that the tiny byte-level model can learn
+the arithmetic itself in CPU minutes and accuracy measures the reasoning length, not the
+model's inability to add.
 
 Tokens (`ReasoningTokenizer`): bytes 0–255 (the core's byte-level LM vocabulary), plus
 ``<think>`` 256, ``</think>`` 257, the step separator 258 (one token, as ``"\n\n"`` is one token
@@ -99,12 +103,15 @@ class Problem:
         return out
 
 
-def make_problems(count: int, seed: int, terms: tuple[int, int] = (3, 5)) -> list[Problem]:
-    """``count`` problems of ``terms`` two-digit numbers, from ``seed``."""
+def make_problems(
+    count: int, seed: int, terms: tuple[int, int] = (3, 5), high: int = 9
+) -> list[Problem]:
+    """``count`` problems of ``terms`` numbers drawn from ``1..high``, from ``seed``."""
     check_int(count, "count", 1)
+    check_int(high, "high", 1)
     rng = random.Random(seed)
     return [
-        Problem(tuple(rng.randint(10, 99) for _ in range(rng.randint(*terms))))
+        Problem(tuple(rng.randint(1, high) for _ in range(rng.randint(*terms))))
         for _ in range(count)
     ]
 
@@ -118,7 +125,7 @@ def training_trace(
         problem: The problem.
         rng: Random source.
         over: Probability of an over-thinking trace (1–3 redundant ``wait, check`` steps).
-        under: Probability of an under-thinking trace (stops after one step, wrong answer).
+        under: Probability of an under-thinking trace (stops early, answers the partial sum).
     """
     check_number(over, "over", 0.0, 1.0)
     check_number(under, "under", 0.0, 1.0 - over)
@@ -134,9 +141,7 @@ def training_trace(
                 steps.append(f"wait, check {clean[rng.randint(0, i)]}")
     elif draw < over + under and len(steps) > 1:
         kept = rng.randint(1, len(steps) - 1)
-        partial = sum(problem.numbers[: kept + 1])
-        rest = problem.numbers[kept + 1 :]
-        answer = partial + sum((n // 10) * 10 for n in rest)  # a hasty guess: tens only
+        answer = sum(problem.numbers[: kept + 1])  # a hasty answer: the partial sum so far
         steps = steps[:kept]
     think = "".join(s + "\n\n" for s in steps)
     return f"{problem.prompt}{think}</think>A:{answer}<eos>"

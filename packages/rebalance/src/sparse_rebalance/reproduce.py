@@ -62,6 +62,7 @@ def run_seed(model, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
 
     from sparse_rebalance import (
         TOY_IDS,
+        ReasoningTokenizer,
         ReBalance,
         ReflectionSuppression,
         ThinkingBudget,
@@ -71,14 +72,15 @@ def run_seed(model, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
         score,
     )
 
-    seen = make_problems(cfg["calibration"], seed=10_000 + seed, terms=(3, 4))
-    unseen = make_problems(cfg["eval"], seed=20_000 + seed, terms=(3, 4))
+    seen = make_problems(cfg["calibration"], seed=10_000 + seed)
+    unseen = make_problems(cfg["eval"], seed=20_000 + seed)
     cal = offline_pass(model, seen, seed=seed, max_new_tokens=cfg["max_new_tokens"])
     g = torch.Generator().manual_seed(30_000 + seed)
     direction = torch.randn(cal.vector.shape, generator=g)
     random_cal = dataclasses.replace(cal, vector=direction / direction.norm() * cal.vector.norm())
-    clean_think = sorted(len(p.steps()) * 11 for p in unseen)  # ~11 tokens per clean step
-    budget = max(1, clean_think[len(clean_think) // 2])
+    tokenizer = ReasoningTokenizer()
+    clean = [tokenizer.encode("".join(s + "\n\n" for s in p.steps())) for p in unseen]
+    budget = max(1, sorted(len(c) for c in clean)[len(clean) // 2])  # median clean thinking
     procedures = {
         "plain": None,
         "rebalance": ReBalance(cal, **TOY_IDS),
