@@ -118,7 +118,8 @@ def build(session: nox.Session) -> None:
     Each member gets its own venv holding its wheel and sparsecore's wheel only, with the
     ``sparsecore`` extras its wheel declares or its README documents
     (``tools/run_readme_quickstart.py --extras``). Members are checked two at a time
-    (``BUILD_JOBS``), each in its own processes; the failures are listed at the end with logs. ``uv run nox -s build -- sparse-granet`` checks only the members named.
+    (``BUILD_JOBS``), each in its own processes; the failures are listed at the end with logs.
+    ``uv run nox -s build -- sparse-granet`` checks only the members named.
     """
     import shutil
 
