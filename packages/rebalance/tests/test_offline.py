@@ -98,3 +98,16 @@ def test_choose_layer_finds_the_layer_that_encodes_confidence():
 def test_calibrate_refuses_too_little_data():
     with pytest.raises(ValueError, match="too few"):
         calibrate([_trace(["a", "b"], [0.5, 0.6], 0)])
+
+
+def test_paired_quartiles_leave_out_the_first_segment():
+    traces = [
+        _trace(["copy"] + [("wait" if i % 3 == 0 else "x") for i in range(9)],
+               [0.999] + [0.1 * (i % 10) for i in range(9)], seed)
+        for seed in range(8)
+    ]  # fmt: skip
+    paired = calibrate(traces, quartiles="paired")
+    later = torch.tensor([c for t in traces for c in t.confidences[1:]], dtype=torch.float64)
+    assert paired.q75c == pytest.approx(float(later.quantile(0.75)))
+    with pytest.raises(ValueError, match="quartiles"):
+        calibrate(traces, quartiles="median")

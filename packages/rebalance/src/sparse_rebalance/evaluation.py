@@ -103,7 +103,12 @@ def score(problems: Sequence[Problem], responses: Sequence[list[int]]) -> dict[s
 
 
 def offline_pass(
-    model: nn.Module, problems: Sequence[Problem], *, seed: int, max_new_tokens: int = 160
+    model: nn.Module,
+    problems: Sequence[Problem],
+    *,
+    seed: int,
+    max_new_tokens: int = 160,
+    quartiles: str = "all",
 ) -> SteeringCalibration:
     """Sample traces of seen problems and calibrate (`sparse_rebalance.offline.calibrate`)."""
     tokenizer = ReasoningTokenizer()
@@ -120,7 +125,7 @@ def offline_pass(
         )
         if steps is not None:
             traces.append(steps)
-    return calibrate(traces)
+    return calibrate(traces, quartiles=quartiles)
 
 
 #: Token ids of the toy, for building procedures.

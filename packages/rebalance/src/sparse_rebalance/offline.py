@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsecore.validation import check_choice
+
 __all__ = [
     "LEXICON",
     "SteeringCalibration",
@@ -213,13 +215,23 @@ class SteeringCalibration:
     negatives: int
 
 
-def calibrate(steps: Sequence[TraceSteps]) -> SteeringCalibration:
+def calibrate(steps: Sequence[TraceSteps], quartiles: str = "all") -> SteeringCalibration:
     """Quartiles, layer choice, labels and ``S`` from sampled traces (module docstring).
 
+    Args:
+        steps: The traces (`trace_steps`).
+        quartiles: ``"all"`` (official: the confidence quartiles over every segment, the first
+            included) or ``"paired"`` (over the segments that label a vector, offset 1). On
+            short traces whose first step copies the prompt (near-certain), ``"all"`` can put
+            ``q75`` above every later step and leave no negative step.
+
     Raises:
-        ValueError: Too few steps, or a class left empty by the labelling rule.
+        ValueError: Too few steps, a bad ``quartiles``, or a class left empty by the labelling
+            rule.
     """
-    all_c = torch.tensor([c for t in steps for c in t.confidences], dtype=torch.float64)
+    quartiles = check_choice(quartiles, "quartiles", ("all", "paired"))
+    first = 0 if quartiles == "all" else 1
+    all_c = torch.tensor([c for t in steps for c in t.confidences[first:]], dtype=torch.float64)
     diffs = [
         (t.confidences[j] - t.confidences[j - 1]) ** 2 / 4.0
         for t in steps
@@ -241,7 +253,7 @@ def calibrate(steps: Sequence[TraceSteps]) -> SteeringCalibration:
     vectors, labels, _ = label_steps(steps, q25c, q75c)
     lab = torch.tensor(labels)
     if not (lab == 1).any() or not (lab == 0).any():
-        raise ValueError("steps: the labelling rule left a class empty")
+        raise ValueError("steps: the labelling rule left a class empty (try quartiles='paired')")
     stacked = torch.stack(vectors)[:, layer]
     vector = stacked[lab == 1].mean(0) - stacked[lab == 0].mean(0)
     return SteeringCalibration(
