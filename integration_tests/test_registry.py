@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsecore import NM, PruningMethod, available_methods
+from sparsecore import NM, Procedure, PruningMethod, available_methods, available_procedures
 from sparsecore.bench.train import applicability, build_method, fixed_sparsity
 from sparsecore.testing import tiny_mlp
 
@@ -31,9 +31,12 @@ def test_every_workspace_package_registers_a_loadable_method():
     for name, target in declared.items():
         assert name in loaded, f"{name} is declared but not installed"
         cls = loaded[name].load()
-        assert isinstance(cls, type) and issubclass(cls, PruningMethod), target
+        assert isinstance(cls, type) and issubclass(cls, PruningMethod | Procedure), target
         assert cls.name == name, f"{target}.name is {cls.name!r}, entry point says {name!r}"
-        assert METHODS[name] is cls
+        if issubclass(cls, PruningMethod):
+            assert METHODS[name] is cls
+        else:  # a procedure (rollouts, reasoning, actions...): listed apart from weight methods
+            assert available_procedures()[name] is cls and name not in METHODS
 
 
 def _scenario(name: str) -> tuple[type[PruningMethod], str | None]:

@@ -1,8 +1,8 @@
-"""The Sparseland page's taxonomy table lists every installed method as it declares itself."""
+"""The Sparseland page's taxonomy table lists every installed method and procedure as declared."""
 
 from pathlib import Path
 
-from sparsecore import available_methods
+from sparsecore import available_methods, available_procedures
 from sparsecore.taxonomy import taxonomy_rows
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "sparseland.md"
@@ -19,7 +19,8 @@ def _page_rows() -> dict[str, list[str]]:
 
 def test_taxonomy_table_matches_the_installed_methods():
     page = _page_rows()
-    declared = {r["method"]: list(r.values())[1:] for r in taxonomy_rows(available_methods())}
+    rows = taxonomy_rows(available_methods()) + taxonomy_rows(available_procedures())
+    declared = {r["method"]: list(r.values())[1:] for r in rows}
     expected = "\n".join(
         f"| `{name}` | " + " | ".join(cells) + " |" for name, cells in declared.items()
     )

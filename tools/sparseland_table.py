@@ -1,4 +1,4 @@
-"""Regenerate the taxonomy table of docs/sparseland.md from the installed methods.
+"""Regenerate the taxonomy table of docs/sparseland.md from the installed methods and procedures.
 
 Usage: ``python tools/sparseland_table.py`` (``integration_tests/test_sparseland_page.py`` checks
 that the page matches).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparsecore import available_methods
+from sparsecore import available_methods, available_procedures
 from sparsecore.taxonomy import taxonomy_rows
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "sparseland.md"
@@ -16,8 +16,8 @@ MARKER = "<!-- taxonomy-table:"
 
 
 def table() -> str:
-    """The markdown table, one row per installed method."""
-    rows = taxonomy_rows(available_methods())
+    """The markdown table, one row per installed method and procedure (weight methods first)."""
+    rows = taxonomy_rows(available_methods()) + taxonomy_rows(available_procedures())
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:

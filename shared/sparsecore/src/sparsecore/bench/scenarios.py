@@ -219,6 +219,7 @@ for _name, _package, _title, _default in (
     ("spec-decoding", "vocabtrim", "VocabTrim's trimmed drafter, speculative decoding", False),
     ("supernet", "supertickets", "SuperTickets' digits supernet (its reproduction, quick)", False),
     ("lm-compresso", "compresso", "Compresso's L0 gates + LoRA, pretrained Llama (quick)", False),
+    ("reasoning-toy", "rebalance", "ReBalance's reasoning toy, tiny Llama (reproduction)", False),
 ):
     register_scenario(
         Scenario(
