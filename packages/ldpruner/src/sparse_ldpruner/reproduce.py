@@ -39,8 +39,8 @@ from sparse_ldpruner.pruning import ld_prune, magnitude_prune, random_prune
 from sparse_ldpruner.quality import fid_and_accuracy
 
 MAC_RATIO = 0.65
-FULL = dict(model="tiny", seeds=[0, 1, 2], n_samples=64, steps=10, ft_steps=300, n_eval=400,
-            lat_batch=64, lat_repeats=5, ablations=True)  # fmt: skip
+FULL = dict(model="tiny", seeds=[0, 1, 2], n_samples=32, steps=10, ft_steps=60, n_eval=250,
+            lat_batch=32, lat_repeats=3, ablations=True)  # fmt: skip
 QUICK = dict(model="micro", seeds=[0], n_samples=16, steps=4, ft_steps=5, n_eval=60,
              lat_batch=16, lat_repeats=2, ablations=False)  # fmt: skip
 
