@@ -12,10 +12,12 @@ Two entry points share the score (`sparse_ldpruner.score`):
   operators are the output rows of every target weight (a Linear's output features, a Conv's
   filters); the modifications are "remove" (all rows) and "halve" (the lower-L2-norm half of the
   rows); the "latents" are the model's outputs on the calibration inputs, whose per-output mean
-  and std over the samples give the same score. Candidates are taken in ascending score (one per
-  target) until the masked fraction of target weights reaches ``sparsity``; the last one taken
-  masks only as many of its rows (lowest norm first) as the budget needs. Choices (labelled):
-  rows as operators, outputs as latents, a parameter budget; the budget is exact to one row.
+  and std over the samples give the same score. Candidates are taken in ascending score until the
+  masked fraction of target weights reaches ``sparsity`` (a later "remove" of a halved target
+  masks its remaining rows: with few targets the budget would otherwise be out of reach; the
+  UNet path keeps one modification per operator); the last one taken masks only as many of its
+  rows (lowest norm first) as the budget needs. Choices (labelled): rows as operators, outputs
+  as latents, a parameter budget; the budget is exact to one row.
 """
 
 from __future__ import annotations
@@ -155,18 +157,18 @@ class LDPruner(PruningMethod):
         self.model.train(was_training)
         total = sum(p.numel() for p in params.values())
         need = math.ceil(self.config.sparsity * total - 1e-9)
-        masked, used, self.chosen = 0, set(), []
+        masked, done, self.chosen = 0, dict.fromkeys(params, 0), []
         for score, name, action in sorted(scores):
             if masked >= need:
                 break
-            if name in used:
-                continue
+            if self._rows_of(name, action) <= done[name]:
+                continue  # already modified at least this much ("remove" supersedes "halve")
             row = params[name][0].numel()
-            rows = min(self._rows_of(name, action), math.ceil((need - masked) / row))
-            self.masks.update(name, self._row_keep(name, rows))
-            used.add(name)
-            masked += rows * row
-            self.chosen.append(f"{action}:{name}:{rows}rows:{score:.4g}")
+            more = min(self._rows_of(name, action) - done[name], math.ceil((need - masked) / row))
+            done[name] += more
+            masked += more * row
+            self.masks.update(name, self._row_keep(name, done[name]))
+            self.chosen.append(f"{action}:{name}:{done[name]}rows:{score:.4g}")
         self.masks.apply()
 
     def extra_state(self) -> dict[str, Any]:  # noqa: D102
