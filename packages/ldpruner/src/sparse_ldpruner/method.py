@@ -25,13 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from sparse_ldpruner.operators import ACTIONS
 from sparse_ldpruner.score import latent_score
+
+if TYPE_CHECKING:
+    from sparse_ldpruner.pruning import PruneResult
 from sparsecore.method import Batch, LossFn, MethodConfig, PruningMethod
 from sparsecore.patterns import Pattern, Unstructured
 from sparsecore.taxonomy import Taxonomy
@@ -93,11 +96,17 @@ class LDPruner(PruningMethod):
         self.chosen: list[str] = []
 
     # ------------------------------------------------------------ the paper's LDM path
-    def prune_ldm(self, ldm: nn.Module, mac_ratio: float, progress: bool = False):
+    def prune_ldm(self, ldm: nn.Module, mac_ratio: float, progress: bool = False) -> PruneResult:
         """Prune a `sparse_ldpruner.TinyLDM` to ``mac_ratio`` of its UNet MACs (a copy).
 
+        Args:
+            ldm: A `sparse_ldpruner.TinyLDM` (not modified).
+            mac_ratio: Target UNet MACs as a fraction of the original.
+            progress: Show a progress bar while scoring.
+
         Returns:
-            A `sparse_ldpruner.PruneResult`.
+            A `sparse_ldpruner.PruneResult`; the score's noise seed is drawn from the method's
+            own generator (seeded from ``config.seed`` through `sparsecore.method.method_seed`).
         """
         from sparse_ldpruner.pruning import ld_prune
 

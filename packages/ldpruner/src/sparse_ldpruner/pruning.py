@@ -12,6 +12,7 @@ classic uniform magnitude channel pruning), the fraction found by bisection to m
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -67,7 +68,7 @@ def ld_prune(
     keep_ratio: float = 0.5,
     actions: tuple[str, ...] = ACTIONS,
     seed: int = 0,
-    score_fn=None,
+    score_fn: Callable[..., dict[str, float]] | None = None,
     progress: bool = False,
 ) -> PruneResult:
     """LD-Pruner: score operators by the latent statistics, modify the lowest to a MAC budget.
