@@ -220,6 +220,7 @@ for _name, _package, _title, _default in (
     ("supernet", "supertickets", "SuperTickets' digits supernet (its reproduction, quick)", False),
     ("lm-compresso", "compresso", "Compresso's L0 gates + LoRA, pretrained Llama (quick)", False),
     ("reasoning-toy", "rebalance", "ReBalance's reasoning toy, tiny Llama (reproduction)", False),
+    ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
 ):
     register_scenario(
         Scenario(
