@@ -1,0 +1,223 @@
+"""Gradient traces, the TraceNAS proxy Φ, layer importance and the Wanda width realisation.
+
+Paper: "TraceNAS: Zero-shot LLM Pruning via Gradient Trace Correlation" (Malettira et al.,
+arXiv 2602.02891); official code github.com/pmaletti/TraceNAS,
+``tracenas_utils/scoring_funcs.py`` (``calculate_influence_w_l2normdist`` and its
+``_w_cosine`` / ``_w_dot_prod`` variants, ``get_layer_importance``).
+
+* **Trace** of a sublayer (attention: q, k, v, o; MLP: gate, up, down) = the gradient of the
+  loss with respect to its weights, flattened, averaged over the calibration batches. The base
+  trace is taken on the full model; a candidate's trace with its width masks applied (the core's
+  `sparsecore.structures.mask_groups`: a removed head's context and a removed channel's
+  activation are multiplied by 0, so the weights that feed or read them get zero gradient) and
+  its inactive layers skipped (identity).
+* **Φ** = Σ over active layers of ρ(attention traces) + ρ(MLP traces), ρ = Pearson correlation
+  ``mean(z(a) · z(b))``. [choice] ``z`` uses the population standard deviation, so that
+  Φ(full model) is exactly the number of active sublayers; the official ``standarlization``
+  uses ``torch.std`` (n - 1), which scales every ρ by ``(D - 1) / D``. A constant trace
+  (zero variance) gives ρ = 0. Variants: cosine similarity, and the raw dot product (not
+  scale-invariant, kept for the ablation). [choice] Traces are gradients of the full weights
+  (the paper's "flattened gradients of each sublayer"); the official runs take the gradients of
+  whichever parameters require grad, which with its ``--lora_r`` setting may be adapters.
+* **Layer importance** (``get_layer_importance``): attention ``mean(|W_o| · ‖X_o‖₂)``, MLP
+  ``mean(|W_down| · ‖X_down‖₂)``, the input norms collected on the base pass with the core's
+  `sparsecore.calibration.StatisticsHooks`.
+* **Width realisation** [digest: "WANDA score |W_ij|·‖X_j‖₂ ... keep the top channels/heads"]:
+  the score of a key/value group is the sum of the Wanda scores
+  (`sparsecore.oneshot.wanda_scores`) of the o_proj columns of its heads, the score of an FFN
+  channel that of its down_proj column; an active layer keeps its top groups / channels (ties:
+  lower index). The official ``get_pruning_masks`` in the released file samples indices at
+  random; the paper and digest describe Wanda, which is what is done here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sparse_tracenas.space import Candidate, SearchSpace
+from sparsecore.calibration import StatisticsHooks, input_ids_of
+from sparsecore.oneshot import wanda_scores
+from sparsecore.select import topk_mask
+from sparsecore.structures import describe, mask_groups
+from sparsecore.structures.layout import base_layer
+
+__all__ = [
+    "BaseStatistics",
+    "causal_lm_loss",
+    "collect_base",
+    "correlation",
+    "group_masks_of",
+    "proxy_score",
+    "sublayer_weights",
+    "trace_of",
+]
+
+#: ``loss_fn(logits, input_ids) -> loss``.
+TraceLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (position t predicts token t + 1)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
+
+def sublayer_weights(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
+    """Per layer, the (attention, MLP) projection weights whose gradients form the traces."""
+    out = []
+    for lay in describe(model).layers:
+        attn = [base_layer(m).weight for m in (*lay.qkv, lay.attn_out)]
+        mlp = [base_layer(m).weight for m in (*lay.ffn_in, lay.ffn_out)]
+        out.append((attn, mlp))
+    return out
+
+
+def _batches(batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [input_ids_of(b) for b in batches]
+
+
+def trace_of(
+    model: nn.Module,
+    batches: Sequence[torch.Tensor],
+    layers: Sequence[bool] | None = None,
+    loss_fn: TraceLoss = causal_lm_loss,
+) -> dict[tuple[int, str], torch.Tensor]:
+    """Mean flattened gradient of every active sublayer's weights (float64), by (layer, kind).
+
+    Args:
+        model: A Llama-style causal LM (group masks may be attached with ``mask_groups``).
+        batches: Token-id tensors (or ``(ids, labels)`` pairs / dicts).
+        layers: Active layers (default: all).
+        loss_fn: ``loss_fn(logits, ids)``.
+
+    Returns:
+        ``{(layer, "attn" | "mlp"): trace}``.
+    """
+    weights = sublayer_weights(model)
+    active = [i for i in range(len(weights)) if layers is None or layers[i]]
+    flat = [p for i in active for part in weights[i] for p in part]
+    sums: list[torch.Tensor | None] = [None] * len(flat)
+    ids_list = _batches(batches)
+    was_training = model.training
+    model.eval()
+    try:
+        for ids in ids_list:
+            logits = model(input_ids=ids).logits
+            grads = torch.autograd.grad(loss_fn(logits, ids), flat, allow_unused=True)
+            for j, g in enumerate(grads):
+                g = torch.zeros_like(flat[j]) if g is None else g.detach()
+                sums[j] = g.double() if sums[j] is None else sums[j] + g.double()
+    finally:
+        model.train(was_training)
+    out: dict[tuple[int, str], torch.Tensor] = {}
+    pos = 0
+    for i in active:
+        for kind, part in zip(("attn", "mlp"), weights[i], strict=True):
+            vecs = [sums[pos + k].reshape(-1) / len(ids_list) for k in range(len(part))]
+            out[(i, kind)] = torch.cat(vecs)
+            pos += len(part)
+    return out
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor, kind: str = "pearson") -> float:
+    """ρ of two traces: ``"pearson"`` (population z-scores), ``"cosine"`` or ``"dot"``."""
+    a, b = a.double().reshape(-1), b.double().reshape(-1)
+    if kind == "dot":
+        return float(a @ b)
+    if kind == "cosine":
+        denom = a.norm() * b.norm()
+        return float(a @ b / denom) if denom > 0 else 0.0
+    sa, sb = a.std(unbiased=False), b.std(unbiased=False)
+    if sa == 0 or sb == 0:
+        return 0.0
+    return float(((a - a.mean()) / sa * ((b - b.mean()) / sb)).mean())
+
+
+@dataclass
+class BaseStatistics:
+    """What the search needs from the full model (one base pass).
+
+    Attributes:
+        traces: Base trace per ``(layer, kind)``.
+        importance: ``{"attn": [per layer], "mlp": [per layer]}`` (official layer importance).
+        group_scores: Per layer, the Wanda score of each key/value group.
+        channel_scores: Per layer, the Wanda score of each FFN channel.
+    """
+
+    traces: dict[tuple[int, str], torch.Tensor]
+    importance: dict[str, list[float]]
+    group_scores: list[torch.Tensor]
+    channel_scores: list[torch.Tensor]
+
+
+def collect_base(
+    model: nn.Module, batches: Sequence[torch.Tensor], loss_fn: TraceLoss = causal_lm_loss
+) -> BaseStatistics:
+    """Base traces, layer importance and Wanda group / channel scores of the full model."""
+    layout = describe(model)
+    modules = {}
+    for lay in layout.layers:
+        modules[f"{lay.index}.o"] = base_layer(lay.attn_out)
+        modules[f"{lay.index}.down"] = base_layer(lay.ffn_out)
+    with StatisticsHooks(modules) as hooks:
+        traces = trace_of(model, batches, loss_fn=loss_fn)
+    importance: dict[str, list[float]] = {"attn": [], "mlp": []}
+    groups, channels = [], []
+    for lay in layout.layers:
+        o_w = base_layer(lay.attn_out).weight.detach().float()
+        d_w = base_layer(lay.ffn_out).weight.detach().float()
+        o_s = wanda_scores(o_w, hooks.stats[f"{lay.index}.o"].sq_sum.to(o_w.device))
+        d_s = wanda_scores(d_w, hooks.stats[f"{lay.index}.down"].sq_sum.to(d_w.device))
+        importance["attn"].append(float(o_s.mean()))
+        importance["mlp"].append(float(d_s.mean()))
+        width = lay.group_size * lay.head_dim
+        groups.append(o_s.sum(0).reshape(lay.kv_heads, width).sum(1).double().cpu())
+        channels.append(d_s.sum(0).double().cpu())
+    return BaseStatistics(traces, importance, groups, channels)
+
+
+def group_masks_of(c: Candidate, space: SearchSpace, base: BaseStatistics) -> dict:
+    """The core group masks (``heads`` per key/value group, ``ffn``, ``layers``) of ``c``.
+
+    An active layer keeps its top-Wanda groups and channels; an inactive layer's width masks
+    are all ones (the layer gate removes it whole).
+    """
+    heads, ffn = [], []
+    for i in range(space.num_layers):
+        if c.layers[i]:
+            heads.append(topk_mask(base.group_scores[i], c.attn[i]))
+            ffn.append(topk_mask(base.channel_scores[i], c.mlp[i] * space.mlp_block))
+        else:
+            heads.append(torch.ones(space.kv_groups, dtype=torch.bool))
+            ffn.append(torch.ones(space.intermediate, dtype=torch.bool))
+    return {"heads": heads, "ffn": ffn, "layers": torch.tensor(c.layers, dtype=torch.bool)}
+
+
+def proxy_score(
+    model: nn.Module,
+    c: Candidate,
+    space: SearchSpace,
+    base: BaseStatistics,
+    batches: Sequence[torch.Tensor],
+    kind: str = "pearson",
+    loss_fn: TraceLoss = causal_lm_loss,
+) -> tuple[float, dict[tuple[int, str], float]]:
+    """Φ of candidate ``c``: Σ over its active sublayers of ρ(candidate trace, base trace).
+
+    Returns:
+        ``(Φ, {(layer, kind): ρ})``.
+    """
+    masks = group_masks_of(c, space, base)
+    device = next(model.parameters()).device
+    masks = {
+        k: [v.to(device) for v in m] if isinstance(m, list) else m.to(device)
+        for k, m in masks.items()
+    }
+    with mask_groups(model, masks):
+        traces = trace_of(model, batches, c.layers, loss_fn)
+    per = {key: correlation(t, base.traces[key].to(t.device), kind) for key, t in traces.items()}
+    return sum(per.values()), per
