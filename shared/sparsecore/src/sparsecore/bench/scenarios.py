@@ -214,6 +214,7 @@ for _name, _package, _title, _default in (
     ("peft-encoder", "lightpeft", "Light-PEFT's MiniLM + LoRA, topic classification", False),
     ("lm-ast", "ast", "AST's tiny LM on Python stdlib text (its reproduction, quick)", True),
     ("consensus-gates", "consensus", "Consensus gates, digits ResNet (reproduction, quick)", False),
+    ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
 ):
     register_scenario(
         Scenario(
