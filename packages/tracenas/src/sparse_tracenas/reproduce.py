@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": dict(size="tiny", seeds=(0, 1, 2), calib=16, candidates=30, cpt_steps=40,
+    "full": dict(size="tiny", seeds=(0, 1, 2), calib=16, candidates=30, cpt_steps=30,
                  cpt_batch=8, cpt_lr=1e-3, eval_blocks=64, sparsity=0.25, window=0.03,
                  population=8, iterations=10, mlp_block=32),
     "quick": dict(size="micro", seeds=(0,), calib=8, candidates=6, cpt_steps=8, cpt_batch=8,
@@ -115,7 +115,8 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     """One seed: search, proxy–performance check, comparison rows (module docstring)."""
     from tqdm.auto import tqdm
 
-    from sparse_tracenas import TraceNAS, group_masks_of, proxy_score
+    from sparse_tracenas import TraceNAS, group_masks_of
+    from sparse_tracenas.traces import candidate_traces, correlation
     from sparsecore.bench.lm import calibration_blocks, load_lm_task, perplexity
     from sparsecore.bench.pretrained import LM_SIZES, pretrain_lm, pretrained_tiny_lm
     from sparsecore.structures import group_scores, shrink
@@ -157,8 +158,9 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             "sparsity": scored.sparsity, "generation": scored.generation,
             "ppl_oneshot": before, "ppl_cpt": after, "params": params,
             "phi (pearson)": scored.phi,
-            "phi cosine": proxy_score(dense, c, space, base, batches, "cosine")[0],
-            "phi dot": proxy_score(dense, c, space, base, batches, "dot")[0],
+            **{f"phi {k}": sum(correlation(t, base.traces[key], k) for key, t in
+                               candidate_traces(dense, c, space, base, batches).items())
+               for k in ("cosine", "dot")},
             "magnitude": _kept_score(masks, magnitude["heads"], magnitude["ffn"]),
             "wanda": _kept_score(masks, base.group_scores, base.channel_scores),
         })  # fmt: skip

@@ -48,6 +48,7 @@ from sparsecore.structures.layout import base_layer
 
 __all__ = [
     "BaseStatistics",
+    "candidate_traces",
     "causal_lm_loss",
     "collect_base",
     "correlation",
@@ -211,6 +212,20 @@ def proxy_score(
     Returns:
         ``(Φ, {(layer, kind): ρ})``.
     """
+    traces = candidate_traces(model, c, space, base, batches, loss_fn)
+    per = {key: correlation(t, base.traces[key].to(t.device), kind) for key, t in traces.items()}
+    return sum(per.values()), per
+
+
+def candidate_traces(
+    model: nn.Module,
+    c: Candidate,
+    space: SearchSpace,
+    base: BaseStatistics,
+    batches: Sequence[torch.Tensor],
+    loss_fn: TraceLoss = causal_lm_loss,
+) -> dict[tuple[int, str], torch.Tensor]:
+    """The traces of candidate ``c``'s active sublayers (its width masks applied)."""
     masks = group_masks_of(c, space, base)
     device = next(model.parameters()).device
     masks = {
@@ -218,6 +233,4 @@ def proxy_score(
         for k, m in masks.items()
     }
     with mask_groups(model, masks):
-        traces = trace_of(model, batches, c.layers, loss_fn)
-    per = {key: correlation(t, base.traces[key].to(t.device), kind) for key, t in traces.items()}
-    return sum(per.values()), per
+        return trace_of(model, batches, c.layers, loss_fn)
