@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -115,12 +117,11 @@ def build(session: nox.Session) -> None:
 
     Each member gets its own venv holding its wheel and sparsecore's wheel only, with the
     ``sparsecore`` extras its wheel declares or its README documents
-    (``tools/run_readme_quickstart.py --extras``). Every member is checked and the failures are
-    listed at the end. ``uv run nox -s build -- sparse-granet`` checks only the members named.
+    (``tools/run_readme_quickstart.py --extras``). Members are checked two at a time
+    (``BUILD_JOBS``), each in its own processes; the failures are listed at the end with logs. ``uv run nox -s build -- sparse-granet`` checks only the members named.
     """
     import shutil
 
-    from nox.command import CommandFailed
 
     selected = list(session.posargs) or list(MEMBERS)
     unknown = [n for n in selected if n not in MEMBERS]
@@ -131,40 +132,70 @@ def build(session: nox.Session) -> None:
     session.run("uv", "build", "--all-packages", "--no-sources", "--out-dir", str(dist))
     session.run("python", str(ROOT / "tools" / "check_wheel_requirements.py"), str(dist), *MEMBERS)
     core_wheel = next(dist.glob("sparse_core-*.whl"))
-    tool = str(ROOT / "tools" / "run_readme_quickstart.py")
+    tmp = Path(session.create_tmp()).absolute()
+    jobs = int(os.environ.get("BUILD_JOBS", "2"))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(lambda n: _check_wheel(n, dist, core_wheel, tmp), selected))
     failed = []
-    for name in selected:
-        wheel = next(dist.glob(f"{name.replace('-', '_')}-*.whl"))
-        venv = Path(session.create_tmp()).absolute() / f"venv-{name}"
-        python = str(venv / "bin" / "python")
-        readme = MEMBERS[name] / "README.md"
-        quickstart = name in METHOD_PACKAGES
-        step = "install"
-        try:
-            extras = ""
-            if quickstart:
-                extras = session.run(
-                    "python", tool, str(readme), "--extras", str(wheel), silent=True
-                ).strip()
-            core = f"{core_wheel}[{extras}]" if extras else str(core_wheel)
-            wheels = [core] if wheel == core_wheel else [core, str(wheel)]
-            session.run("uv", "venv", "--quiet", "--clear", str(venv))
-            session.run("uv", "pip", "install", "--quiet", "--python", python, *wheels)
-            step = "import"
-            session.run(python, "-I", "-c", f"import {_import_name(name)}", external=True)
-            if quickstart:
-                step = "README quickstart"
-                session.log(f"{name}: README quickstart (sparsecore extras: {extras or 'none'})")
-                session.run("python", tool, str(readme), "--python", python, env=THREAD_ENV)
-                step = "reproduction in the wheel"
-                _check_shipped_reproduction(wheel, name)
-            if name == REPRODUCE_FROM_WHEEL:
-                step = "sparse reproduce from the wheel"
-                _reproduce_from_wheel(session, python, core_wheel, wheel, name)
-        except CommandFailed:
+    for name, step, log, seconds in outcomes:
+        session.log(f"{name}: {'ok' if step is None else 'FAILED at ' + step} in {seconds:.0f} s")
+        if step is not None:
+            session.log(log[-6000:])
             failed.append(f"{name} ({step})")
     if failed:
         session.error(f"failed from the built wheels: {', '.join(failed)}")
+
+
+def _check_wheel(
+    name: str, dist: Path, core_wheel: Path, tmp: Path
+) -> tuple[str, str | None, str, float]:
+    """Install one member's wheel alone in a fresh venv, import it, run its README quickstart.
+
+    Runs in a worker thread (plain subprocesses, output captured). Returns ``(name, failed step
+    or None, log, seconds)``.
+    """
+    start = time.perf_counter()
+    tool = str(ROOT / "tools" / "run_readme_quickstart.py")
+    wheel = next(dist.glob(f"{name.replace('-', '_')}-*.whl"))
+    venv = tmp / f"venv-{name}"
+    python = str(venv / "bin" / "python")
+    readme = MEMBERS[name] / "README.md"
+    quickstart = name in METHOD_PACKAGES
+    log: list[str] = []
+
+    def run(*cmd: str, env: dict | None = None) -> str:
+        result = subprocess.run(
+            list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
+        log.append(f"$ {' '.join(cmd)}\n{result.stdout}{result.stderr}")
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, cmd)
+        return result.stdout
+
+    step = "install"
+    try:
+        extras = ""
+        if quickstart:
+            extras = run(sys.executable, tool, str(readme), "--extras", str(wheel)).strip()
+        core = f"{core_wheel}[{extras}]" if extras else str(core_wheel)
+        wheels = [core] if wheel == core_wheel else [core, str(wheel)]
+        run("uv", "venv", "--quiet", "--clear", str(venv))
+        run("uv", "pip", "install", "--quiet", "--python", python, *wheels)
+        step = "import"
+        run(python, "-I", "-c", f"import {_import_name(name)}")
+        if quickstart:
+            step = "README quickstart"
+            log.append(f"{name}: README quickstart (sparsecore extras: {extras or 'none'})")
+            run(sys.executable, tool, str(readme), "--python", python, env=THREAD_ENV)
+            step = "reproduction in the wheel"
+            _check_shipped_reproduction(wheel, name)
+        if name == REPRODUCE_FROM_WHEEL:
+            step = "sparse reproduce from the wheel"
+            _reproduce_from_wheel(run, python, core_wheel, wheel, name, tmp)
+    except (subprocess.CalledProcessError, RuntimeError) as error:
+        log.append(f"{name}: {error}")
+        return name, step, "\n".join(log), time.perf_counter() - start
+    return name, None, "\n".join(log), time.perf_counter() - start
 
 
 #: The package whose ``sparse reproduce NAME --quick`` the build session runs from its wheel.
@@ -175,39 +206,35 @@ def _check_shipped_reproduction(wheel: Path, name: str) -> None:
     """Fail unless a method wheel ships ``sparse_<name>/reproduce.py`` (`sparse reproduce`)."""
     import zipfile
 
-    from nox.command import CommandFailed
-
     if not (MEMBERS[name] / "benchmarks" / "reproduce.py").is_file():
         return
     module = f"{_import_name(name)}/reproduce.py"
     if module not in zipfile.ZipFile(wheel).namelist():
-        raise CommandFailed(f"{wheel.name} does not ship {module}")
+        raise RuntimeError(f"{wheel.name} does not ship {module}")
 
 
 def _reproduce_from_wheel(
-    session: nox.Session, python: str, core_wheel: Path, wheel: Path, name: str
+    run: Callable[..., str], python: str, core_wheel: Path, wheel: Path, name: str, tmp: Path
 ) -> None:
     """``sparse reproduce NAME --quick`` in the wheel's clean venv (its ``reproduce`` extra),
     outside the checkout; exit 0 or 1 (claim verdict) with a results file is a pass.
     """
-    from nox.command import CommandFailed
-
     short = name.removeprefix("sparse-")
-    session.run(
+    run(
         "uv", "pip", "install", "--quiet", "--python", python,
         f"{core_wheel}[bench]", f"{wheel}[reproduce]",
     )  # fmt: skip
-    out = Path(session.create_tmp()).absolute() / f"reproduce-{short}.json"
+    out = tmp / f"reproduce-{short}.json"
     out.unlink(missing_ok=True)
     sparse = str(Path(python).parent / "sparse")
     code = subprocess.run(
         [sparse, "reproduce", short, "--quick", "--out", str(out)],
-        cwd=session.create_tmp(),
+        cwd=tmp,
         env={**os.environ, **THREAD_ENV},
         check=False,
     ).returncode
     if code not in (0, 1) or not out.is_file():
-        raise CommandFailed(f"sparse reproduce {short} from its wheel: exit {code}")
+        raise RuntimeError(f"sparse reproduce {short} from its wheel: exit {code}")
 
 
 def _sparseland_gaps(out_dir: Path, name: str) -> tuple[str, list[str]]:

@@ -25,7 +25,15 @@ from sparsecore.patterns import (
     parse_pattern,
     transpose_pattern,
 )
-from sparsecore.registry import available_methods, get_method, register_method
+from sparsecore.procedure import Procedure, ProcedureConfig
+from sparsecore.registry import (
+    available_methods,
+    available_procedures,
+    get_method,
+    get_procedure,
+    register_method,
+    register_procedure,
+)
 from sparsecore.select import keep_count, select, select_global, topk_mask
 from sparsecore.targets import Target, default_targets, resolve_targets
 from sparsecore.window import PruningWindow, ScheduleIncompleteWarning
@@ -47,6 +55,8 @@ __all__ = [
     "MethodConfig",
     "OneShotMagnitude",
     "Pattern",
+    "Procedure",
+    "ProcedureConfig",
     "PruningMethod",
     "PruningWindow",
     "RandomPruning",
@@ -58,14 +68,17 @@ __all__ = [
     "Wanda",
     "__version__",
     "available_methods",
+    "available_procedures",
     "default_targets",
     "erk",
     "get_method",
+    "get_procedure",
     "is_hf_conv1d",
     "keep_count",
     "layer_densities",
     "parse_pattern",
     "register_method",
+    "register_procedure",
     "resolve_targets",
     "select",
     "select_global",

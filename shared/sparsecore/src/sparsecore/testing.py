@@ -37,8 +37,9 @@ from sparsecore.method import PruningMethod
 from sparsecore.registry import available_methods
 from sparsecore.window import ScheduleIncompleteWarning
 
-__all__ = [
+__all__ = [  # noqa: F822 (ProcedureConformance is served by the module __getattr__)
     "MethodConformance",
+    "ProcedureConformance",
     "WindowCase",
     "check_window_case",
     "model_fingerprint",
@@ -584,3 +585,12 @@ def window_property_test(
         check_window_case(case, make_method, **kwargs)
 
     return test_window_schedule
+
+
+def __getattr__(name: str) -> Any:
+    """`ProcedureConformance` lives in `sparsecore.testing_procedure` (imported on first use)."""
+    if name == "ProcedureConformance":
+        from sparsecore.testing_procedure import ProcedureConformance
+
+        return ProcedureConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

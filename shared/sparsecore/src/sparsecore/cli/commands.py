@@ -55,6 +55,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             print("  ".join("-" * w for w in widths))
     print("\nSparseland taxonomy (Liu & Wang, arXiv 2302.02596):")
     _print_table(taxonomy_rows(registry.available_methods()))
+    procedures = registry.available_procedures()
+    if procedures:
+        print("\nprocedures (they make something other than the weights sparse):")
+        rows = taxonomy_rows(procedures)
+        for row, cls in zip(rows, procedures.values(), strict=True):
+            row["class"] = f"{cls.__module__}:{cls.__qualname__}"
+            row["bench"] = getattr(cls, "bench_scenario", None) or "-"
+        _print_table(rows)
     broken = getattr(args, "plugin_log", None)
     if broken is not None and broken.messages:
         print("\nplugins that failed to load:")
