@@ -13,10 +13,13 @@ calibration blocks, the search and the continued-pre-training batches; the model
    (`sparsecore.structures.shrink`), continued-pre-trained for the same steps
    (`sparsecore.bench.pretrained.pretrain_lm`) and scored by validation perplexity. Spearman ρ
    between each proxy and ``-perplexity`` (higher is better): Φ (Pearson, the paper), its
-   cosine and dot-product variants, and simpler proxies: kept parameters, kept magnitude
-   (`sparsecore.structures.group_scores`) and kept Wanda-structured score.
-3. **Comparison at the same budget**: the best candidate vs uniform width pruning (every layer
-   loses ``sparsity`` of its key/value groups and FFN channels, by Wanda or magnitude), uniform
+   cosine and dot-product variants, and simpler proxies: kept parameters and the kept groups'
+   summed magnitude, Wanda-sp and first-order Taylor importance
+   (`sparsecore.structures.importance.group_importance`).
+3. **Comparison at the same budget**: the best candidate vs uniform width pruning (the core's
+   `sparsecore.structures.importance.prune_structured`: the same head and FFN-channel counts
+   removed in every layer to meet ``sparsity``, by Wanda-sp, first-order Taylor (LLM-Pruner)
+   or magnitude), uniform
    depth pruning (the ``round(sparsity · L)`` layers of lowest official layer importance), and a
    matched random sub-network (the best candidate's active layers and per-layer counts, random
    groups; Sparseland R5), all after the same continued pre-training.
@@ -50,8 +53,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
                   cpt_lr=1e-3, eval_blocks=16, sparsity=0.25, window=0.1, population=4,
                   iterations=2, mlp_block=16),
 }  # fmt: skip
-PROXY_NAMES = ("phi (pearson)", "phi cosine", "phi dot", "params", "magnitude", "wanda")
-SIMPLE = ("params", "magnitude", "wanda")
+PROXY_NAMES = (
+    "phi (pearson)", "phi cosine", "phi dot", "params", "magnitude", "wanda", "taylor",
+)  # fmt: skip
+SIMPLE = ("params", "magnitude", "wanda", "taylor")
 BASELINES = {
     "dense": "dense (no pruning)",
     "matched_random": "random (matched counts)",
@@ -60,8 +65,9 @@ BASELINES = {
 METRIC = "val perplexity (lower is better)"
 CLAIM = (
     "Φ ranks candidates by post-CPT perplexity better (mean Spearman) than parameter count, "
-    "magnitude and Wanda sums (A); the best-Φ model beats uniform width and depth pruning at "
-    "the same budget after the same continued pre-training (B)"
+    "magnitude, Wanda-sp and Taylor sums (A); the best-Φ model beats uniform width (Wanda-sp, "
+    "Taylor) and uniform depth pruning at the same budget after the same continued "
+    "pre-training (B)"
 )
 
 
@@ -70,14 +76,6 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
     value = spearmanr(x, y).statistic
     return float(value) if value == value else 0.0  # constant input: no ranking
-
-
-def _uniform_masks(scores: dict[str, list[torch.Tensor]], ratio: float, layers: int) -> dict:
-    from sparsecore.structures import masks_from_scores
-
-    masks = masks_from_scores(scores, {"heads": ratio, "ffn": ratio})
-    masks["layers"] = torch.ones(layers, dtype=torch.bool)
-    return masks
 
 
 def _depth_masks(space, base, count: int) -> dict:
@@ -119,7 +117,12 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     from sparse_tracenas.traces import candidate_traces, correlation
     from sparsecore.bench.lm import calibration_blocks, load_lm_task, perplexity
     from sparsecore.bench.pretrained import LM_SIZES, pretrain_lm, pretrained_tiny_lm
-    from sparsecore.structures import group_scores, shrink
+    from sparsecore.structures import shrink
+    from sparsecore.structures.importance import (
+        collect_gradients,
+        group_importance,
+        prune_structured,
+    )
 
     task = load_lm_task(seq_len=LM_SIZES[cfg["size"]]["seq_len"])
     dense = pretrained_tiny_lm(cfg["size"], task=task, progress=False)
@@ -133,7 +136,9 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     result = method.result
     space, base = result.space, result.base
     batches = [calib[i : i + 4] for i in range(0, len(calib), 4)]
-    magnitude = {"heads": group_scores(dense, "heads"), "ffn": group_scores(dense, "ffn")}
+    magnitude = {k: group_importance(dense, k, "magnitude") for k in ("heads", "ffn")}
+    grads = collect_gradients(dense, batches)
+    taylor = {k: group_importance(dense, k, "taylor", gradients=grads) for k in ("heads", "ffn")}
 
     def evaluate(masks: dict, cpt_seed: int) -> tuple[float, float, int]:
         small = shrink(dense, masks)
@@ -163,6 +168,7 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
                for k in ("cosine", "dot")},
             "magnitude": _kept_score(masks, magnitude["heads"], magnitude["ffn"]),
             "wanda": _kept_score(masks, base.group_scores, base.channel_scores),
+            "taylor": _kept_score(masks, taylor["heads"], taylor["ffn"]),
         })  # fmt: skip
     for r in records:
         r["params_proxy"] = space.params(candidate_of(r))
@@ -175,15 +181,18 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
         corr0[name] = _spearman(values, target0)
     best_masks = group_masks_of(result.best.candidate, space, base)
     gen = torch.Generator().manual_seed(3000 + seed)
+
+    def uniform(criterion: str) -> dict:
+        """Uniform width at the target (the core's `prune_structured`, LLM-Pruner style)."""
+        data = None if criterion == "magnitude" else batches
+        return prune_structured(dense, criterion, cfg["sparsity"], batches=data)[1]["masks"]
+
     variants = {
         "tracenas (best Φ)": best_masks,
         BASELINES["matched_random"]: _random_masks(best_masks, gen),
-        "uniform width (wanda)": _uniform_masks(
-            {"heads": base.group_scores, "ffn": base.channel_scores},
-            cfg["sparsity"],
-            space.num_layers,
-        ),
-        BASELINES["magnitude"]: _uniform_masks(magnitude, cfg["sparsity"], space.num_layers),
+        "uniform width (wanda)": uniform("wanda"),
+        "uniform width (taylor)": uniform("taylor"),
+        BASELINES["magnitude"]: uniform("magnitude"),
         "uniform depth (layer importance)": _depth_masks(
             space, base, max(1, round(cfg["sparsity"] * space.num_layers))
         ),
@@ -303,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     holds_a = all(mean_corr["phi (pearson)"] > mean_corr[n] for n in SIMPLE)
     means = {r.variant: r.mean for r in rows}
     holds_b = means["tracenas (best Φ)"] < min(
-        means["uniform width (wanda)"], means["uniform depth (layer importance)"]
+        means["uniform width (wanda)"],
+        means["uniform width (taylor)"],
+        means["uniform depth (layer importance)"],
     )
     print(format_table(rows))
     print("Spearman ρ(proxy, -perplexity after CPT) per seed:")

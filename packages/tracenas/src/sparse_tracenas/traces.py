@@ -20,13 +20,14 @@ arXiv 2602.02891); official code github.com/pmaletti/TraceNAS,
   (the paper's "flattened gradients of each sublayer"); the official runs take the gradients of
   whichever parameters require grad, which with its ``--lora_r`` setting may be adapters.
 * **Layer importance** (``get_layer_importance``): attention ``mean(|W_o| · ‖X_o‖₂)``, MLP
-  ``mean(|W_down| · ‖X_down‖₂)``, the input norms collected on the base pass with the core's
-  `sparsecore.calibration.StatisticsHooks`.
+  ``mean(|W_down| · ‖X_down‖₂)``, from the core's input norms
+  (`sparsecore.structures.importance.collect_input_norms`, a dense forward of the batches).
 * **Width realisation** [digest: "WANDA score |W_ij|·‖X_j‖₂ ... keep the top channels/heads"]:
-  the score of a key/value group is the sum of the Wanda scores
-  (`sparsecore.oneshot.wanda_scores`) of the o_proj columns of its heads, the score of an FFN
-  channel that of its down_proj column; an active layer keeps its top groups / channels (ties:
-  lower index). The official ``get_pruning_masks`` in the released file samples indices at
+  the core's Wanda-sp group importance
+  (`sparsecore.structures.importance.group_importance(..., "wanda")`: a key/value group scores
+  the sum of ``|W|·‖X‖₂`` over the o_proj columns of its heads, an FFN channel over its
+  down_proj column); an active layer keeps its top groups / channels (ties: lower index).
+  The official ``get_pruning_masks`` in the released file samples indices at
   random; the paper and digest describe Wanda, which is what is done here.
 """
 
@@ -40,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sparse_tracenas.space import Candidate, SearchSpace
-from sparsecore.calibration import StatisticsHooks, input_ids_of
+from sparsecore.calibration import input_ids_of
 from sparsecore.oneshot import wanda_scores
 from sparsecore.select import topk_mask
 from sparsecore.structures import describe, mask_groups
@@ -158,27 +159,29 @@ class BaseStatistics:
 def collect_base(
     model: nn.Module, batches: Sequence[torch.Tensor], loss_fn: TraceLoss = causal_lm_loss
 ) -> BaseStatistics:
-    """Base traces, layer importance and Wanda group / channel scores of the full model."""
+    """Base traces, layer importance and Wanda-sp group / channel scores of the full model.
+
+    The input norms and the Wanda-sp scores are the core's
+    (`sparsecore.structures.importance.collect_input_norms` / `group_importance(..., "wanda")`).
+    """
+    from sparsecore.structures.importance import collect_input_norms, group_importance
+
     layout = describe(model)
-    modules = {}
-    for lay in layout.layers:
-        modules[f"{lay.index}.o"] = base_layer(lay.attn_out)
-        modules[f"{lay.index}.down"] = base_layer(lay.ffn_out)
-    with StatisticsHooks(modules) as hooks:
-        traces = trace_of(model, batches, loss_fn=loss_fn)
+    traces = trace_of(model, batches, loss_fn=loss_fn)
+    ids = _batches(batches)
+    norms = collect_input_norms(model, ids)
     importance: dict[str, list[float]] = {"attn": [], "mlp": []}
-    groups, channels = [], []
     for lay in layout.layers:
-        o_w = base_layer(lay.attn_out).weight.detach().float()
-        d_w = base_layer(lay.ffn_out).weight.detach().float()
-        o_s = wanda_scores(o_w, hooks.stats[f"{lay.index}.o"].sq_sum.to(o_w.device))
-        d_s = wanda_scores(d_w, hooks.stats[f"{lay.index}.down"].sq_sum.to(d_w.device))
-        importance["attn"].append(float(o_s.mean()))
-        importance["mlp"].append(float(d_s.mean()))
-        width = lay.group_size * lay.head_dim
-        groups.append(o_s.sum(0).reshape(lay.kv_heads, width).sum(1).double().cpu())
-        channels.append(d_s.sum(0).double().cpu())
-    return BaseStatistics(traces, importance, groups, channels)
+        for kind, module in (("attn", lay.attn_out), ("mlp", lay.ffn_out)):
+            weight = base_layer(module).weight
+            name = f"{layout.name(base_layer(module))}.weight"
+            scores = wanda_scores(weight.detach().float(), norms[name].pow(2).to(weight.device))
+            importance[kind].append(float(scores.mean()))
+    groups = group_importance(model, "heads", "wanda", input_norms=norms)
+    channels = group_importance(model, "ffn", "wanda", input_norms=norms)
+    return BaseStatistics(
+        traces, importance, [g.cpu() for g in groups], [c.cpu() for c in channels]
+    )
 
 
 def group_masks_of(c: Candidate, space: SearchSpace, base: BaseStatistics) -> dict:
