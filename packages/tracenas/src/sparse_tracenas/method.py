@@ -202,11 +202,13 @@ class TraceNAS(PruningMethod):
             raise RuntimeError("TraceNAS: call calibrate(batches) first")
         return self._group_masks
 
-    def deploy(self, model: nn.Module | None = None) -> nn.Module:
+    def deploy(self, model: nn.Module | None = None, atol: float = 1e-4) -> nn.Module:
         """Finalize (if still set up) and return a physically smaller copy (`shrink`).
 
         Args:
             model: The masked model (default: the one the method was set up on).
+            atol: Tolerance of `shrink`'s check of the logits against the masked model (float32
+                summation order alone moves logits of magnitude ~20 by ~1e-5).
         """
         masks = self.group_masks
         if self._masks is not None:
@@ -214,7 +216,7 @@ class TraceNAS(PruningMethod):
             model = plain if model is None else model
         if model is None:
             raise RuntimeError("TraceNAS.deploy: pass the model (the method is finalized)")
-        return shrink(model, masks)
+        return shrink(model, masks, atol=atol)
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:  # noqa: D102

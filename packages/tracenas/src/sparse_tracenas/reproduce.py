@@ -3,7 +3,7 @@
 Setting (scaled from the paper, arXiv 2602.02891): the core's pretrained ``tiny`` Llama
 (`sparsecore.bench.pretrained_tiny_lm`, 4 layers, hidden 128, 4 heads, FFN 384, byte-level
 ``stdlib-lm``), 8 calibration blocks of 128 tokens, target sparsity 0.25 of the decoder-layer
-projection weights ± 0.03, population 8, 5 generations, 20 steps of continued pre-training
+projection weights ± 0.03, population 8, 5 generations, 15 steps of continued pre-training
 (batch 8), perplexity on 32 held-out blocks [scaled down from the official 16 samples and 10
 generations to fit a shared 2-core machine]. Per seed (the seed draws the
 calibration blocks, the search and the continued-pre-training batches; the model is fixed):
@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": dict(size="tiny", seeds=(0, 1, 2), calib=8, candidates=30, cpt_steps=20,
+    "full": dict(size="tiny", seeds=(0, 1, 2), calib=8, candidates=30, cpt_steps=15,
                  cpt_batch=8, cpt_lr=1e-3, eval_blocks=32, sparsity=0.25, window=0.03,
                  population=8, iterations=5, mlp_block=32),
     "quick": dict(size="micro", seeds=(0,), calib=8, candidates=6, cpt_steps=8, cpt_batch=8,
@@ -65,6 +65,9 @@ BASELINES = {
     "magnitude": "uniform width (magnitude)",
 }
 METRIC = "val perplexity (lower is better)"
+#: Tolerance of shrink's logit check: the pretrained model's logits reach ~20, where float32
+#: summation order alone moves them by ~1e-5.
+SHRINK_ATOL = 1e-3
 CLAIM = (
     "Φ ranks candidates by post-CPT perplexity better (mean Spearman) than parameter count, "
     "magnitude, Wanda-sp and Taylor sums (A); the best-Φ model beats uniform width (Wanda-sp, "
@@ -121,9 +124,10 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     from sparsecore.bench.pretrained import LM_SIZES, pretrain_lm, pretrained_tiny_lm
     from sparsecore.structures import shrink
     from sparsecore.structures.importance import (
+        budget_masks,
         collect_gradients,
+        collect_input_norms,
         group_importance,
-        prune_structured,
     )
 
     task = load_lm_task(seq_len=LM_SIZES[cfg["size"]]["seq_len"])
@@ -143,7 +147,7 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     taylor = {k: group_importance(dense, k, "taylor", gradients=grads) for k in ("heads", "ffn")}
 
     def evaluate(masks: dict, cpt_seed: int) -> tuple[float, float, int]:
-        small = shrink(dense, masks)
+        small = shrink(dense, masks, atol=SHRINK_ATOL)
         before = perplexity(small, task, max_blocks=cfg["eval_blocks"])
         pretrain_lm(small, task, cfg["cpt_steps"], cfg["cpt_batch"], cfg["cpt_lr"],
                     cpt_seed, progress=False)  # fmt: skip
@@ -185,9 +189,18 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(3000 + seed)
 
     def uniform(criterion: str) -> dict:
-        """Uniform width at the target (the core's `prune_structured`, LLM-Pruner style)."""
-        data = None if criterion == "magnitude" else batches
-        return prune_structured(dense, criterion, cfg["sparsity"], batches=data)[1]["masks"]
+        """Uniform width at the target: `group_importance` + `budget_masks`.
+
+        That is `prune_structured` without its own `shrink`, whose check keeps the strict
+        default tolerance (see `SHRINK_ATOL`).
+        """
+        stats: dict[str, Any] = {}
+        if criterion == "taylor":
+            stats["gradients"] = grads
+        elif criterion == "wanda":
+            stats["input_norms"] = collect_input_norms(dense, batches)
+        scores = {k: group_importance(dense, k, criterion, **stats) for k in ("heads", "ffn")}
+        return budget_masks(dense, scores, cfg["sparsity"])[0]
 
     variants = {
         "tracenas (best Φ)": best_masks,
@@ -222,7 +235,7 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             before, after, params = evaluate(masks, cpt_seed)
         kept = sum(
             p.numel()
-            for n, p in shrink(dense, masks).named_parameters()
+            for n, p in shrink(dense, masks, atol=SHRINK_ATOL).named_parameters()
             if "layers." in n and n.endswith("proj.weight")
         )
         rows[name] = {"ppl": after, "ppl_oneshot": before, "params": params,
@@ -259,7 +272,7 @@ def _sparseland(cfg: dict[str, Any], seed_result: dict[str, Any]) -> dict[str, A
     dense = pretrained_tiny_lm(cfg["size"], task=task, progress=False)
     c = candidate_of({"candidate": seed_result["best"]})
     method_masks = _masks_for(dense, c, cfg, seed_result["seed"])
-    small = shrink(dense, method_masks)
+    small = shrink(dense, method_masks, atol=SHRINK_ATOL)
     tokens = cfg["cpt_steps"] * cfg["cpt_batch"] * task.seq_len
     return sparseland_entry(
         small, {"input_ids": task.eval_blocks[:1]}, target=cfg["sparsity"], allocation="learned",
