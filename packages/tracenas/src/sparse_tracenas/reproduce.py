@@ -202,9 +202,15 @@ def run_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
         scores = {k: group_importance(dense, k, criterion, **stats) for k in ("heads", "ffn")}
         return budget_masks(dense, scores, cfg["sparsity"])[0]
 
+    at_budget = [h for h in result.history if h.sparsity >= cfg["sparsity"] - 1e-9]
     variants = {
         "tracenas (best Φ)": best_masks,
         BASELINES["matched_random"]: _random_masks(best_masks, gen),
+        "tracenas (best Φ, sparsity >= target)": group_masks_of(
+            max(at_budget, key=lambda h: h.phi).candidate, space, base
+        )
+        if at_budget
+        else best_masks,
         "uniform width (wanda)": uniform("wanda"),
         "uniform width (taylor)": uniform("taylor"),
         BASELINES["magnitude"]: uniform("magnitude"),
