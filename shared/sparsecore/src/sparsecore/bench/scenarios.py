@@ -221,6 +221,7 @@ for _name, _package, _title, _default in (
     ("lm-compresso", "compresso", "Compresso's L0 gates + LoRA, pretrained Llama (quick)", False),
     ("reasoning-toy", "rebalance", "ReBalance's reasoning toy, tiny Llama (reproduction)", False),
     ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
+    ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
 ):
     register_scenario(
         Scenario(
