@@ -46,18 +46,40 @@ def register_method(cls: type[PruningMethod], name: str | None = None) -> type[P
     return cls
 
 
-def available_methods() -> dict[str, type[PruningMethod]]:
-    """Every method: those registered in-process and the ``sparsecore.methods`` entry points."""
-    found: dict[str, type[PruningMethod]] = {}
+def _installed(kind: type) -> dict[str, type]:
+    """The ``sparsecore.methods`` entry points whose class is a ``kind`` subclass (a plugin that
+    fails to import is logged and skipped, so one broken package cannot hide the others).
+    """
+    found: dict[str, type] = {}
     for ep in entry_points(group="sparsecore.methods"):
         try:
             cls = ep.load()
         except Exception as err:  # a broken plugin must not break discovery of the others
             _log.warning("method plugin %r (%s) failed to load: %s", ep.name, ep.value, err)
             continue
-        if isinstance(cls, type) and issubclass(cls, PruningMethod):
+        if isinstance(cls, type) and issubclass(cls, kind):
             found[ep.name.lower()] = cls
-    found.update(_REGISTRY)
+    return found
+
+
+def _entry_point_class(name: str, what: str) -> type | None:
+    """The class of the entry point called ``name`` (only that one is imported), or ``None``."""
+    for ep in entry_points(group="sparsecore.methods"):
+        if ep.name.lower() != name.lower():
+            continue
+        try:
+            cls = ep.load()
+        except Exception as err:
+            raise ValueError(f"{what} {name!r} ({ep.value}) failed to import: {err}") from err
+        if not isinstance(cls, type):
+            raise ValueError(f"entry point {name!r} ({ep.value}) is not a class")
+        return cls
+    return None
+
+
+def available_methods() -> dict[str, type[PruningMethod]]:
+    """Every method: those registered in-process and the ``sparsecore.methods`` entry points."""
+    found = {**_installed(PruningMethod), **_REGISTRY}
     return dict(sorted(found.items()))
 
 
@@ -73,16 +95,7 @@ def available_procedures() -> dict[str, type[Procedure]]:
     """Every procedure: the in-process registrations and the ``sparsecore.methods`` entry points
     whose class is a `Procedure` (plugins that fail to import are logged and skipped).
     """
-    found: dict[str, type[Procedure]] = {}
-    for ep in entry_points(group="sparsecore.methods"):
-        try:
-            cls = ep.load()
-        except Exception as err:
-            _log.warning("method plugin %r (%s) failed to load: %s", ep.name, ep.value, err)
-            continue
-        if isinstance(cls, type) and issubclass(cls, Procedure):
-            found[ep.name.lower()] = cls
-    found.update(_PROCEDURES)
+    found = {**_installed(Procedure), **_PROCEDURES}
     return dict(sorted(found.items()))
 
 
@@ -91,17 +104,12 @@ def get_procedure(name: str) -> type[Procedure]:
     key = name.lower()
     if key in _PROCEDURES:
         return _PROCEDURES[key]
-    for ep in entry_points(group="sparsecore.methods"):
-        if ep.name.lower() != key:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as err:
-            raise ValueError(f"procedure {name!r} ({ep.value}) failed to import: {err}") from err
-        if isinstance(cls, type) and issubclass(cls, Procedure):
-            return cls
-        raise ValueError(f"entry point {name!r} ({ep.value}) is not a Procedure subclass")
-    raise ValueError(f"unknown procedure {name!r}; installed: {', '.join(method_names())}")
+    cls = _entry_point_class(key, "procedure")
+    if cls is None:
+        raise ValueError(f"unknown procedure {name!r}; installed: {', '.join(method_names())}")
+    if not issubclass(cls, Procedure):
+        raise ValueError(f"entry point {name!r} ({cls.__module__}) is not a Procedure subclass")
+    return cls
 
 
 def method_names() -> list[str]:
@@ -120,22 +128,17 @@ def get_method(name: str) -> type[PruningMethod]:
         return _REGISTRY[key]
     if key in _PROCEDURES:
         raise ValueError(f"{name!r} is a procedure: use sparsecore.registry.get_procedure")
-    for ep in entry_points(group="sparsecore.methods"):
-        if ep.name.lower() != key:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as err:
-            raise ValueError(f"method {name!r} ({ep.value}) failed to import: {err}") from err
-        if isinstance(cls, type) and issubclass(cls, PruningMethod):
-            return cls
-        if isinstance(cls, type) and issubclass(cls, Procedure):
-            raise ValueError(
-                f"{name!r} is a procedure (it makes {', '.join(_sparsifies(cls))} sparse, not "
-                "weights): use sparsecore.registry.get_procedure"
-            )
-        raise ValueError(f"entry point {name!r} ({ep.value}) is not a PruningMethod subclass")
-    raise ValueError(f"unknown method {name!r}; installed: {', '.join(method_names())}")
+    cls = _entry_point_class(key, "method")
+    if cls is None:
+        raise ValueError(f"unknown method {name!r}; installed: {', '.join(method_names())}")
+    if issubclass(cls, PruningMethod):
+        return cls
+    if issubclass(cls, Procedure):
+        raise ValueError(
+            f"{name!r} is a procedure (it makes {', '.join(_sparsifies(cls))} sparse, not "
+            "weights): use sparsecore.registry.get_procedure"
+        )
+    raise ValueError(f"entry point {name!r} ({cls.__module__}) is not a PruningMethod subclass")
 
 
 def _sparsifies(cls: type) -> tuple[str, ...]:
