@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import nn
 
 from sparse_ldpruner.ldm import LDMConfig, TinyLDM, diffusion_loss
 from sparse_ldpruner.quality import DigitsClassifier, load_digits_16, train_classifier
+from sparsecore.bench.pretrained import write_cache_entry
 from sparsecore.validation import check_int
 
 __all__ = ["LDM_SIZES", "Pretrained", "ldm_path", "pretrained_tiny_ldm", "train_unet"]
@@ -186,23 +185,16 @@ def _build(name: str, seed: int, path: Path, progress: bool) -> None:
         "torch": torch.__version__,
         "train_seconds": time.perf_counter() - start,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         ldm.unet.save_pretrained(tmp / "unet", safe_serialization=True)
         ldm.vae.save_pretrained(tmp / "vae", safe_serialization=True)
         save_file({"weight": ldm.class_embedding.weight.detach().contiguous()},
                   str(tmp / "class_embedding.safetensors"))  # fmt: skip
         save_file({k: v.contiguous() for k, v in classifier.state_dict().items()},
                   str(tmp / "classifier.safetensors"))  # fmt: skip
-        (tmp / "sparse_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            tmp.rename(path)
-        except OSError:  # another process finished first: keep theirs
-            if not (path / "sparse_meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_cache_entry(path, write, meta)
 
 
 def pretrained_tiny_ldm(name: str = "tiny", seed: int = 0, progress: bool = True) -> Pretrained:

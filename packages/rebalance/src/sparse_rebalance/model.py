@@ -18,16 +18,18 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from sparse_rebalance.reasoning import EOS, ReasoningTokenizer, make_problems, training_trace
-from sparsecore.bench.pretrained import cache_dir, pretrained_tiny_lm, tiny_lm_path
+from sparsecore.bench.pretrained import (
+    cache_dir,
+    pretrained_tiny_lm,
+    tiny_lm_path,
+    write_cache_entry,
+)
 from sparsecore.validation import check_int
 
 __all__ = ["FINETUNE", "batch_of", "finetune", "reasoning_lm"]
@@ -130,17 +132,8 @@ def reasoning_lm(
         model = pretrained_tiny_lm(recipe["base"], seed=0, progress=progress)
         _add_special_rows(model, ReasoningTokenizer.vocab_size)
         losses = finetune(model, seed, recipe, progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            meta = {"recipe": recipe, "seed": seed, "final_loss": losses[-1]}
-            (tmp / "sparse_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            try:
-                tmp.rename(path)
-            except OSError:
-                if not (path / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        meta = {"recipe": recipe, "seed": seed, "final_loss": losses[-1]}
+        write_cache_entry(
+            path, lambda tmp: model.save_pretrained(tmp, safe_serialization=True), meta
+        )
     return LlamaForCausalLM.from_pretrained(path).eval()

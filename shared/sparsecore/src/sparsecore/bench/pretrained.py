@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ from sparsecore.bench.lm import LMTask, load_lm_task, perplexity, unigram_perple
 from sparsecore.bench.models import tiny_llama
 from sparsecore.validation import check_int
 
-__all__ = ["LM_SIZES", "cache_dir", "pretrain_lm", "pretrained_tiny_lm", "tiny_lm_path"]
+__all__ = [
+    "LM_SIZES",
+    "cache_dir",
+    "pretrain_lm",
+    "pretrained_tiny_lm",
+    "tiny_lm_path",
+    "write_cache_entry",
+]
 
 #: Model config and training recipe of every size.
 LM_SIZES: dict[str, dict[str, Any]] = {
@@ -161,6 +169,33 @@ def pretrain_lm(
     return losses
 
 
+def write_cache_entry(path: Path, write: Callable[[Path], None], meta: dict[str, Any]) -> None:
+    """Write a cache entry atomically: ``write(tmp)`` fills a temporary sibling folder, then
+    ``sparse_meta.json`` (``meta``) is written and the folder is renamed to ``path``.
+
+    A reader never sees a half-written entry; if another process finished the same entry first,
+    theirs is kept. Packages that cache their own trained models (a fine-tuned LM, a diffusion
+    model) use it with the same layout as the core's pretrained LMs.
+
+    Args:
+        path: The entry's final folder (its parent is created).
+        write: Writes the entry's files into the folder it is given.
+        meta: JSON-serialisable description of the entry (recipe, seed, versions, metrics).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        write(tmp)
+        (tmp / "sparse_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            tmp.rename(path)
+        except OSError:  # another process finished first: keep theirs
+            if not (path / "sparse_meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tiny_lm_path(name: str = "tiny", task: LMTask | None = None, seed: int = 0) -> Path:
     """Where `pretrained_tiny_lm` keeps (or will keep) that model."""
     if name not in LM_SIZES:
@@ -224,15 +259,4 @@ def _build(name: str, task: LMTask, seed: int, path: Path, progress: bool, verbo
     }
     if verbose:
         print(f"{name}: validation perplexity {ppl:.3f} vs unigram {unigram:.3f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "sparse_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            tmp.rename(path)
-        except OSError:  # another process finished first: keep theirs
-            if not (path / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_cache_entry(path, lambda tmp: model.save_pretrained(tmp, safe_serialization=True), meta)
