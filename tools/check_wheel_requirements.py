@@ -39,6 +39,8 @@ THIRD_PARTY = frozenset(
         "trl",
         "torchao",
         "scipy",
+        "pycocotools",  # torchmetrics' mAP backend (sparse-cwd)
+        "torchvision",  # needed by torchmetrics' detection metrics (sparse-cwd)
     }
 )
 
