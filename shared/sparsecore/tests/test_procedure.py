@@ -63,7 +63,13 @@ class InputDrop(Procedure):
         self.calls = int(state["calls"])
 
 
-register_procedure(InputDrop)
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy is registered in-process for each test of this module only (no leak into other
+    modules' registry scans)."""
+    from sparsecore import registry
+
+    monkeypatch.setitem(registry._PROCEDURES, "toy-input-drop", InputDrop)
 
 
 class TestInputDropConformance(ProcedureConformance):
@@ -121,9 +127,14 @@ def test_registry_keeps_procedures_apart_from_weight_methods():
         get_procedure("no-such-procedure")
 
 
-def test_register_refuses_a_non_procedure():
+def test_register_refuses_a_non_procedure(monkeypatch: pytest.MonkeyPatch):
+    from sparsecore import registry
+
+    monkeypatch.setattr(registry, "_PROCEDURES", {})
     with pytest.raises(TypeError, match="Procedure subclass"):
         register_procedure(nn.Linear)  # type: ignore[arg-type]
+    assert register_procedure(InputDrop, "another-name") is InputDrop
+    assert registry.available_procedures()["another-name"] is InputDrop
 
 
 def test_detach_twice_raises():
