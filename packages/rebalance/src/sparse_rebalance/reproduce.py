@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"seeds": 1, "calibration": 48, "eval": 48, "max_new_tokens": 120,
-                "recipe": {"steps": 40, "batch": 16}}  # fmt: skip
+                "recipe": {"base": "micro", "steps": 200, "batch": 16}}  # fmt: skip
     return {"seeds": 3, "calibration": 160, "eval": 160, "max_new_tokens": 120, "recipe": {}}
 
 
