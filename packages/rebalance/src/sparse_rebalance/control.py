@@ -103,17 +103,17 @@ class ControlSurface:
         object.__setattr__(self, "q75c", q75c)
         object.__setattr__(self, "q25v", q25v)
         object.__setattr__(self, "q75v", q75v)
+        # F1's constants (the bisection for k) and its two calibration values, solved once
+        m = 0.5 * (q25c + q75c)
+        s = max(1e-9, 0.5 * (q75c - q25c))
+        k = solve_k(q25c, q75c, float(self.low_val_1), HIGH_VAL_1, HIGH_VAL_1)
+        a = 0.5 * (float(self.low_val_1) + HIGH_VAL_1)
+        b = (HIGH_VAL_1 - float(self.low_val_1)) / (2.0 * max(math.tanh(k * s), 1e-12))
+        object.__setattr__(self, "_f1_constants", (a, b, k, m))
+        object.__setattr__(self, "_f_q25", float(self.f1(q25c)))
+        object.__setattr__(self, "_f_1", float(self.f1(1.0)))
 
     # -- F1 ----------------------------------------------------------------------
-    @property
-    def _f1_constants(self) -> tuple[float, float, float, float]:
-        m = 0.5 * (self.q25c + self.q75c)
-        s = max(1e-9, 0.5 * (self.q75c - self.q25c))
-        k = solve_k(self.q25c, self.q75c, self.low_val_1, HIGH_VAL_1, HIGH_VAL_1)
-        a = 0.5 * (self.low_val_1 + HIGH_VAL_1)
-        b = (HIGH_VAL_1 - self.low_val_1) / (2.0 * max(math.tanh(k * s), 1e-12))
-        return a, b, k, m
-
     def f1(self, c: torch.Tensor | float) -> torch.Tensor:
         """The one-dimensional baseline ``F1(c)``."""
         c = torch.as_tensor(c, dtype=torch.float32)

@@ -120,17 +120,24 @@ class ReBalance(Procedure):
                 f"calibration must be a SteeringCalibration, got {type(calibration).__name__}"
             )
         self.calibration = calibration
+        self._split_ids = torch.tensor(self.config.split_ids)
         self.alphas: list[float] = []  # every α injected, for analysis
         self._reset(0)
 
     @property
     def surface(self) -> ControlSurface:
-        """The control function built from the calibration quartiles and the config."""
+        """The control function built from the calibration quartiles and the config (built once
+        per calibration: its constants are solved by bisection, not at every step boundary).
+        """
         cal = self._need_calibration()
-        c = self.config
-        return ControlSurface(
-            cal.q25c, cal.q75c, cal.q25v, cal.q75v, c.low_val_1, c.low_val_2, c.high_val_2
-        )
+        cached = getattr(self, "_surface", None)
+        if cached is None or cached[0] is not cal:
+            c = self.config
+            surface = ControlSurface(
+                cal.q25c, cal.q75c, cal.q25v, cal.q75v, c.low_val_1, c.low_val_2, c.high_val_2
+            )
+            self._surface = (cal, surface)
+        return self._surface[1]
 
     def _need_calibration(self) -> SteeringCalibration:
         if self.calibration is None:
@@ -196,7 +203,7 @@ class ReBalance(Procedure):
             self._think = (ids == c.think_start_id).any(1)
         last = ids[:, -1]
         self._think = (self._think | (last == c.think_start_id)) & (last != c.think_end_id)
-        split = torch.isin(last, torch.tensor(c.split_ids))
+        split = torch.isin(last, self._split_ids)
         if self._last_max is not None:
             grow = ~split
             self._sum[grow] += self._last_max[grow]
