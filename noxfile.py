@@ -253,6 +253,8 @@ def _sparseland_gaps(out_dir: Path, name: str) -> tuple[str, list[str]]:
     from sparsecore.evaluation.sparseland import check_sparseland
 
     data = json.loads(path.read_text())
+    if "sparseland" not in data and "sparseland_note" in data:
+        return f"not applicable: {data['sparseland_note']}", []  # a procedure, not weights
     if "sparseland" not in data:
         return "no sparseland entry yet (R1, R3, R4, R5, R7)", []
     declared = [str(g) for g in data["sparseland"].get("gaps") or []]
