@@ -45,6 +45,7 @@ from sparsecore.groups import group_masks
 from sparsecore.groups.masking import ChannelGroupsSupport
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Channel, Pattern
+from sparsecore.prune_once import PruneOnce, require_batchnorm
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_bool, check_choice, check_int, check_number
@@ -112,8 +113,12 @@ class SlimmingConfig(MethodConfig):
         check_bool(self.ignore_coupled, "ignore_coupled")
 
 
-class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
-    """Decaying BN-L1 sparsity training, then |γ| channel pruning (see the module docstring)."""
+class SparsityAwareSlimming(PruneOnce, ChannelGroupsSupport, PruningMethod):
+    """Decaying BN-L1 sparsity training, then |γ| channel pruning (see the module docstring).
+
+    The schedule (`sparsecore.prune_once.PruneOnce`): prune at ``prune_step`` after its update,
+    or at `finalize` when ``prune_step`` is ``None``.
+    """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("channel",),
@@ -146,8 +151,7 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Refuse a model without BatchNorm (no γ to rank), before anything is changed."""
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise ValueError("BN channel pruning needs BatchNorm layers (their γ are the scores)")
+        require_batchnorm(model, "BN channel pruning")
 
     def init_masks(self) -> None:
         """No mask yet (dense sparsity training); the eligible BatchNorms are found here."""
@@ -160,11 +164,6 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         self.threshold: float | None = None
         if self.config.prune_step == 0:
             self.prune()
-
-    @property
-    def pruned(self) -> bool:
-        """Whether the pruning phase has run: derived from the step, so resume is exact."""
-        return self.config.prune_step is not None and self.step >= self.config.prune_step
 
     def current_rate(self) -> float:
         """``λ(e)`` of the step about to be taken (0 once pruned)."""
@@ -181,11 +180,6 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         beta = self.config.beta_factor * self.config.l1_rate
         add_l1_subgradients(self.model, self._norms, self.current_rate(), beta)
 
-    def on_after_optimizer_step(self) -> None:
-        """Prune at ``prune_step`` (after its update)."""
-        if self.step == self.config.prune_step:
-            self.prune()
-
     @torch.no_grad()
     def prune(self) -> dict[str, torch.Tensor]:
         """Mask the selected channels as whole groups; returns the keep-masks by group."""
@@ -200,16 +194,3 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         self.masks.update_all(group_masks(groups, keeps, self.masks.masks()))
         self.keeps = keeps
         return keeps
-
-    def schedule_gap(self) -> str | None:
-        """Pruning is pending when ``prune_step`` was set but not reached."""
-        step = self.config.prune_step
-        if step is not None and not self.pruned:
-            return f"SparsityAwareSlimming: prune_step={step} not reached after {self.step} steps"
-        return None
-
-    def finalize(self) -> nn.Module:
-        """Prune now if the pruning phase has not run, then bake the masks in."""
-        if not self.pruned:
-            self.prune()
-        return super().finalize()
