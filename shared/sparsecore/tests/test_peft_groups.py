@@ -165,3 +165,29 @@ def test_finalize_fixed_is_silent_when_the_schedule_is_complete() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScheduleIncompleteWarning)
         method.finalize()
+
+
+def test_zero_lora_slices_removes_the_delta_on_exactly_those_rows_and_columns() -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from sparsecore.adapters import add_lora, lora_modules
+    from sparsecore.bench.models import tiny_llama
+    from sparsecore.peft_groups import zero_lora_slices
+
+    model = add_lora(tiny_llama(), r=4, alpha=8.0, init_lora_weights=False)  # random A and B
+    module = next(iter(lora_modules(model).values()))
+    adapter = module.active_adapters[0]
+    a0, b0 = module.lora_A[adapter].weight.clone(), module.lora_B[adapter].weight.clone()
+    out_features, in_features = b0.shape[0], a0.shape[1]
+    rows = torch.arange(out_features) % 3 != 0
+    cols = torch.arange(in_features) % 4 != 1
+    zero_lora_slices(module, rows=rows)  # the first active adapter by default
+    b = module.lora_B[adapter].weight
+    assert bool((b[~rows] == 0).all()) and torch.equal(b[rows], b0[rows])
+    assert torch.equal(module.lora_A[adapter].weight, a0)
+    zero_lora_slices(module, cols=cols, adapter=adapter)
+    a = module.lora_A[adapter].weight
+    assert bool((a[:, ~cols] == 0).all()) and torch.equal(a[:, cols], a0[:, cols])
+    delta = b @ a
+    assert bool((delta[~rows] == 0).all()) and bool((delta[:, ~cols] == 0).all())
+    assert bool((delta[rows][:, cols] != 0).all())

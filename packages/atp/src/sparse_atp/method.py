@@ -325,15 +325,9 @@ class ATP(PruningMethod):
                     continue
                 mask = keep[names_of[id(module.base_layer.weight)]]
                 if role == "out":
-                    rows = mask.any(1)
-                    module.lora_B[names[0]].weight[
-                        ~rows.to(module.lora_B[names[0]].weight.device)
-                    ] = 0
+                    peft_groups.zero_lora_slices(module, rows=mask.any(1), adapter=names[0])
                 else:
-                    cols = mask.any(0)
-                    module.lora_A[names[0]].weight[
-                        :, ~cols.to(module.lora_A[names[0]].weight.device)
-                    ] = 0
+                    peft_groups.zero_lora_slices(module, cols=mask.any(0), adapter=names[0])
 
     def group_masks(self) -> dict[str, list[torch.Tensor]]:
         """The fixed decisions as `sparsecore.structures` group masks (bool, per layer)."""

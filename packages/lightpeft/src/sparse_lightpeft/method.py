@@ -267,10 +267,7 @@ class LightPEFT(PruningMethod):
             a[~rank] = 0
             b[:, ~rank] = 0
             rows, cols = features.get(name, (None, None))
-            if rows is not None:
-                b[~rows.to(b.device)] = 0
-            if cols is not None:
-                a[:, ~cols.to(a.device)] = 0
+            peft_groups.zero_lora_slices(module, rows, cols, adapter)
 
     def lighten(self, example_inputs: dict[str, torch.Tensor] | None = None) -> Any:
         """The physically smaller model and adapter (`sparse_lightpeft.lighten.lighten`).

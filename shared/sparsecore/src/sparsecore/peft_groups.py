@@ -15,6 +15,8 @@ projection weights a removal deletes. Their setups and endings share these steps
   target after each step, can hook in; the optimizer never changes them;
 * `add_own_group`: move the method's own parameters (gates, a generator) into a group of their
   own, the other options copied from the first group;
+* `zero_lora_slices`: zero a LoRA wrapper's factors so that its delta ``B A`` writes no
+  removed output row and reads no removed input column (an exact removal that survives merging);
 * `remove_parts`: remove hooks / maskers / recorders and the method's submodule;
 * `finalize_fixed`: warn about an incomplete schedule *before* the structure is fixed (fixing
   completes it, so a warning after it would never fire), fix, tear down, bake the masks.
@@ -48,6 +50,7 @@ __all__ = [
     "finalize_fixed",
     "remove_parts",
     "unwrap_for_setup",
+    "zero_lora_slices",
 ]
 
 
@@ -185,6 +188,34 @@ def add_own_group(
         settings["initial_lr"] = lr
     optimizer.add_param_group({**settings, "params": params, flag: True})
     return True
+
+
+@torch.no_grad()
+def zero_lora_slices(
+    module: nn.Module,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
+    adapter: str | None = None,
+) -> None:
+    """Zero the LoRA factors of one peft wrapper where its base rows / columns are removed.
+
+    ``B[~rows] = 0`` (no delta on a removed output feature) and ``A[:, ~cols] = 0`` (no delta
+    read from a removed input feature), in place; the delta ``s · B A`` then vanishes exactly
+    on the removed rows and columns, so merging keeps them removed.
+
+    Args:
+        module: A peft ``LoraLayer`` (with ``lora_A`` / ``lora_B``).
+        rows: Bool keep-mask over the output features (``None``: none removed).
+        cols: Bool keep-mask over the input features (``None``: none removed).
+        adapter: The adapter's name (``None``: the first active adapter).
+    """
+    name = module.active_adapters[0] if adapter is None else adapter
+    if rows is not None:
+        b = module.lora_B[name].weight
+        b[~rows.to(b.device)] = 0
+    if cols is not None:
+        a = module.lora_A[name].weight
+        a[:, ~cols.to(a.device)] = 0
 
 
 def remove_parts(model: nn.Module | None, submodule: str, *parts: Any) -> None:
