@@ -48,7 +48,7 @@ from sparsecore.patterns import Channel, Pattern
 from sparsecore.prune_once import PruneOnce, require_batchnorm
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_bool, check_choice, check_int, check_number
+from sparsecore.validation import check_bool, check_choice, check_int, check_number, check_shape
 
 __all__ = ["SlimmingConfig", "SparsityAwareSlimming"]
 
@@ -90,14 +90,9 @@ class SlimmingConfig(MethodConfig):
             raise ValueError(
                 f"pattern must be 'channel' for BN channel pruning, got {self.pattern}"
             )
-        shape = self.input_shape
-        if shape is None:
+        if self.input_shape is None:
             raise ValueError("input_shape is required: it traces the model's channel groups")
-        if isinstance(shape, int | str) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-        ):
-            raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
-        object.__setattr__(self, "input_shape", tuple(shape))
+        object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         check_choice(self.rule, "rule", ("layer", "global"))
         check_number(self.l1_rate, "l1_rate", 0.0, finite=True)
         check_number(self.beta_factor, "beta_factor", 0.0, finite=True)
