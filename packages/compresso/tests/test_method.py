@@ -90,6 +90,16 @@ def test_finalize_keeps_the_evaluation_function() -> None:
     small = method.compress({"input_ids": ids})
     with torch.no_grad():
         assert torch.allclose(small(input_ids=ids).logits, want, atol=1e-5)
+    # why the GroupMasker stays (see Compresso.finalize): the kept gates are soft, so the baked
+    # 0/1 weight masks alone do not compute the evaluation function
+    gates = method.group_masks()
+    kept = torch.cat(
+        [t.flatten() for v in gates.values() for t in (v if isinstance(v, list) else [v])]
+    )
+    assert bool(((kept > 0) & (kept < 1)).any())
+    method.masker.remove()
+    with torch.no_grad():
+        assert not torch.allclose(final(input_ids=ids).logits, want, atol=1e-3)
 
 
 def test_tokenised_inputs_start_with_the_collaborative_prompt() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sparsecore.validation import check_bool, check_choice, check_int, check_number
+from sparsecore.validation import check_bool, check_choice, check_int, check_number, check_shape
 
 
 def test_check_int() -> None:
@@ -65,3 +65,13 @@ def test_check_bool_and_choice() -> None:
     assert check_choice("erk", "distribution", ("erk", "uniform")) == "erk"
     with pytest.raises(ValueError, match=r"distribution must be one of \('erk', 'uniform'\)"):
         check_choice("global", "distribution", iter(["erk", "uniform"]))
+
+
+def test_check_shape() -> None:
+    assert check_shape([1, 8, 8], "input_shape") == (1, 8, 8)
+    assert check_shape((3,), "input_shape") == (3,)
+    for bad in (None, 8, "1x8", (1, 0), (1, True), (1, 2.0), (-1,)):
+        with pytest.raises(ValueError, match=r"input_shape must be a tuple of positive ints"):
+            check_shape(bad, "input_shape")
+    with pytest.raises(TypeError):
+        check_shape(8.0, "input_shape")  # not iterable

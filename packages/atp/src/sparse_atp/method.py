@@ -57,7 +57,6 @@ Choices, labelled (and see the submodules):
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -67,13 +66,11 @@ from sparse_atp.budget import GroupCosts, budget_penalty, project_to_budget, rem
 from sparse_atp.config import ATPConfig
 from sparse_atp.generator import DecisionGenerator
 from sparse_atp.lasso import group_lasso
-from sparsecore import MethodConfig, PruningMethod
+from sparsecore import MethodConfig, PruningMethod, peft_groups
 from sparsecore.method import method_seed
 from sparsecore.patterns import Channel, Pattern
 from sparsecore.structures import GroupMasker, describe, shrink
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.transaction import check_setup_inputs
-from sparsecore.window import ScheduleIncompleteWarning
 
 __all__ = ["ATP", "GENERATOR"]
 
@@ -129,29 +126,15 @@ class ATP(PruningMethod):
             ValueError: Not a Llama-family model, unknown ``targets``, an optimizer over other
                 parameters, meta or non-finite weights (all before the model is touched).
         """
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
+        model = peft_groups.unwrap_for_setup(model, GENERATOR)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        if hasattr(model, GENERATOR):
-            raise ValueError(f"model already has a {GENERATOR!r} submodule (set up twice?)")
-        params = dict(model.named_parameters(remove_duplicate=False))
-        trainable = {n: p for n, p in params.items() if p.requires_grad}
-        check_setup_inputs(trainable, optimizer, finite=True)
         layout = describe(model)
         if layout.family not in _FAMILIES:
             raise ValueError(f"model: ATP supports {_FAMILIES} decoders, got {layout.family!r}")
         costs = GroupCosts(model)
-        if self.config.targets is not None:
-            unknown = [t for t in self.config.targets if t not in costs.axes]
-            if unknown:
-                raise ValueError(
-                    f"targets: {unknown[0]!r} is not an attention / FFN projection weight of the "
-                    "model (leave targets=None: they are found from the model's structure)"
-                )
-        check_setup_inputs({n: params[n] for n in costs.axes}, None, finite=True)
+        peft_groups.check_target_names(self.config.targets, costs.axes)
+        peft_groups.check_trainable_inputs(model, optimizer, costs.axes)
         self.costs, self._layout = costs, layout
         self.config = dataclasses.replace(self.config, targets=tuple(costs.axes))
         super().setup(model, None)
@@ -203,25 +186,14 @@ class ATP(PruningMethod):
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        frozen = [p for p in self.masks.params().values() if id(p) not in owned]
-        if frozen:
-            if any(p.requires_grad for p in frozen):
-                names = [n for n, p in self.masks.params().items() if p.requires_grad]
-                raise ValueError(f"optimizer does not hold the trainable targets {names[:3]}")
-            optimizer.add_param_group({"params": frozen, "lr": 0.0, "weight_decay": 0.0})
-        if self.generator_net is not None and not any(
-            g.get("atp_generator") for g in optimizer.param_groups
-        ):
-            gen_ids = {id(p) for p in self.generator_net.parameters()}
-            for group in optimizer.param_groups:
-                group["params"] = [p for p in group["params"] if id(p) not in gen_ids]
-            options = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-            options.update(lr=self.config.generator_lr, weight_decay=0.0)
-            if "initial_lr" in options:
-                options["initial_lr"] = self.config.generator_lr
-            optimizer.add_param_group(
-                {**options, "params": list(self.generator_net.parameters()), "atp_generator": True}
+        peft_groups.add_frozen_targets(optimizer, self.masks.params())
+        if self.generator_net is not None:
+            peft_groups.add_own_group(
+                optimizer,
+                self.generator_net.parameters(),
+                "atp_generator",
+                self.config.generator_lr,
+                weight_decay=0.0,
             )
         if optimizer not in self._optimizers:
             self._optimizers.append(optimizer)
@@ -353,15 +325,9 @@ class ATP(PruningMethod):
                     continue
                 mask = keep[names_of[id(module.base_layer.weight)]]
                 if role == "out":
-                    rows = mask.any(1)
-                    module.lora_B[names[0]].weight[
-                        ~rows.to(module.lora_B[names[0]].weight.device)
-                    ] = 0
+                    peft_groups.zero_lora_slices(module, rows=mask.any(1), adapter=names[0])
                 else:
-                    cols = mask.any(0)
-                    module.lora_A[names[0]].weight[
-                        :, ~cols.to(module.lora_A[names[0]].weight.device)
-                    ] = 0
+                    peft_groups.zero_lora_slices(module, cols=mask.any(0), adapter=names[0])
 
     def group_masks(self) -> dict[str, list[torch.Tensor]]:
         """The fixed decisions as `sparsecore.structures` group masks (bool, per layer)."""
@@ -411,23 +377,16 @@ class ATP(PruningMethod):
             self._set_fixed(*state["fixed"])
 
     def _teardown(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-        if self.masker is not None:
-            self.masker.remove()
-        if self.model is not None and hasattr(self.model, GENERATOR):
-            delattr(self.model, GENERATOR)
+        peft_groups.remove_parts(self.model, GENERATOR, self._hook, self.masker)
         self._hook = self.masker = self.generator_net = None
         self.decisions = None
 
-    def finalize(self) -> nn.Module:
-        """Fix the decisions if needed, bake the masks, remove the generator and every hook."""
-        if self._masks is not None and not self.schedule_complete:
-            warnings.warn(self.schedule_gap() or "", ScheduleIncompleteWarning, stacklevel=2)
+    def _settle(self) -> None:
         if self.fixed is None:
             self.fix()
         self._zero_lora()
         self._teardown()
-        model = self.masks.squash()
-        self._masks = None
-        return model
+
+    def finalize(self) -> nn.Module:
+        """Fix the decisions if needed, bake the masks, remove the generator and every hook."""
+        return peft_groups.finalize_fixed(self, self._settle)

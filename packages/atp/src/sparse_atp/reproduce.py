@@ -226,32 +226,23 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    from functools import partial
+
     from sparsecore.evaluation import (
         Row,
         command_line,
+        configured_seeds,
+        finish_reproduction,
         format_table,
-        report_sparseland,
-        write_results,
+        run_seeds,
     )
     from sparsecore.evaluation.protocol import over_seeds
     from sparsecore.evaluation.sparseland_entry import sparseland_entry
 
     cfg = settings(args.quick)
-    if args.seeds is not None:
-        cfg["seeds"] = args.seeds
-    seeds = list(range(cfg["seeds"]))
-    results: dict[int, dict[str, Any]] = {}
-    if args.jobs > 1 and len(seeds) > 1:
-        from functools import partial
-
-        from sparsecore.evaluation import run_seeds
-
-        done = run_seeds(partial(_run_plain, cfg), seeds, jobs=args.jobs)
-        results = dict(done)
-    else:
-        for seed in seeds:
-            results[seed] = run_seed(cfg, seed)
-            print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    seeds = configured_seeds(cfg, args.seeds)
+    # seeds after the first drop their artefacts (models) in the worker: seeds are 0..n-1
+    results = run_seeds(partial(_run_plain, cfg), seeds, jobs=args.jobs)
     artefacts = results[seeds[0]].pop("_artefacts", None)
     for seed in seeds[1:]:
         results[seed].pop("_artefacts", None)
@@ -310,16 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         "pruning (best of Taylor / magnitude / Wanda-sp, then LoRA) at equal tokens"
     )
     per_seed = {str(s): {v: results[s][v] for v in VARIANTS} for s in seeds}
-    data = write_results(
-        args.out, method="atp", task=f"stdlib-lm general -> stdlib {DOMAIN} domain",
+    finish_reproduction(
+        args.out, start=start, quick=args.quick,
+        method="atp", task=f"stdlib-lm general -> stdlib {DOMAIN} domain",
         claim=claim, holds=holds, rows=rows, command=command_line(argv),
         settings={**cfg, "seeds": seeds, "quick": args.quick, "remove": REMOVE},
         verdicts=verdicts, recovered_pct=recovered, best_two_stage=best_two_stage,
         per_seed=per_seed, machine="shared 2-core CPU (timings contended)", sparseland=fields,
     )  # fmt: skip
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

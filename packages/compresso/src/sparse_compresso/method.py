@@ -46,7 +46,9 @@ Choices:
 * [choice] `finalize` bakes the hard masks, removes the gate parameters and the sampling hook,
   and leaves a `GroupMasker` with the fixed deterministic gates attached (``method.masker``),
   so the returned model computes what it computed in evaluation; `compress` is the way to a
-  plain smaller model.
+  plain smaller model. (ATP and Light-PEFT remove every hook at `finalize` because their fixed
+  gates are 0/1; Compresso's kept gates are soft and its hidden gates change the norms'
+  statistics, which no same-shape plain model reproduces: see `Compresso.finalize`.)
 * [choice] Llama-family decoders only (the official ``modeling_llama.py``); GQA gates cover a
   key/value group.
 * [choice] The optimizer may hold only trainable parameters (LoRA); the frozen projection
@@ -58,7 +60,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -68,12 +69,10 @@ from torch import nn
 from sparse_compresso.config import CompressoConfig
 from sparse_compresso.l0 import L0Gates, target_sparsity
 from sparse_compresso.weights import projection_weights, weight_keeps
-from sparsecore import MethodConfig, PruningMethod
+from sparsecore import MethodConfig, PruningMethod, peft_groups
 from sparsecore.patterns import Pattern, Unstructured
 from sparsecore.structures import GroupMasker, describe
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.transaction import check_setup_inputs
-from sparsecore.window import ScheduleIncompleteWarning
 
 __all__ = ["GATES", "Compresso"]
 
@@ -132,26 +131,12 @@ class Compresso(PruningMethod):
         """
         if self._masks is not None:
             raise RuntimeError("Compresso is already set up on a model")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        if hasattr(model, GATES):
-            raise ValueError(f"model already has a {GATES!r} submodule (set up twice?)")
+        model = peft_groups.unwrap_for_setup(model, GATES)
         layout = describe(model)
         weights = projection_weights(model, layout)
-        if self.config.targets is not None:
-            unknown = [t for t in self.config.targets if t not in weights]
-            if unknown:
-                raise ValueError(
-                    f"targets: {unknown[0]!r} is not an attention / FFN projection weight of the "
-                    "model (leave targets=None: they are found from the model's structure)"
-                )
+        peft_groups.check_target_names(self.config.targets, weights)
         L0Gates.check_layout(layout)
-        params = dict(model.named_parameters(remove_duplicate=False))
-        trainable = {n: p for n, p in params.items() if p.requires_grad}
-        check_setup_inputs(trainable, optimizer, finite=True)
-        check_setup_inputs({n: params[n] for n in weights}, None, finite=True)
+        peft_groups.check_trainable_inputs(model, optimizer, weights)
         self._weights = weights
         self.config = dataclasses.replace(self.config, targets=tuple(weights))
         super().setup(model, None)
@@ -195,12 +180,7 @@ class Compresso(PruningMethod):
                 f"optimizer holds the {GATES} gate parameters; build it over the LoRA parameters "
                 "(Compresso steps the gates and multipliers with its own optimizers)"
             )
-        frozen = [p for p in self.masks.params().values() if id(p) not in owned]
-        if any(p.requires_grad for p in frozen):
-            names = [n for n, p in self.masks.params().items() if p.requires_grad]
-            raise ValueError(f"optimizer does not hold the trainable targets {names[:3]}")
-        if frozen:
-            optimizer.add_param_group({"params": frozen, "lr": 0.0, "weight_decay": 0.0})
+        peft_groups.add_frozen_targets(optimizer, self.masks.params())
         super().attach(optimizer)
 
     # ------------------------------------------------------------------ phases
@@ -356,21 +336,27 @@ class Compresso(PruningMethod):
 
         The `GroupMasker` with the fixed deterministic gates stays attached (``method.masker``),
         so the model computes what it computed in evaluation; use `compress` for a plain model.
+        Unlike ATP and Light-PEFT (0/1 decisions, so their hard-masked weights alone compute the
+        gated function and their `finalize` removes every hook), no same-shape plain model
+        computes Compresso's gated function: the kept gate values are soft (``σ(log α / β ·
+        0.8)``, scaling head outputs, FFN channels and hidden dimensions), and a hidden-dimension
+        gate makes every norm take its statistics over the kept dimensions only
+        (`sparsecore.structures.masking.masked_norm`), which a full-width norm (dividing by the
+        full width, with its ``eps``) cannot match by any weight edit. Only removing the
+        dimensions does, which is `compress` (`sparsecore.structures.shrink` folds the soft
+        values in). The hooks are not saved: ``save_pretrained`` on the returned model stores a
+        model without the gates; save ``compress()`` instead. ``method.masker.remove()`` drops
+        the hooks (the model then computes its ungated function).
         """
-        if self._masks is not None and not self.schedule_complete:
-            warnings.warn(self.schedule_gap() or "", ScheduleIncompleteWarning, stacklevel=2)
+        return peft_groups.finalize_fixed(self, self._settle)
+
+    def _settle(self) -> None:
         if not self.fixed:
             self.fix()
         assert self.gates is not None and self.masker is not None and self.model is not None
         self.final_gates = self.gates.deterministic()
         self.masker.update(self.final_gates)
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
         self._final_l0 = self.gates
-        delattr(self.model, GATES)
-        self.gates = None
+        peft_groups.remove_parts(self.model, GATES, self._hook)
+        self._hook = self.gates = None
         self._gate_opt = self._lambda_opt = None
-        model = self.masks.squash()
-        self._masks = None
-        return model

@@ -242,7 +242,7 @@ def run_seed(cfg: dict, seed: int) -> dict[str, dict[str, dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the reproduction; returns 0."""
-    from sparsecore.evaluation import command_line, format_table, report_sparseland, write_results
+    from sparsecore.evaluation import command_line, finish_reproduction, format_table
     from sparsecore.evaluation.protocol import over_seeds
     from sparsecore.evaluation.reproduction import run_seeds
     from sparsecore.evaluation.sparseland import inference_cost, sparseland_fields, training_cost
@@ -336,16 +336,14 @@ def main(argv: list[str] | None = None) -> int:
         "Compresso beats one-shot structured pruning + LoRA (magnitude, Taylor, Wanda-sp) at "
         "equal parameters and training data, on perplexity and the instruction task"
     )
-    data = write_results(
-        args.out, method="compresso", task=f"stdlib instruction data ({cfg['size']} Llama)",
+    finish_reproduction(
+        args.out, start=start, quick=args.quick,
+        method="compresso", task=f"stdlib instruction data ({cfg['size']} Llama)",
         claim=claim, holds=holds, rows=rows, command=command_line(argv),
         settings={**cfg, "seeds": seeds, "quick": args.quick}, verdicts=verdicts,
         summary=summary, per_seed={str(s): results[s] for s in seeds},
         machine_note="shared 2-core CPU (timings contended)", sparseland=fields,
     )  # fmt: skip
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

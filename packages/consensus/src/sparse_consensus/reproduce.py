@@ -47,14 +47,14 @@ from sparsecore.bench import load_task
 from sparsecore.evaluation import (
     Row,
     command_line,
+    default_seeds,
+    finish_reproduction,
     format_table,
     inference_cost,
     over_seeds,
-    report_sparseland,
     run_seeds,
     sparseland_fields,
     training_cost,
-    write_results,
 )
 
 VARIANTS = (
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     quick = {"batch_size": 32, "latency_repeats": 5, "bisection_steps": 6} if args.quick else {}
     cfg = ExperimentConfig(**{**cfg.__dict__, "finetune_epochs": max(1, cfg.epochs // 2), **quick})
-    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
+    seeds = default_seeds(args.seeds, args.quick)
     task = load_task(args.task)
     if args.quick:
         task = task.subset(num_train=384, num_test=500)
@@ -201,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         "at ~50% FLOPs the one-pass consensus sub-network loses < 1 pp of dense accuracy, "
         "and less than L1-norm pruning + fine-tuning at equal FLOPs"
     )
-    data = write_results(
+    finish_reproduction(
         args.out,
+        start=start,
+        quick=args.quick,
+        show_claim=True,
         method="consensus",
         task=args.task,
         claim=claim,
@@ -219,9 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         sparseland=fields,
     )
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'} ({claim})")
     return 0
 
 

@@ -45,9 +45,10 @@ from sparsecore.groups import group_masks
 from sparsecore.groups.masking import ChannelGroupsSupport
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Channel, Pattern
+from sparsecore.prune_once import PruneOnce, require_batchnorm
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_bool, check_choice, check_int, check_number
+from sparsecore.validation import check_bool, check_choice, check_int, check_number, check_shape
 
 __all__ = ["SlimmingConfig", "SparsityAwareSlimming"]
 
@@ -89,14 +90,9 @@ class SlimmingConfig(MethodConfig):
             raise ValueError(
                 f"pattern must be 'channel' for BN channel pruning, got {self.pattern}"
             )
-        shape = self.input_shape
-        if shape is None:
+        if self.input_shape is None:
             raise ValueError("input_shape is required: it traces the model's channel groups")
-        if isinstance(shape, int | str) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-        ):
-            raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
-        object.__setattr__(self, "input_shape", tuple(shape))
+        object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         check_choice(self.rule, "rule", ("layer", "global"))
         check_number(self.l1_rate, "l1_rate", 0.0, finite=True)
         check_number(self.beta_factor, "beta_factor", 0.0, finite=True)
@@ -112,8 +108,12 @@ class SlimmingConfig(MethodConfig):
         check_bool(self.ignore_coupled, "ignore_coupled")
 
 
-class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
-    """Decaying BN-L1 sparsity training, then |γ| channel pruning (see the module docstring)."""
+class SparsityAwareSlimming(PruneOnce, ChannelGroupsSupport, PruningMethod):
+    """Decaying BN-L1 sparsity training, then |γ| channel pruning (see the module docstring).
+
+    The schedule (`sparsecore.prune_once.PruneOnce`): prune at ``prune_step`` after its update,
+    or at `finalize` when ``prune_step`` is ``None``.
+    """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("channel",),
@@ -146,8 +146,7 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Refuse a model without BatchNorm (no γ to rank), before anything is changed."""
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise ValueError("BN channel pruning needs BatchNorm layers (their γ are the scores)")
+        require_batchnorm(model, "BN channel pruning")
 
     def init_masks(self) -> None:
         """No mask yet (dense sparsity training); the eligible BatchNorms are found here."""
@@ -160,11 +159,6 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         self.threshold: float | None = None
         if self.config.prune_step == 0:
             self.prune()
-
-    @property
-    def pruned(self) -> bool:
-        """Whether the pruning phase has run: derived from the step, so resume is exact."""
-        return self.config.prune_step is not None and self.step >= self.config.prune_step
 
     def current_rate(self) -> float:
         """``λ(e)`` of the step about to be taken (0 once pruned)."""
@@ -181,11 +175,6 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         beta = self.config.beta_factor * self.config.l1_rate
         add_l1_subgradients(self.model, self._norms, self.current_rate(), beta)
 
-    def on_after_optimizer_step(self) -> None:
-        """Prune at ``prune_step`` (after its update)."""
-        if self.step == self.config.prune_step:
-            self.prune()
-
     @torch.no_grad()
     def prune(self) -> dict[str, torch.Tensor]:
         """Mask the selected channels as whole groups; returns the keep-masks by group."""
@@ -200,16 +189,3 @@ class SparsityAwareSlimming(ChannelGroupsSupport, PruningMethod):
         self.masks.update_all(group_masks(groups, keeps, self.masks.masks()))
         self.keeps = keeps
         return keeps
-
-    def schedule_gap(self) -> str | None:
-        """Pruning is pending when ``prune_step`` was set but not reached."""
-        step = self.config.prune_step
-        if step is not None and not self.pruned:
-            return f"SparsityAwareSlimming: prune_step={step} not reached after {self.step} steps"
-        return None
-
-    def finalize(self) -> nn.Module:
-        """Prune now if the pruning phase has not run, then bake the masks in."""
-        if not self.pruned:
-            self.prune()
-        return super().finalize()

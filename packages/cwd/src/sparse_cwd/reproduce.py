@@ -35,14 +35,14 @@ import torch
 from sparse_cwd.experiment import ExperimentConfig, run_seed
 from sparsecore.evaluation import (
     command_line,
+    default_seeds,
+    finish_reproduction,
     format_table,
     inference_cost,
     over_seeds,
-    report_sparseland,
     run_seeds,
     sparseland_fields,
     training_cost,
-    write_results,
 )
 
 ROWS = (
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
     cfg = dataclasses.replace(ExperimentConfig(), **changes)
-    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
+    seeds = default_seeds(args.seeds, args.quick)
     start = time.perf_counter()
     results = run_seeds(partial(run_seed, cfg), seeds, jobs=args.jobs, threads=args.threads)
 
@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         "50% BN channel pruning after sparsity training: <= 60% of dense params and MACs, "
         "mAP@0.5 within 0.05 of equal-budget dense after fine-tuning with CWD, and CWD > no CWD"
     )
-    data = write_results(
+    finish_reproduction(
         args.out,
+        start=start,
+        quick=args.quick,
         method="cwd",
         task="synthetic aerial scenes (64x64), TinyDetector",
         claim=claim,
@@ -189,9 +191,6 @@ def main(argv: list[str] | None = None) -> int:
         per_seed=results,
         sparseland=fields,
     )
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

@@ -49,7 +49,6 @@ Choices:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -59,12 +58,10 @@ from sparse_lightpeft.config import LightPEFTConfig
 from sparse_lightpeft.importance import ImportanceRecorder, lora_layers
 from sparse_lightpeft.plan import PrunePlan, lora_feature_keeps, projection_targets
 from sparse_lightpeft.selection import select_modules, select_ranks, select_units
-from sparsecore import MethodConfig, PruningMethod
+from sparsecore import MethodConfig, PruningMethod, peft_groups
 from sparsecore.patterns import Channel, Pattern
 from sparsecore.structures import GroupMasker, describe
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.transaction import check_setup_inputs
-from sparsecore.window import ScheduleIncompleteWarning
 
 __all__ = ["GATES", "LightPEFT"]
 
@@ -126,12 +123,7 @@ class LightPEFT(PruningMethod):
             ValueError: Not a BERT/RoBERTa model, unknown ``targets``, an optimizer over other
                 parameters, meta or non-finite weights (all before the model is touched).
         """
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        if hasattr(model, GATES):
-            raise ValueError(f"model already has a {GATES!r} submodule (set up twice?)")
+        model = peft_groups.unwrap_for_setup(model, GATES)
         layout = describe(model)
         if layout.family != "bert":
             raise ValueError(
@@ -139,17 +131,8 @@ class LightPEFT(PruningMethod):
                 "family"
             )
         axes = projection_targets(model, layout)
-        if self.config.targets is not None:
-            unknown = [t for t in self.config.targets if t not in axes]
-            if unknown:
-                raise ValueError(
-                    f"targets: {unknown[0]!r} is not an attention / FFN projection weight of the "
-                    "model (leave targets=None: they are found from the model's structure)"
-                )
-        params = dict(model.named_parameters(remove_duplicate=False))
-        trainable = {n: p for n, p in params.items() if p.requires_grad}
-        check_setup_inputs(trainable, optimizer, finite=True)
-        check_setup_inputs({n: params[n] for n in axes}, None, finite=True)
+        peft_groups.check_target_names(self.config.targets, axes)
+        peft_groups.check_trainable_inputs(model, optimizer, axes)
         self._axes = axes
         self.config = dataclasses.replace(self.config, targets=tuple(axes))
         super().setup(model, None)
@@ -197,27 +180,12 @@ class LightPEFT(PruningMethod):
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        frozen = [p for p in self.masks.params().values() if id(p) not in owned]
-        if frozen:
-            if any(p.requires_grad for p in frozen):
-                names = [n for n, p in self.masks.params().items() if p.requires_grad]
-                raise ValueError(f"optimizer does not hold the trainable targets {names[:3]}")
-            optimizer.add_param_group({"params": frozen, "lr": 0.0, "weight_decay": 0.0})
-        if self.gates is None or any(g.get("lightpeft_gates") for g in optimizer.param_groups):
+        peft_groups.add_frozen_targets(optimizer, self.masks.params())
+        if self.gates is None:
             return
-        gate_ids = {id(p) for p in self.gates.parameters()}
-        for group in optimizer.param_groups:
-            group["params"] = [p for p in group["params"] if id(p) not in gate_ids]
         base = optimizer.param_groups[0]
-        options = {k: v for k, v in base.items() if k != "params"}
-        options["lr"] = float(base.get("lr", optimizer.defaults.get("lr", 1e-3)))
-        options["lr"] *= self.config.mask_lr_coef
-        optimizer.add_param_group(
-            {**options, "params": list(self.gates.parameters()), "lightpeft_gates": True}
-        )
-        if "initial_lr" in base:
-            optimizer.param_groups[-1]["initial_lr"] = options["lr"]
+        lr = float(base.get("lr", optimizer.defaults.get("lr", 1e-3))) * self.config.mask_lr_coef
+        peft_groups.add_own_group(optimizer, self.gates.parameters(), "lightpeft_gates", lr)
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -299,10 +267,7 @@ class LightPEFT(PruningMethod):
             a[~rank] = 0
             b[:, ~rank] = 0
             rows, cols = features.get(name, (None, None))
-            if rows is not None:
-                b[~rows.to(b.device)] = 0
-            if cols is not None:
-                a[:, ~cols.to(a.device)] = 0
+            peft_groups.zero_lora_slices(module, rows, cols, adapter)
 
     def lighten(self, example_inputs: dict[str, torch.Tensor] | None = None) -> Any:
         """The physically smaller model and adapter (`sparse_lightpeft.lighten.lighten`).
@@ -337,22 +302,16 @@ class LightPEFT(PruningMethod):
         self._sync()
 
     def _teardown(self) -> None:
-        for part in (self.masker, self.recorder):
-            if part is not None:
-                part.remove()
-        if self.model is not None and hasattr(self.model, GATES):
-            delattr(self.model, GATES)
+        peft_groups.remove_parts(self.model, GATES, self.masker, self.recorder)
         self.masker = self.recorder = self.gates = None
         self._lora_cache = None
 
-    def finalize(self) -> nn.Module:
-        """Prune if stage 2 has not started, bake the masks, remove gates, hooks and buffers."""
-        if self._masks is not None and not self.schedule_complete:
-            warnings.warn(self.schedule_gap() or "", ScheduleIncompleteWarning, stacklevel=2)
+    def _settle(self) -> None:
         if self.plan is None:
             self.prune()
         self._zero_lora()
         self._teardown()
-        model = self.masks.squash()
-        self._masks = None
-        return model
+
+    def finalize(self) -> nn.Module:
+        """Prune if stage 2 has not started, bake the masks, remove gates, hooks and buffers."""
+        return peft_groups.finalize_fixed(self, self._settle)

@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     from sparsecore.evaluation import (
         Row,
         command_line,
+        configured_seeds,
+        finish_reproduction,
         format_table,
-        report_sparseland,
-        write_results,
+        run_seeds,
     )
     from sparsecore.evaluation.protocol import over_seeds
     from sparsecore.evaluation.sparseland import (
@@ -272,16 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     cfg = _settings(args.quick)
-    if args.seeds is not None:
-        cfg["seeds"] = args.seeds
-    seeds = list(range(cfg["seeds"]))
+    seeds = configured_seeds(cfg, args.seeds)
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     task = load_text_task("stdlib-topics", cfg["train_per_class"], cfg["test_per_class"], seed=0)
-    results = {}
-    for seed in seeds:
-        results[seed] = run_seed(cfg, seed, tokenizer, task, path)
-        print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    results = run_seeds(lambda seed: run_seed(cfg, seed, tokenizer, task, path), seeds)
 
     def mean(variant: str, key: str) -> float:
         return statistics.fmean(results[s][variant][key] for s in seeds)
@@ -367,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "Light-PEFT: accuracy within 2 points of LoRA with >= 40% fewer foundation parameters, "
         "<= 30% of LoRA's adapter parameters and a faster fine-tuning epoch"
     )
-    data = write_results(
-        args.out, method="lightpeft", task="stdlib-topics (MiniLM-L6)", claim=claim,
+    finish_reproduction(
+        args.out, start=start, quick=args.quick,
+        method="lightpeft", task="stdlib-topics (MiniLM-L6)", claim=claim,
         holds=holds, rows=rows, command=command,
         settings={**cfg, "seeds": seeds, "quick": args.quick},
         verdicts=verdicts, summary=summary, foundation_cut=found_cut, encoder_cut=encoder_cut,
@@ -376,9 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         machine="shared 2-core CPU (timings contended; variants interleaved per epoch)",
         sparseland=fields,
     )  # fmt: skip
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Channel, Pattern
-from sparsecore.validation import check_int, check_number
+from sparsecore.validation import check_int, check_number, check_shape
 
 __all__ = ["PruneQuantConfig", "ppq", "spq"]
 
@@ -61,12 +61,7 @@ class PruneQuantConfig(MethodConfig):
         if not isinstance(self.pattern, Channel) or self.pattern.dim != 0:
             raise ValueError(f"pattern must be 'channel' (FPGM prunes filters), got {self.pattern}")
         if self.input_shape is not None:
-            shape = self.input_shape
-            if isinstance(shape, int | str) or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-            ):
-                raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
-            object.__setattr__(self, "input_shape", tuple(shape))
+            object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         check_int(self.prune_every, "prune_every", 1)
         if self.prune_end is not None:
             check_int(self.prune_end, "prune_end", 0)

@@ -38,14 +38,14 @@ from sparsecore.evaluation import (
     count_bops,
     count_flops,
     count_params,
+    default_seeds,
+    finish_reproduction,
     format_table,
     inference_cost,
-    over_seeds,
-    report_sparseland,
+    result_row,
     run_seeds,
     sparseland_fields,
     training_cost,
-    write_results,
 )
 from sparsecore.export import remove_channels
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.epochs = args.epochs or (2 if args.quick else 12)
-    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
+    seeds = default_seeds(args.seeds, args.quick)
     small = args.quick or args.grid == "small"
     rates, bits = ([0.5], [4]) if args.quick else ([0.3], [4]) if small else ([0.3, 0.5], [4, 3])
     task = load_task(args.task)
@@ -189,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name][seed] = result
 
     def row(name: str):
-        def run(seed: int):
-            r = results[name][seed]
-            return r["accuracy"], {k: r[k] for k in ("sparsity", "flops_ratio", "wall_s")}
-
-        out = over_seeds(name, seeds, run)
+        out = result_row(name, seeds, lambda seed: results[name][seed])
         mean = {k: statistics.mean(results[name][s][k] for s in seeds) for k in ("bytes", "bops")}
         dense = results["dense fp32"]
         dense_bytes = statistics.mean(dense[s]["bytes"] for s in seeds)
@@ -272,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     compression = {
         name: {"bytes": s["bytes"], "bops": s["bops"]} for name, (_, s) in summary.items()
     }
-    data = write_results(
+    finish_reproduction(
         args.out,
+        start=start,
+        quick=args.quick,
+        show_claim=True,
         method="prunequant",
         task=args.task,
         claim=claim,
@@ -296,9 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         pareto=pareto,
         sparseland=fields,
     )
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'} ({claim})")
     return 0
 
 

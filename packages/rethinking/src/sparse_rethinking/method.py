@@ -44,6 +44,7 @@ from sparsecore.groups import group_masks, group_scores, select_channels
 from sparsecore.groups.masking import ChannelGroupsSupport
 from sparsecore.method import MethodConfig
 from sparsecore.patterns import Channel, Pattern
+from sparsecore.prune_once import PruneOnce, require_batchnorm
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_int, check_number
@@ -78,8 +79,12 @@ class SlimmingConfig(OneShotConfig):
             raise ValueError("input_shape is required: it traces the model's channel groups")
 
 
-class NetworkSlimming(ChannelGroupsSupport, PruningMethod):
-    """BN-γ L1 sparsity training, then channel-group pruning by |γ| (see the module docstring)."""
+class NetworkSlimming(PruneOnce, ChannelGroupsSupport, PruningMethod):
+    """BN-γ L1 sparsity training, then channel-group pruning by |γ| (see the module docstring).
+
+    The schedule (`sparsecore.prune_once.PruneOnce`): prune at ``prune_step`` after its update,
+    like ``vggprune.py`` after training, or at `finalize` when ``prune_step`` is ``None``.
+    """
 
     taxonomy: ClassVar[Taxonomy | None] = Taxonomy(
         ("channel",),
@@ -98,8 +103,7 @@ class NetworkSlimming(ChannelGroupsSupport, PruningMethod):
 
     def validate(self, model: nn.Module, targets: list[Target]) -> None:
         """Refuse a model without BatchNorm (no γ to rank), before anything is changed."""
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise ValueError("network slimming needs BatchNorm layers (their γ are the scores)")
+        require_batchnorm(model, "network slimming")
 
     def init_masks(self) -> None:
         """No mask yet: the sparsity-training phase is dense. The γ to penalise are cached."""
@@ -111,21 +115,11 @@ class NetworkSlimming(ChannelGroupsSupport, PruningMethod):
         if self.config.prune_step == 0:
             self.prune()
 
-    @property
-    def pruned(self) -> bool:
-        """Whether the pruning phase has run: derived from the step, so resume is exact."""
-        return self.config.prune_step is not None and self.step >= self.config.prune_step
-
     def regularization(self) -> torch.Tensor:
         """`strength · Σ|γ|` during sparsity training, 0 once the channels are pruned."""
         if self.pruned or not self._gammas or self.config.strength == 0:
             return torch.zeros(())
         return self.config.strength * sum(g.abs().sum() for g in self._gammas)
-
-    def on_after_optimizer_step(self) -> None:
-        """Prune at `prune_step` (after its update, like `vggprune.py` after training)."""
-        if self.step == self.config.prune_step:
-            self.prune()
 
     @torch.no_grad()
     def prune(self) -> dict[str, torch.Tensor]:
@@ -138,16 +132,3 @@ class NetworkSlimming(ChannelGroupsSupport, PruningMethod):
         )
         self.masks.update_all(group_masks(groups, keeps, self.masks.masks()))
         return keeps
-
-    def schedule_gap(self) -> str | None:
-        """Pruning is pending when `prune_step` was set but not reached."""
-        step = self.config.prune_step
-        if step is not None and not self.pruned:
-            return f"NetworkSlimming: prune_step={step} not reached after {self.step} steps"
-        return None
-
-    def finalize(self) -> nn.Module:
-        """Prune now if the pruning phase has not run, then bake the masks in."""
-        if not self.pruned:
-            self.prune()
-        return super().finalize()

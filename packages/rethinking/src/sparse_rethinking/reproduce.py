@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -42,14 +41,14 @@ from sparsecore.bench import load_task
 from sparsecore.evaluation import (
     Row,
     command_line,
+    default_seeds,
+    finish_reproduction,
     format_table,
     inference_cost,
-    over_seeds,
-    report_sparseland,
+    result_row,
     run_seeds,
     sparseland_fields,
     training_cost,
-    write_results,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (5 if args.quick else 10)
-    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
+    seeds = default_seeds(args.seeds, args.quick)
     widths = tuple(args.widths or ((8, 8, 16, 16) if args.quick else (16, 16, 32, 32)))
     cfg = ProtocolConfig(
         epochs=epochs,
@@ -95,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_seeds(partial(run_seed, task, cfg), seeds, jobs=args.jobs, threads=args.threads)
 
     def row(variant: str) -> Row:
-        def run(seed: int) -> tuple[float, dict[str, float]]:
-            r = results[seed][variant]
-            keys = ("sparsity", "flops_ratio", "wall_s")
-            return r["accuracy"], {k: r[k] for k in keys if math.isfinite(r.get(k, math.nan))}
-
-        out = over_seeds(variant, seeds, run)
+        out = result_row(variant, seeds, lambda seed: results[seed][variant])
         epochs_used = {results[s][variant].get("epochs") for s in seeds} - {None}
         if epochs_used:
             out.note = "epochs " + "/".join(str(e) for e in sorted(epochs_used))
@@ -162,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         "structured pruning (L1 filters, network slimming): Scratch-B mean accuracy >= "
         "fine-tuned mean accuracy"
     )
-    data = write_results(
+    finish_reproduction(
         args.out,
+        start=start,
+        quick=args.quick,
         method="rethinking",
         task="digits",
         claim=claim,
@@ -174,9 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         verdicts=verdicts,
         sparseland=fields,
     )
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

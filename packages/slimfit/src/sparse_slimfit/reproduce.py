@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparsecore.evaluation import (
         Row,
         command_line,
+        configured_seeds,
         format_table,
         report_sparseland,
         run_seeds,
@@ -297,9 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparsecore.evaluation.sparseland import inference_cost, sparseland_fields, training_cost
 
     cfg = _settings(args.quick)
-    if args.seeds is not None:
-        cfg["seeds"] = args.seeds
-    seeds = list(range(cfg["seeds"]))
+    seeds = configured_seeds(cfg, args.seeds)
     results = run_seeds(functools.partial(run_seed, cfg), seeds, jobs=args.jobs)
 
     def mean(task: str, variant: str, key: str) -> float:

@@ -62,7 +62,7 @@ from sparsecore.patterns import Channel, Pattern, Unstructured
 from sparsecore.select import keep_count, select_global
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_bool, check_choice, check_int, check_number
+from sparsecore.validation import check_bool, check_choice, check_int, check_number, check_shape
 
 __all__ = ["SuperTickets", "SuperTicketsConfig"]
 
@@ -109,14 +109,7 @@ class SuperTicketsConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        shape = self.input_shape
-        if (
-            shape is None
-            or isinstance(shape, int | str)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-        ):
-            raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
-        object.__setattr__(self, "input_shape", tuple(shape))
+        object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         if self.total_steps is None:
             raise ValueError("total_steps is required (it fixes the final pruning event)")
         check_int(self.total_steps, "total_steps", 1)

@@ -45,14 +45,14 @@ from sparsecore.bench import load_task
 from sparsecore.evaluation import (
     Row,
     command_line,
+    default_seeds,
+    finish_reproduction,
     format_table,
     inference_cost,
-    over_seeds,
-    report_sparseland,
+    result_row,
     run_seeds,
     sparseland_fields,
     training_cost,
-    write_results,
 )
 
 VARIANTS = (
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("sparsecore.export.surgery").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (7 if args.quick else 14)
-    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
+    seeds = default_seeds(args.seeds, args.quick)
     recipe = RecipeConfig(
         epochs=epochs, batch_size=args.batch_size, sparsity=args.sparsity, rho=args.rho
     )
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_seeds(partial(run_seed, task, cfg), seeds, jobs=args.jobs, threads=args.threads)
 
     def row(variant: str) -> Row:
-        def run(seed: int) -> tuple[float, dict[str, float]]:
-            r = results[seed][variant]
-            keys = ("sparsity", "flops_ratio", "wall_s")
-            return r["accuracy"], {k: r[k] for k in keys if math.isfinite(r.get(k, math.nan))}
-
-        out = over_seeds(variant, seeds, run)
+        out = result_row(variant, seeds, lambda seed: results[seed][variant])
         macs = [results[s][variant]["macs_effective"] for s in seeds]
         out.note = f"effective MACs {sum(macs) / len(macs):.0f}"
         return out
@@ -168,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         "SuperTickets (one two-in-one run, no retraining) reach at least NAS-then-prune's mean "
         "accuracy at equal epochs and weight sparsity, with no more effective MACs"
     )
-    data = write_results(
+    finish_reproduction(
         args.out,
+        start=start,
+        quick=args.quick,
         method="supertickets",
         task="digits",
         claim=claim,
@@ -190,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
         architectures={str(s): a for s, a in archs.items()},
         sparseland=fields,
     )
-    report_sparseland(data, quick=args.quick)
-    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
-    print(f"claim: {'holds' if holds else 'does not hold'}")
     return 0
 
 

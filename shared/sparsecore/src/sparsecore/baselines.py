@@ -53,7 +53,7 @@ from sparsecore.scores import gradients_on
 from sparsecore.select import select, select_global
 from sparsecore.targets import Target
 from sparsecore.taxonomy import Taxonomy
-from sparsecore.validation import check_choice, check_int, check_number
+from sparsecore.validation import check_choice, check_int, check_number, check_shape
 from sparsecore.window import PruningWindow
 
 __all__ = [
@@ -168,12 +168,7 @@ class OneShotConfig(MethodConfig):
         check_choice(self.scope, "scope", SCOPES)
         check_int(self.min_per_layer, "min_per_layer", 0)
         if self.input_shape is not None:
-            shape = self.input_shape
-            if isinstance(shape, int | str) or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-            ):
-                raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
-            object.__setattr__(self, "input_shape", tuple(shape))
+            object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         if self.round_to is not None:
             check_int(self.round_to, "round_to", 1)
             if self.input_shape is None or self.scope != "layer":

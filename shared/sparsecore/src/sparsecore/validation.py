@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number"]
+__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_shape"]
 
 
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
@@ -90,3 +90,26 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_shape(value: Any, name: str) -> tuple[int, ...]:
+    """``value`` as a tuple if it is a sequence of positive ints (one example's shape).
+
+    Args:
+        value: The option's value (e.g. a config's ``input_shape``).
+        name: The option's name, for the message.
+
+    Returns:
+        ``tuple(value)``.
+
+    Raises:
+        ValueError: ``None``, an int or a string, or an entry that is not a positive int.
+        TypeError: ``value`` is not iterable (a float).
+    """
+    if (
+        value is None
+        or isinstance(value, int | str)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value)
+    ):
+        raise ValueError(f"{name} must be a tuple of positive ints, got {value!r}")
+    return tuple(value)

@@ -49,7 +49,15 @@ from sparsecore.evaluation.report import (
     load_checkpoint,
     snapshot,
 )
-from sparsecore.evaluation.reproduction import command_line, report_sparseland, run_seeds
+from sparsecore.evaluation.reproduction import (
+    command_line,
+    configured_seeds,
+    default_seeds,
+    finish_reproduction,
+    report_sparseland,
+    result_row,
+    run_seeds,
+)
 from sparsecore.evaluation.sparseland import (
     check_sparseland,
     disclose_sparsity,
@@ -80,15 +88,18 @@ __all__ = [
     "check_sparseland",
     "command_line",
     "compare_latency",
+    "configured_seeds",
     "count_bops",
     "count_flops",
     "count_params",
     "count_training_flops",
     "current_rss_bytes",
     "dead_neuron_rate",
+    "default_seeds",
     "disclose_sparsity",
     "effective_tensor",
     "failed_row",
+    "finish_reproduction",
     "format_table",
     "inference_cost",
     "load_checkpoint",
@@ -100,6 +111,7 @@ __all__ = [
     "plot_rows",
     "report_sparseland",
     "reset_peak_memory",
+    "result_row",
     "run_seeds",
     "scratch_budgets",
     "snapshot",

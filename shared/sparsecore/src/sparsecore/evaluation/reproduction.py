@@ -8,22 +8,42 @@ depend on the paper live here, once:
   (`--jobs`), each worker limited to `threads` torch threads, and prints progress;
 - `command_line` records the command that made a results file;
 - `report_sparseland` checks the written results (R6 asks for 3 seeds in a full run, one is
-  enough for a `--quick` smoke run) and prints the verdict.
+  enough for a `--quick` smoke run) and prints the verdict;
+- `default_seeds` / `configured_seeds`: the seeds a run uses (``--seeds``, else the quick or
+  full default);
+- `result_row`: one table row over seeds from per-seed result dicts (the metric and the finite
+  ``sparsity`` / ``flops_ratio`` / ``wall_s`` entries);
+- `finish_reproduction`: write the results, check them, print where they went and the verdict.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 import torch
 
+from sparsecore.evaluation.protocol import Row, over_seeds, write_results
 from sparsecore.evaluation.sparseland import check_sparseland
 
-__all__ = ["command_line", "report_sparseland", "run_seeds"]
+__all__ = [
+    "ROW_EXTRAS",
+    "command_line",
+    "configured_seeds",
+    "default_seeds",
+    "finish_reproduction",
+    "report_sparseland",
+    "result_row",
+    "run_seeds",
+]
+
+#: The per-seed result entries `result_row` passes to `over_seeds` when they are finite.
+ROW_EXTRAS = ("sparsity", "flops_ratio", "wall_s")
 
 T = TypeVar("T")
 
@@ -111,3 +131,110 @@ def report_sparseland(
     problems = check_sparseland(data, min_seeds=needed)
     print("sparseland: " + ("ok" if not problems else "; ".join(problems)))
     return problems
+
+
+def default_seeds(seeds: Sequence[int] | None, quick: bool) -> list[int]:
+    """The seeds of a run whose ``--seeds`` takes a list: the given ones, else the defaults.
+
+    Args:
+        seeds: ``--seeds`` (``None`` or empty: not given).
+        quick: a ``--quick`` smoke run.
+
+    Returns:
+        ``list(seeds)`` when given, else ``[0]`` for a quick run and ``[0, 1, 2]`` otherwise (the
+        three seeds R6 asks for).
+    """
+    if seeds:
+        return list(seeds)
+    return [0] if quick else [0, 1, 2]
+
+
+def configured_seeds(settings: dict[str, Any], seeds: int | None) -> list[int]:
+    """The seeds of a run whose settings hold a seed *count* (``settings["seeds"]``).
+
+    Args:
+        settings: the run's settings; ``settings["seeds"]`` is replaced by ``seeds`` when given
+            (so the results file records the count used).
+        seeds: ``--seeds`` as a count (``None``: keep the settings' count).
+
+    Returns:
+        ``[0, 1, ..., count - 1]``.
+    """
+    if seeds is not None:
+        settings["seeds"] = seeds
+    return list(range(settings["seeds"]))
+
+
+def result_row(
+    variant: str,
+    seeds: Sequence[int],
+    result: Callable[[int], Mapping[str, Any]],
+    metric: str = "accuracy",
+) -> Row:
+    """One row of the table from per-seed result dicts (`over_seeds` over them).
+
+    Args:
+        variant: the row's name.
+        seeds: the seeds, in the order they are reported.
+        result: ``result(seed)``: that seed's result for the variant, holding ``metric`` and
+            possibly the `ROW_EXTRAS` (``sparsity``, ``flops_ratio``, ``wall_s``); those that are
+            missing or not finite are left out (the row then shows them as unknown).
+        metric: the key (and name) of the metric.
+
+    Returns:
+        The `Row` (mean and sample standard deviation of the metric over seeds).
+    """
+
+    def run(seed: int) -> tuple[float, dict[str, float]]:
+        r = result(seed)
+        extras = {k: r[k] for k in ROW_EXTRAS if math.isfinite(r.get(k, math.nan))}
+        return r[metric], extras
+
+    return over_seeds(variant, seeds, run, metric=metric)
+
+
+def finish_reproduction(
+    out: str | os.PathLike[str],
+    *,
+    start: float,
+    quick: bool,
+    method: str,
+    task: str,
+    claim: str,
+    holds: bool,
+    rows: Sequence[Row],
+    command: str,
+    show_claim: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The end of every reproduction: write, check against Sparseland, report.
+
+    Writes the results file (`sparsecore.evaluation.write_results`), checks it
+    (`report_sparseland`: prints ``sparseland: ...``), then prints ``wrote <out> (<s> s)`` and
+    ``claim: holds`` / ``claim: does not hold``.
+
+    Args:
+        out: the results file.
+        start: ``time.perf_counter()`` when the run began (for the printed duration).
+        quick: a ``--quick`` smoke run (one seed is then enough for R6).
+        method: the method the results are about.
+        task: the task.
+        claim: the paper's headline claim, in words.
+        holds: whether it holds on this run.
+        rows: the table.
+        command: the command that made the file (`command_line`).
+        show_claim: also print the claim after the verdict (``claim: holds (<claim>)``).
+        **extra: more top-level fields of the results file, in order (``settings``,
+            ``verdicts``, ``per_seed``, ``sparseland``, ...).
+
+    Returns:
+        The results as written.
+    """
+    data = write_results(
+        out, method=method, task=task, claim=claim, holds=holds, rows=rows, command=command, **extra
+    )
+    report_sparseland(data, quick=quick)
+    print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")
+    verdict = "holds" if holds else "does not hold"
+    print(f"claim: {verdict} ({claim})" if show_claim else f"claim: {verdict}")
+    return data
