@@ -14,8 +14,8 @@ chunks drawn from a small Zipf-weighted motif set), so expert codes compress int
 Mid-training = frequency pruning (`sparse_ra3.theory.prune_by_frequency`) of either the primitive
 actions or the length-``k`` chunks seen in expert codes. Post-training RL = tabular Q-learning
 with optimistic initial values (α = 1, deterministic transitions, greedy with random
-tie-breaking) on a fresh task; the cost is the number of episodes until the greedy policy solves
-it. A chunk the pruning dropped makes the task unsolvable inside ``Ẑ``: the pruning error.
+tie-breaking) on a fresh task; the cost is the number of episodes until the lock first opens
+(reward 1, the reward threshold). A chunk the pruning dropped makes the task unsolvable inside ``Ẑ``: the pruning error.
 """
 
 from __future__ import annotations
@@ -111,10 +111,14 @@ def episodes_to_solve(
     generator: torch.Generator,
     max_episodes: int = 2000,
 ) -> int:
-    """Optimistic tabular Q-learning on one lock; episodes until the greedy policy solves it.
+    """Optimistic tabular Q-learning on one lock; episodes until it first earns the reward 1.
 
     States are positions ``0, L, 2L, ...`` (``L`` the action length); ``Q`` starts at 1 (the
-    maximal return), failures set ``Q(s, z) = 0``, success backs up ``Q(s, z) = max Q(s', ·)``.
+    maximal return), a failure sets ``Q(s, z) = 0``, a correct step backs up
+    ``Q(s, z) = max Q(s', ·)`` (α = 1, deterministic), the greedy action breaks ties at random.
+    Each failed episode eliminates one wrong action, so the count is at most
+    ``states · (|Ẑ| − 1) + 1``: linear in the size of the action set and in the number of
+    decisions ``H / L`` (the effective horizon).
     Returns ``max_episodes + 1`` when the lock is not solved (e.g. its code needs a pruned action).
     """
     check_int(max_episodes, "max_episodes", 1)
@@ -132,12 +136,6 @@ def episodes_to_solve(
         ties = torch.nonzero(q[s] == q[s].max()).flatten()
         return int(ties[torch.randint(len(ties), (1,), generator=generator)])
 
-    def solved() -> bool:  # the greedy action is unique, correct and valued 1 at every state
-        return all(
-            c >= 0 and q[s, c] == 1 and int((q[s] == 1).sum()) == 1
-            for s, c in enumerate(correct)
-        )
-
     for episode in range(1, max_episodes + 1):
         s, path = 0, []
         while s < states:
@@ -147,8 +145,8 @@ def episodes_to_solve(
                 break
             path.append((s, j))
             s += 1
-        for t, j in reversed(path):  # α = 1 backup along the visited path
-            q[t, j] = 1.0 if t + 1 == states else float(q[t + 1].max())
-        if solved():
+        if s == states:  # the lock opened: reward 1
             return episode
+        for t, j in reversed(path):  # α = 1 backup along the visited path
+            q[t, j] = float(q[t + 1].max())
     return max_episodes + 1
