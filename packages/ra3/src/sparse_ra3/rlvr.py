@@ -1,22 +1,18 @@
-"""RLVR after mid-training: a minimal GRPO on the code-like toy's verifiable reward.
+"""RLVR after mid-training: GRPO (the core's ``sparsecore.rl``) on the toy's verifiable reward.
 
 Paper: Zhang et al. (Apple), "Learning to Reason as Action Abstractions with Scalable Mid-Training
 RL" (RA3), arXiv 2509.25810: RA3 "achieves faster convergence and higher asymptotic performance
 in RLVR" (GRPO-style RL on HumanEval+, MBPP+, LiveCodeBench, Codeforces). Here the policy
 is a mid-trained tiny LM, the prompts are ``want NN`` and the verifier is
-`sparse_ra3.corpus.reward` (1 when the generated program returns the wanted value).
+`sparse_ra3.corpus.reward` (1 when the generated program returns the wanted value; shaped).
 
-The core's generic RL module (``sparsecore.rl``, issue 36) was not committed when this package
-was written, so this module holds the minimal GRPO the reproduction needs (choice, labelled):
-
-* `sample_completions`: ``group`` rollouts per prompt with the KV cache (prompts share one
-  length, so no padding), temperature sampling from a seeded generator, a row stops counting at
-  its ``<eos>``;
-* `grpo_step`: group-normalised advantages ``(r − mean) / (std + 1e-6)`` and the on-policy loss
-  ``−mean_rows(A · mean_tokens log π(o_t | ·))`` (one update per batch, so the PPO ratio is 1 and
-  clipping never binds; no KL term, as in DAPO / Dr. GRPO practice);
-* `rlvr`: the loop, with the mean batch reward per step (the curve whose first crossing of a
-  threshold is "steps to threshold"), and `greedy_accuracy` on held-out prompts.
+The pieces come from the core's generic RL module (``sparsecore.rl``, merged from issue 36):
+`sparsecore.rl.generate_rollouts` (``group`` rollouts per prompt with the KV cache, per-row
+stopping at ``<eos>``), `sparsecore.rl.group_advantages` (``(r − mean) / (std + 1e-6)`` per
+prompt), `sparsecore.rl.token_logprobs` and `sparsecore.rl.policy_loss` (token-level clipped
+surrogate). This module only wraps them (choices, labelled): one on-policy update per batch (so
+the PPO ratio is 1 and clipping never binds), no KL term (DAPO / Dr. GRPO practice), gradient
+norm clipped at 1, and a batch whose advantages are all 0 takes no step.
 
 An attached `sparse_ra3.ActionPruning` acts in both sampling and the log-probabilities (its hook
 is on the output head), so RL runs inside the pruned action set ``Ẑ``.
@@ -27,101 +23,55 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sparse_ra3.corpus import EOS, prompt_ids, reward
+from sparsecore.rl import generate_rollouts, group_advantages, policy_loss, token_logprobs
+from sparsecore.rl.rollout import RolloutBatch
 from sparsecore.validation import check_int, check_number
 
-__all__ = ["completion_logprobs", "greedy_accuracy", "grpo_step", "rlvr", "sample_completions"]
+__all__ = ["completions_of", "greedy_accuracy", "grpo_step", "rlvr", "sample_rollouts"]
 
 
-def _cache_kwarg(model: nn.Module) -> str:
-    """``cache`` in transformers versions that renamed ``past_key_values``."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-@torch.no_grad()
-def sample_completions(
+def sample_rollouts(
     model: nn.Module,
-    prompts: list[list[int]],
+    wants: list[int],
     group: int,
     max_new_tokens: int,
     generator: torch.Generator | None,
     temperature: float = 1.0,
-) -> list[list[int]]:
-    """``group`` completions per prompt (rows ``prompt * group + j``), each cut after ``<eos>``.
-
-    ``temperature=0`` decodes greedily.
-    """
-    check_int(group, "group", 1)
-    check_int(max_new_tokens, "max_new_tokens", 1)
-    if len({len(p) for p in prompts}) != 1:
-        raise ValueError("prompts must share one length")
-    ids = torch.tensor([p for p in prompts for _ in range(group)])
-    out = [[] for _ in range(ids.shape[0])]
-    done = torch.zeros(ids.shape[0], dtype=torch.bool)
-    key = _cache_kwarg(model)
-    past, cur = None, ids
-    for _ in range(max_new_tokens):
-        res = model(input_ids=cur, use_cache=True, **({key: past} if past is not None else {}))
-        past = getattr(res, "cache", None)
-        past = past if past is not None else res.past_key_values
-        logits = res.logits[:, -1].float()
-        if temperature == 0:
-            tok = logits.argmax(-1)
-        else:
-            probs = F.softmax(logits / temperature, -1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        for r in torch.nonzero(~done).flatten().tolist():
-            out[r].append(int(tok[r]))
-        done |= tok == EOS
-        if bool(done.all()):
-            break
-        cur = tok[:, None]
-    return out
+) -> tuple[RolloutBatch, torch.Tensor]:
+    """``group`` rollouts per ``want NN`` prompt and their rewards (``temperature=0``: greedy)."""
+    batch = generate_rollouts(
+        model, [prompt_ids(w) for w in wants], group, max_new_tokens, EOS, EOS,
+        temperature=temperature, generator=generator,
+    )  # fmt: skip
+    rewards = torch.tensor(
+        [reward(wants[int(g)], c) for g, c in zip(batch.groups, completions_of(batch), strict=True)]
+    )
+    return batch, rewards
 
 
-def completion_logprobs(
-    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], group: int
-) -> torch.Tensor:
-    """Mean token log-probability of every completion (with graph)."""
-    seqs = [prompts[i // group] + c for i, c in enumerate(completions)]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [EOS] * (width - len(s)) for s in seqs])
-    logits = model(input_ids=ids).logits.float()
-    logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    start = len(prompts[0]) - 1
-    mask = torch.zeros_like(logp, dtype=torch.bool)
-    for r, c in enumerate(completions):
-        mask[r, start : start + len(c)] = True
-    logp = torch.where(mask, logp, torch.zeros_like(logp))
-    return logp.sum(1) / mask.sum(1).clamp(min=1)
+def completions_of(batch: RolloutBatch) -> list[list[int]]:
+    """The generated token lists of a `RolloutBatch`."""
+    return [batch.completions[r, : int(n)].tolist() for r, n in enumerate(batch.lengths)]
 
 
 def grpo_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    prompts: list[list[int]],
-    completions: list[list[int]],
-    rewards: torch.Tensor,
-    group: int,
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, rewards: torch.Tensor
 ) -> float:
     """One on-policy GRPO update; returns the loss (0 and no step when every advantage is 0)."""
-    r = rewards.view(-1, group).double()
-    spread = r.std(1, keepdim=True, unbiased=False)
-    adv = torch.where(spread > 0, (r - r.mean(1, keepdim=True)) / (spread + 1e-6), 0.0).flatten()
+    adv = group_advantages(rewards.float(), batch.groups)
     if not bool((adv != 0).any()):
         return 0.0
+    model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = -(adv.float() * completion_logprobs(model, prompts, completions, group)).mean()
+    logp = token_logprobs(model, batch.prompts, batch.prompt_mask, batch.completions, batch.lengths)
+    loss = policy_loss(logp, logp.detach(), adv, batch.completion_mask())
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return float(loss.detach())
+    return loss.item()
 
 
 def rlvr(
@@ -143,13 +93,10 @@ def rlvr(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     curve = []
     for _ in range(steps):
-        batch = [rng.choice(wants) for _ in range(prompts_per_step)]
-        prompts = [prompt_ids(w) for w in batch]
-        model.eval()
-        comps = sample_completions(model, prompts, group, max_new_tokens, g)
-        rewards = torch.tensor([reward(batch[i // group], c) for i, c in enumerate(comps)])
-        model.train()
-        grpo_step(model, optimizer, prompts, comps, rewards, group)
+        batch, rewards = sample_rollouts(
+            model, [rng.choice(wants) for _ in range(prompts_per_step)], group, max_new_tokens, g
+        )
+        grpo_step(model, optimizer, batch, rewards)
         curve.append(float(rewards.mean()))
     model.eval()
     return curve
@@ -158,8 +105,7 @@ def rlvr(
 def greedy_accuracy(model: nn.Module, wants: list[int], max_new_tokens: int = 48) -> float:
     """Fraction of ``wants`` whose greedy completion returns exactly the wanted value."""
     was = model.training
-    model.eval()
-    prompts = [prompt_ids(w) for w in wants]
-    comps = sample_completions(model, prompts, 1, max_new_tokens, None, temperature=0)
+    batch, _ = sample_rollouts(model, wants, 1, max_new_tokens, None, temperature=0.0)
     model.train(was)
+    comps = completions_of(batch)
     return sum(reward(w, c, shaped=False) for w, c in zip(wants, comps, strict=True)) / len(wants)
