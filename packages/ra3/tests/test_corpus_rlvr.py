@@ -15,7 +15,7 @@ from ._helpers import make_lm
 def test_programs_compute_their_want_and_the_verifier_agrees():
     for p in make_programs(200, seed=0):
         assert program_value(p.lines) == p.want and 0 <= p.want <= 99
-        body = encode("".join(p.body)) + [EOS]
+        body = [*encode("".join(p.body)), EOS]
         assert reward(p.want, body) == 1.0
         latent = [FIRST_LATENT, *body[:3], FIRST_LATENT + 2, *body[3:]]
         assert reward(p.want, latent) == 1.0  # latent tokens are stripped

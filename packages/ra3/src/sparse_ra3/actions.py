@@ -153,6 +153,7 @@ class ActionPruning(Procedure):
         return torch.nonzero(~self.keep).flatten()
 
     def validate(self, model: nn.Module) -> None:
+        """Refuse a model without an output head or with another vocabulary size (untouched)."""
         get = getattr(model, "get_output_embeddings", None)
         head = get() if callable(get) else None
         if not isinstance(head, nn.Module) or getattr(head, "weight", None) is None:
@@ -166,6 +167,7 @@ class ActionPruning(Procedure):
             raise ValueError("sigma/min_count: the configuration prunes every token")
 
     def on_attach(self, model: nn.Module) -> None:
+        """Register the forward hook on the output head that sets pruned logits to -inf."""
         head = model.get_output_embeddings()
         pruned = ~self.keep
 
@@ -176,9 +178,11 @@ class ActionPruning(Procedure):
         self.register(head.register_forward_hook(hook))
 
     def extra_state(self) -> dict[str, Any]:
+        """The masked head calls and the counts (checked on load)."""
         return {"calls": self.calls, "counts": self.counts.clone()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore `calls`; refuse a state saved with other counts."""
         counts = state.get("counts")
         if counts is not None and not torch.equal(counts, self.counts):
             raise ValueError("state: saved counts differ from this procedure's counts")

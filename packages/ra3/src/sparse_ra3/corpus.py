@@ -56,15 +56,17 @@ class Program:
 
     @property
     def prompt(self) -> str:
+        """The prompt line ``want NN``."""
         return f"want {self.want:02d}\n"
 
     @property
     def body(self) -> tuple[str, ...]:
         """Every program line including ``ret``, each ending in a newline."""
-        return tuple(f"{line}\n" for line in self.lines) + ("ret\n",)
+        return (*(f"{line}\n" for line in self.lines), "ret\n")
 
     @property
     def text(self) -> str:
+        """Prompt and body."""
         return self.prompt + "".join(self.body)
 
 
@@ -110,7 +112,7 @@ def encode(text: str) -> list[int]:
 
 
 def prompt_ids(want: int) -> list[int]:
-    """The RLVR prompt ``want NN\\n``."""
+    r"""The RLVR prompt ``want NN\\n``."""
     return encode(f"want {want:02d}\n")
 
 

@@ -15,7 +15,8 @@ Mid-training = frequency pruning (`sparse_ra3.theory.prune_by_frequency`) of eit
 actions or the length-``k`` chunks seen in expert codes. Post-training RL = tabular Q-learning
 with optimistic initial values (α = 1, deterministic transitions, greedy with random
 tie-breaking) on a fresh task; the cost is the number of episodes until the lock first opens
-(reward 1, the reward threshold). A chunk the pruning dropped makes the task unsolvable inside ``Ẑ``: the pruning error.
+(reward 1, the reward threshold). A chunk the pruning dropped makes the task unsolvable inside
+``Ẑ``: the pruning error.
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ class LockFamily:
 
     @property
     def k(self) -> int:
+        """Motif (option) length."""
         return self.motifs.shape[1]
 
     @property
     def horizon(self) -> int:
+        """Primitive steps per episode."""
         return self.k * self.chunks
 
     def sample_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -98,9 +101,7 @@ def action_set(
         return full
     index = {s: i for i, s in enumerate(full)}
     chunks = demos.reshape(-1, length).tolist()
-    counts = torch.bincount(
-        torch.tensor([index[tuple(c)] for c in chunks]), minlength=len(full)
-    )
+    counts = torch.bincount(torch.tensor([index[tuple(c)] for c in chunks]), minlength=len(full))
     keep = prune_by_frequency(counts, sigma)
     return [s for s, kept in zip(full, keep.tolist(), strict=True) if kept]
 

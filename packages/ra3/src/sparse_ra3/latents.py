@@ -56,7 +56,7 @@ CONT = -1
 
 def expert_ids(program: Program) -> list[int]:
     """Token ids of an expert program: its text then ``<eos>``."""
-    return encode(program.text) + [EOS]
+    return [*encode(program.text), EOS]
 
 
 def boundaries(program: Program) -> list[int]:

@@ -160,8 +160,9 @@ def lm_part(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
         out[name] = {"curve": curve, "steps_to_threshold": _steps_to(curve, cfg["threshold"]),
                      "final_reward": statistics.fmean(curve[-10:]), "greedy_before": before,
                      "greedy_after": after, "rl_s": seconds, "kept_tokens": kept}  # fmt: skip
-        print(f"  seed {seed} {name}: steps {out[name]['steps_to_threshold']}, final "
-              f"{out[name]['final_reward']:.3f}, greedy {before:.2f}->{after:.2f}", flush=True)  # fmt: skip
+        r = out[name]
+        print(f"  seed {seed} {name}: steps {r['steps_to_threshold']}, final "
+              f"{r['final_reward']:.3f}, greedy {before:.2f}->{after:.2f}", flush=True)  # fmt: skip
     return out
 
 

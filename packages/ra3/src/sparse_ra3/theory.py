@@ -87,6 +87,7 @@ class BanditFamily:
 
     @property
     def n_actions(self) -> int:
+        """``|Z|``."""
         return self.rewards.shape[1]
 
     def expert_actions(self) -> torch.Tensor:
