@@ -18,8 +18,9 @@ same data" (and than no mid-training). Three parts, every seed:
    micro Llama (byte-level; nano with ``--quick``) with ``<eos>`` and 4 latent tokens; NTP and
    RA3 mid-training on the same program batches for the same number of SFT steps; then GRPO on
    ``want NN`` prompts (shaped verifiable reward). Variants: ``base`` (no mid-training),
-   ``ntp``, ``ra3``, ``ntp+prune`` (NTP with `ActionPruning` attached during RL: the token set
-   restricted to the expert programs' tokens). Metric: steps until the 5-step mean reward first
+   ``ntp``, ``ra3`` (switching cost 1), ``ra3-cost2`` (ablation: switching cost 2),
+   ``ntp+prune`` (NTP with `ActionPruning` attached during RL: the token set restricted to the
+   expert programs' tokens). Metric: steps until the 5-step mean reward first
    reaches the threshold (``steps + 1`` when never), final reward (mean of the last 10 steps),
    greedy exact-match accuracy after RL on 50 held-out prompts.
 
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 
-VARIANTS = ("base", "ntp", "ra3", "ntp+prune")
+VARIANTS = ("base", "ntp", "ra3", "ra3-cost2", "ntp+prune")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,9 +124,12 @@ def lm_part(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     programs = make_programs(cfg["programs"], seed=1000 + seed)
     held = [p.want for p in make_programs(cfg["eval"], seed=5000 + seed)]
     base = latent_lm(cfg["lm"], ra3_cfg.n_latents, seed=seed).train()
-    models = {"base": copy.deepcopy(base), "ntp": copy.deepcopy(base), "ra3": copy.deepcopy(base)}
+    ablation = RA3Config(n_latents=4, switch_cost=2.0)
+    models = {v: copy.deepcopy(base) for v in ("base", "ntp", "ra3", "ra3-cost2")}
     opt = lambda m: torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)  # noqa: E731
     o_ntp, e_ra3, m_ra3 = opt(models["ntp"]), opt(models["ra3"]), opt(models["ra3"])
+    e_abl, m_abl = opt(models["ra3-cost2"]), opt(models["ra3-cost2"])
+    g_abl = torch.Generator().manual_seed(seed + 4)
     rng, g = random.Random(seed), torch.Generator().manual_seed(seed + 3)
     t_ntp = t_ra3 = 0.0
     info: dict[str, Any] = {}
@@ -136,10 +140,11 @@ def lm_part(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
         t1 = time.perf_counter()
         info = ra3_step(models["ra3"], e_ra3, m_ra3, batch, ra3_cfg, g)
         t_ra3 += time.perf_counter() - t1
+        info_abl = ra3_step(models["ra3-cost2"], e_abl, m_abl, batch, ablation, g_abl)
         t_ntp += t1 - t0
     models["ntp+prune"] = copy.deepcopy(models["ntp"])
-    out: dict[str, Any] = {"mid": {"ntp_loss": ntp_loss, "ra3": info, "ntp_s": t_ntp,
-                                   "ra3_s": t_ra3}}  # fmt: skip
+    out: dict[str, Any] = {"mid": {"ntp_loss": ntp_loss, "ra3": info, "ra3-cost2": info_abl,
+                                   "ntp_s": t_ntp, "ra3_s": t_ra3}}  # fmt: skip
     wants = [p.want for p in programs]
     for name in VARIANTS:
         model = models[name].eval()
