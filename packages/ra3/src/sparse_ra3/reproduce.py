@@ -176,9 +176,9 @@ def plot(results: dict[int, dict[str, Any]], cfg: dict[str, Any], path: Path) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(15, 4))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2, 1)
+    ax = fig.add_subplot(1, 3, 1)
     seeds = sorted(results)
     for n_actions in cfg["sizes"]:
         key = str(n_actions)
@@ -196,7 +196,22 @@ def plot(results: dict[int, dict[str, Any]], cfg: dict[str, Any], path: Path) ->
     ax.set_title(f"frequency pruning, σ={SIGMA}, δ={DELTA}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    ax = fig.add_subplot(1, 2, 2)
+    ax = fig.add_subplot(1, 3, 2)
+    for n_actions in cfg["sizes"]:
+        key = str(n_actions)
+        first = results[seeds[0]]["theory"][key]
+        ns = [int(n) for n in first["curve"]]
+        cov = [min(results[s]["theory"][key]["curve"][str(n)]["covered"] for s in seeds)
+               for n in ns]  # fmt: skip
+        ax.plot([n / first["n_star"] for n in ns], cov, "o-", label=f"|Z|={n_actions}")
+    ax.axhline(1 - DELTA, color="k", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("|D_E| / N*")
+    ax.set_ylabel("P(Z_σ ⊆ Ẑ) over trials (worst seed; dotted: 1 − δ)")
+    ax.set_title("Theorem 3.5's guarantee")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = fig.add_subplot(1, 3, 3)
     for name in VARIANTS:
         curves = [results[s]["lm"][name]["curve"] for s in seeds]
         mean = [statistics.fmean(c[i] for c in curves) for i in range(len(curves[0]))]
