@@ -103,7 +103,7 @@ def ntp_step(model: nn.Module, optimizer: torch.optim.Optimizer, programs: list[
     loss = sft_loss(model, [expert_ids(p) for p in programs])
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 def ra3_step(

@@ -55,9 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"seeds": 1, "sizes": [16, 64], "trials": 20, "lock_tasks": 5, "chunks": [2, 4],
-                "lm": "nano", "programs": 400, "mid_steps": 20, "batch": 8, "rl_steps": 8,
-                "rl_prompts": 4, "group": 4, "threshold": 0.4, "eval": 10,
+        return {"seeds": 1, "sizes": [16, 64], "trials": 10, "lock_tasks": 3, "chunks": [2, 4],
+                "lm": "nano", "programs": 200, "mid_steps": 10, "batch": 8, "rl_steps": 5,
+                "rl_prompts": 2, "group": 4, "threshold": 0.4, "eval": 6,
                 "switch_cost": 1.0}  # fmt: skip
     return {"seeds": 3, "sizes": [16, 64, 256], "trials": 200, "lock_tasks": 30,
             "chunks": [2, 4, 8], "lm": "micro", "programs": 2000, "mid_steps": 150, "batch": 16,
