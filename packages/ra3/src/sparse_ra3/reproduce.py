@@ -299,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     claim = ("RA3 mid-training: faster (fewer GRPO steps to the reward threshold) and higher "
              "(final reward) RLVR than NTP mid-training on the same data")  # fmt: skip
     write_results(
-        args.out, method="ra3", task="code-like accumulator programs, tiny Llama + latent tokens; "
-        "bandit and combination-lock families for the theory", claim=claim, holds=holds,
+        args.out, method="ra3",
+        task="code-like programs, tiny Llama + latent tokens; bandit and lock families",
+        claim=claim, holds=holds,
         rows=rows, command=command_line(argv), settings={**cfg, "seeds": seeds,
         "quick": args.quick, "sigma": SIGMA, "delta": DELTA}, verdicts=verdicts,
         summary={"rlvr": summary, "theory": theory, "horizon_episodes": horizon,
