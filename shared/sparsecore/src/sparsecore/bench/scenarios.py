@@ -220,6 +220,7 @@ for _name, _package, _title, _default in (
     ("supernet", "supertickets", "SuperTickets' digits supernet (its reproduction, quick)", False),
     ("lm-compresso", "compresso", "Compresso's L0 gates + LoRA, pretrained Llama (quick)", False),
     ("reasoning-toy", "rebalance", "ReBalance's reasoning toy, tiny Llama (reproduction)", False),
+    ("action-pruning", "ra3", "RA3's action pruning + mid-training RL, tiny Llama (repro.)", False),
     ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
     ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
 ):
