@@ -84,8 +84,8 @@ class CodecConfig:
     freqs: int = 3
     up_channels: int = 8
     lam: float = 1e-4
-    lr: float = 2e-3
-    first_iters: int = 600
+    lr: float = 5e-3
+    first_iters: int = 800
     max_iters: int = 200
     check_every: int = 10
     target_psnr: float | None = None
