@@ -92,7 +92,7 @@ class CodecConfig:
     tolerance: float = 0.5
     adaptive: bool = True
     autoregressive: bool = True
-    init_bits: int = 8
+    init_bits: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
