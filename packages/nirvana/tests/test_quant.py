@@ -16,7 +16,10 @@ from ._helpers import tiny_coords, tiny_inr
 
 
 def _train(model, quant, steps=5, lam=1e-3):
-    coords, target = tiny_coords(), torch.rand(4, 2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    coords, target = (
+        tiny_coords(),
+        torch.rand(4, 2, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
+    )
     opt = torch.optim.Adam(quant.param_groups(1e-2))
     for _ in range(steps):
         opt.zero_grad()
@@ -61,7 +64,7 @@ def test_forward_uses_decoded_weights(inr):
     quant.detach()  # untrained: the float model is back
     with torch.no_grad():
         plain = inr(tiny_coords())
-        for key, state in quant.states.items():
+        for key in quant.states:
             mname, pname = key.rsplit("__", 1)
             module = inr.get_submodule(mname.replace("__", "."))
             setattr(module, pname, nn.Parameter(quant.decoded(key).detach()))

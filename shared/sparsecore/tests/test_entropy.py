@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("constriction")
 
-from sparsecore.export.entropy import (  # noqa: E402
+from sparsecore.export.entropy import (
     RangeCoder,
     decode_range,
     fit_logistic,

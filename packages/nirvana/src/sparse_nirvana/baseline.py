@@ -119,7 +119,9 @@ def _decode(data: bytes) -> NeRVNet:
     with torch.no_grad():
         for p, lo, hi, step in params:
             q = next(decoded) if hi > lo else np.full(p.numel(), lo)
-            p.copy_(torch.tensor(step, dtype=torch.float32) * torch.from_numpy(q).float().view_as(p))
+            p.copy_(
+                torch.tensor(step, dtype=torch.float32) * torch.from_numpy(q).float().view_as(p)
+            )
     return model
 
 

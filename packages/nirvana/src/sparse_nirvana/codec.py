@@ -27,10 +27,10 @@ the rest [recall] (the digest, partly from memory) or [recon] (chosen here).
    residual is range-coded under its prior (`sparsecore.export.entropy`).
 
 Bitstream [recon]: a 20-byte header (magic ``NIRV``, version, T, H, W, G, p, width, depth,
-freqs, up_channels, flags: bit 0 biases quantized, bit 1 autoregressive); per group, per tensor one flag byte (bit 0: a non-zero residual
-follows, bit 1: a new decoder follows), then for flagged tensors ``lo, hi`` (int16) and the
-prior ``μ, σ`` (float16), the decoder ``s, b`` (float32); then the group's range-coded stream
-(its length as a LEB128 varint). `decode_video` rebuilds every group's network from the bytes
+freqs, up_channels, flags: bit 0 biases quantized, bit 1 autoregressive); per group, per
+tensor one flag byte (bit 0: a non-zero residual follows, bit 1: a new decoder follows), then
+for flagged tensors ``lo, hi`` (int16) and the prior ``μ, σ`` (float16), the decoder ``s, b``
+(float32); then the group's range-coded stream (its length as a LEB128 varint). `decode_video` rebuilds every group's network from the bytes
 alone; bits per pixel are ``8·len(bytes) / (T·H·W)``.
 """
 
@@ -202,8 +202,9 @@ def encode_video(video: torch.Tensor, config: CodecConfig | None = None) -> Enco
     coords = patch_coords(h, w, c.patch)
     model, quant = _new(c, c.seed)
     keys = list(quant.states)
+    flags = 1 | (2 if c.autoregressive else 0)
     out = bytearray(_HEAD.pack(_MAGIC, 1, t, h, w, c.group, c.patch, c.width, c.depth,
-                               c.freqs, c.up_channels, 1 | (2 if c.autoregressive else 0)))  # fmt: skip
+                               c.freqs, c.up_channels, flags))  # fmt: skip
     result = EncodedVideo(b"", 0.0, 0.0, 0)
     target = c.target_psnr
     prev_decoder: dict[str, tuple[float, float]] = {}
@@ -250,7 +251,9 @@ def encode_video(video: torch.Tensor, config: CodecConfig | None = None) -> Enco
             r = residuals[key].flatten().numpy()
             state = quant.states[key]
             decoder = (float(state.scale.detach()), float(state.shift.detach()))
-            flag = (1 if r.size and (r != 0).any() else 0) | (2 if decoder != prev_decoder.get(key) else 0)
+            flag = (1 if r.size and (r != 0).any() else 0) | (
+                2 if decoder != prev_decoder.get(key) else 0
+            )
             out.append(flag)
             if flag & 1:
                 lo, hi = int(r.min()), int(r.max())

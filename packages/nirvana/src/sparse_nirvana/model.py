@@ -116,7 +116,7 @@ class PatchINR(nn.Module):
 
 def assemble(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(N, G, 3, p, p)`` row-major patches → ``(G, 3, height, width)`` frames."""
-    n, g, c, p, _ = patches.shape
+    _, g, c, p, _ = patches.shape
     ny, nx = height // p, width // p
     x = patches.view(ny, nx, g, c, p, p).permute(2, 3, 0, 4, 1, 5)
     return x.reshape(g, c, ny * p, nx * p)

@@ -57,7 +57,7 @@ from sparsecore.procedure import Procedure, ProcedureConfig
 from sparsecore.taxonomy import Taxonomy
 from sparsecore.validation import check_bool, check_int, check_number
 
-__all__ = ["NirvanaQuantization", "QuantConfig", "ste_round", "logistic_bits"]
+__all__ = ["NirvanaQuantization", "QuantConfig", "logistic_bits", "ste_round"]
 
 _TYPES = (nn.Linear, nn.Conv2d)
 
@@ -200,7 +200,9 @@ class NirvanaQuantization(Procedure):
         return torch.cat([p.detach().flatten().clone() for p in state.parameters()])
 
     def on_detach(self, model: nn.Module) -> None:  # noqa: D102
-        trained = any(not torch.equal(self._flat(s), self._initial[k]) for k, s in self.states.items())
+        trained = any(
+            not torch.equal(self._flat(s), self._initial[k]) for k, s in self.states.items()
+        )
         if trained:
             with torch.no_grad():
                 for key, (module, pname) in self._targets.items():

@@ -85,7 +85,9 @@ def run_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {"nirvana": [], "ablation": [], "nerv": []}
     kinds = ("static", "slow", "fast")
-    videos = {k: synthetic_video(k, frames=cfg["frames"], size=cfg["size"], seed=seed) for k in kinds}
+    videos = {
+        k: synthetic_video(k, frames=cfg["frames"], size=cfg["size"], seed=seed) for k in kinds
+    }
     jobs = [(k, lam, True) for k in ("slow", "fast") for lam in cfg["lams"]]
     jobs += [("static", cfg["mid"], True)]
     jobs += [(k, cfg["mid"], False) for k in ("slow", "fast")]
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("static", "slow", "fast"):
         lams = cfg["lams"] if kind != "static" else [cfg["mid"]]
         for lam in lams:
+
             def run(seed: int, kind=kind, lam=lam) -> tuple[float, dict[str, float]]:
                 e = pick(seed, "nirvana", kind=kind, lam=lam)[0]
                 return e["psnr"], {"wall_s": e["seconds"]}
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             row.note = f"{bpp:.3f} bpp"
             rows.append(row)
         if kind != "static":
+
             def run_ab(seed: int, kind=kind) -> tuple[float, dict[str, float]]:
                 e = pick(seed, "ablation", kind=kind)[0]
                 return e["psnr"], {"wall_s": e["seconds"]}
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
         for width in cfg["nerv_widths"]:
             for bits in cfg["nerv"]["bits"]:
+
                 def run_n(seed: int, kind=kind, w=width, b=bits) -> tuple[float, dict[str, float]]:
                     e = pick(seed, "nerv", kind=kind, width=w, bits=b)[0]
                     return e["psnr"], {"wall_s": e["seconds"]}
@@ -245,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         return pick(seed, "nirvana", kind=kind, lam=mid)[0]["bpp"]
 
     adapts = all(mid_bpp(s, "static") < mid_bpp(s, "slow") < mid_bpp(s, "fast") for s in seeds)
-    zeros = {k: statistics.fmean(z for s in seeds for z in pick(s, "nirvana", kind=k, lam=mid)[0]["zeros"])
-             for k in ("static", "slow", "fast")}  # fmt: skip
+    zeros = {
+        k: statistics.fmean(
+            z for s in seeds for z in pick(s, "nirvana", kind=k, lam=mid)[0]["zeros"]
+        )
+        for k in ("static", "slow", "fast")
+    }
     ab = {}
     for kind in ("slow", "fast"):
         on = [pick(s, "nirvana", kind=kind, lam=mid)[0] for s in seeds]
