@@ -30,8 +30,9 @@ Bitstream [recon]: a 20-byte header (magic ``NIRV``, version, T, H, W, G, p, wid
 freqs, up_channels, flags: bit 0 biases quantized, bit 1 autoregressive); per group, per
 tensor one flag byte (bit 0: a non-zero residual follows, bit 1: a new decoder follows), then
 for flagged tensors ``lo, hi`` (int16) and the prior ``μ, σ`` (float16), the decoder ``s, b``
-(float32); then the group's range-coded stream (its length as a LEB128 varint). `decode_video` rebuilds every group's network from the bytes
-alone; bits per pixel are ``8·len(bytes) / (T·H·W)``.
+(float32); then the group's range-coded stream (its length as a LEB128 varint).
+`decode_video` rebuilds every group's network from the bytes alone; bits per pixel are
+``8·len(bytes) / (T·H·W)``.
 """
 
 from __future__ import annotations
