@@ -86,7 +86,7 @@ class CodecConfig:
     up_channels: int = 8
     lam: float = 1e-4
     lr: float = 5e-3
-    first_iters: int = 800
+    first_iters: int = 400
     max_iters: int = 200
     check_every: int = 10
     target_psnr: float | None = None
