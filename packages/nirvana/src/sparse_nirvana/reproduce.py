@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"seeds": 1, "frames": 8, "size": 32, "lams": [3e-4, 1e-3], "mid": 1e-3,
-                "codec": {"first_iters": 100, "max_iters": 30, "width": 24, "up_channels": 4},
-                "nerv": {"iters": 150, "bits": [4, 6]}, "nerv_widths": [16]}  # fmt: skip
+                "codec": {"first_iters": 60, "max_iters": 20, "width": 24, "up_channels": 4},
+                "nerv": {"iters": 100, "bits": [4, 6]}, "nerv_widths": [16]}  # fmt: skip
     return {"seeds": 3, "frames": 16, "size": 32, "lams": [3e-4, 1e-3, 3e-3], "mid": 1e-3,
             "codec": {"first_iters": 400, "max_iters": 150, "width": 32, "up_channels": 6},
             "nerv": {"iters": 1500, "bits": [3, 4, 5, 6, 8]}, "nerv_widths": [16, 32]}  # fmt: skip
