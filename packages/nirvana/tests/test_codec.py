@@ -104,3 +104,9 @@ def test_bad_video_refused():
         encode_video(torch.zeros(3, 3, 16, 16), tiny_config())  # 3 frames, groups of 2
     with pytest.raises(ValueError, match="video"):
         encode_video(torch.zeros(4, 16, 16), tiny_config())
+
+
+def test_same_seed_same_bytes():
+    video = tiny_video("fast", frames=4)
+    config = tiny_config(first_iters=15, max_iters=5)
+    assert encode_video(video, config).data == encode_video(video, config).data
