@@ -15,6 +15,8 @@ colours and the networks' initialisation). Per seed:
   the same rate and quality with 800 first-group steps, 3.03 bpp / 29.3 dB against 2.97 / 30.3,
   at twice the time) at ``λ ∈ {3e-4, 1e-3, 3e-3}`` on
   ``slow`` and ``fast``, and at the middle ``λ`` on ``static``;
+* the same with a smaller network (width 24, 4 upsampling channels) at the same three ``λ``
+  on ``slow`` and ``fast`` (a second NIRVANA curve, as the baseline has two widths);
 * the ablation ``autoregressive=False`` (every group from a fresh network, up to 400 steps with
   the same adaptive stop, coded on its own) at the middle ``λ`` on ``slow`` and ``fast``;
 * the NeRV-style baseline (`encode_nerv`: MLP widths 16 and 32, 1500 steps, then uniform
@@ -56,10 +58,12 @@ def _settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"seeds": 1, "frames": 8, "size": 32, "lams": [3e-4, 1e-3], "mid": 1e-3,
                 "codec": {"first_iters": 60, "max_iters": 20, "width": 24, "up_channels": 4},
-                "nerv": {"iters": 100, "bits": [4, 6]}, "nerv_widths": [16]}  # fmt: skip
+                "nerv": {"iters": 100, "bits": [4, 6]}, "nerv_widths": [16],
+                "small": None}  # fmt: skip
     return {"seeds": 3, "frames": 16, "size": 32, "lams": [3e-4, 1e-3, 3e-3], "mid": 1e-3,
             "codec": {"first_iters": 400, "max_iters": 150, "width": 32, "up_channels": 6},
-            "nerv": {"iters": 1500, "bits": [3, 4, 5, 6, 8]}, "nerv_widths": [16, 32]}  # fmt: skip
+            "nerv": {"iters": 1500, "bits": [3, 4, 5, 6, 8]}, "nerv_widths": [16, 32],
+            "small": {"width": 24, "up_channels": 4}}  # fmt: skip
 
 
 def _front(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,16 +89,18 @@ def run_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
         synthetic_video,
     )
 
-    out: dict[str, Any] = {"nirvana": [], "ablation": [], "nerv": []}
+    out: dict[str, Any] = {"nirvana": [], "ablation": [], "nerv": [], "nirvana_small": []}
     kinds = ("static", "slow", "fast")
     videos = {
         k: synthetic_video(k, frames=cfg["frames"], size=cfg["size"], seed=seed) for k in kinds
     }
-    jobs = [(k, lam, True) for k in ("slow", "fast") for lam in cfg["lams"]]
-    jobs += [("static", cfg["mid"], True)]
-    jobs += [(k, cfg["mid"], False) for k in ("slow", "fast")]
-    for kind, lam, ar in jobs:
-        c = CodecConfig(lam=lam, seed=seed, autoregressive=ar, **cfg["codec"])
+    jobs = [(k, lam, True, None) for k in ("slow", "fast") for lam in cfg["lams"]]
+    jobs += [("static", cfg["mid"], True, None)]
+    jobs += [(k, cfg["mid"], False, None) for k in ("slow", "fast")]
+    if cfg["small"]:
+        jobs += [(k, lam, True, cfg["small"]) for k in ("slow", "fast") for lam in cfg["lams"]]
+    for kind, lam, ar, small in jobs:
+        c = CodecConfig(lam=lam, seed=seed, autoregressive=ar, **{**cfg["codec"], **(small or {})})
         if not ar:
             c = CodecConfig(**{**c.__dict__, "max_iters": c.first_iters})
         enc = encode_video(videos[kind], c)
@@ -106,8 +112,9 @@ def run_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
             "estimate_bits": enc.estimate_bits, "coded_bits": enc.coded_bits,
             "bytes": len(enc.data),
         }  # fmt: skip
-        out["nirvana" if ar else "ablation"].append(entry)
-        print(f"  seed {seed} nirvana {kind} lam={lam:g} ar={ar}: {entry['bpp']:.3f} bpp, "
+        out["nirvana_small" if small else "nirvana" if ar else "ablation"].append(entry)
+        print(f"  seed {seed} nirvana{' small' if small else ''} {kind} lam={lam:g} ar={ar}: "
+              f"{entry['bpp']:.3f} bpp, "
               f"{entry['psnr']:.2f} dB, {entry['seconds']:.1f} s, iters {enc.iterations}",
               flush=True)  # fmt: skip
     for kind in kinds:
@@ -126,10 +133,12 @@ def run_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     out["matched"] = []
     for kind in ("slow", "fast"):
         xs, ys = _front([(p["bpp"], p["psnr"]) for p in out["nerv"] if p["kind"] == kind])
-        for e in out["nirvana"]:
+        for net, e in [("main", e) for e in out["nirvana"]] + [
+            ("small", e) for e in out["nirvana_small"]
+        ]:
             if e["kind"] == kind and xs.size and xs[0] <= e["bpp"] <= xs[-1]:
                 base = float(np.interp(e["bpp"], xs, ys))
-                out["matched"].append({"kind": kind, "lam": e["lam"], "bpp": e["bpp"],
+                out["matched"].append({"kind": kind, "lam": e["lam"], "bpp": e["bpp"], "net": net,
                                        "nirvana": e["psnr"], "nerv": base,
                                        "delta": e["psnr"] - base})  # fmt: skip
     return out
@@ -155,6 +164,10 @@ def _plot(results: dict[int, dict[str, Any]], path: Path) -> str | None:
                 if pts:
                     ax.plot(*zip(*pts, strict=True), "s--", color=colour, alpha=0.7,
                             label=f"NeRV-style w={w} (3-8 bit)" if seed == 0 else None)  # fmt: skip
+            sm = sorted((e["bpp"], e["psnr"]) for e in r["nirvana_small"] if e["kind"] == kind)
+            if sm:
+                ax.plot(*zip(*sm, strict=True), "^-", color="C4", alpha=0.7,
+                        label="NIRVANA, smaller net" if seed == 0 else None)  # fmt: skip
             ab = [(e["bpp"], e["psnr"]) for e in r["ablation"] if e["kind"] == kind]
             ax.plot(*zip(*ab, strict=True), "x", color="C3", markersize=9,
                     label="NIRVANA, no AR init" if seed == 0 else None)  # fmt: skip
@@ -215,6 +228,19 @@ def main(argv: list[str] | None = None) -> int:
             bpp = statistics.fmean(pick(s, "nirvana", kind=kind, lam=lam)[0]["bpp"] for s in seeds)
             row.note = f"{bpp:.3f} bpp"
             rows.append(row)
+        if kind != "static" and cfg["small"]:
+            for lam in cfg["lams"]:
+
+                def run_s(seed: int, kind=kind, lam=lam) -> tuple[float, dict[str, float]]:
+                    e = pick(seed, "nirvana_small", kind=kind, lam=lam)[0]
+                    return e["psnr"], {"wall_s": e["seconds"]}
+
+                row = over_seeds(f"nirvana-small {kind} λ={lam:g}", seeds, run_s, metric="psnr")
+                bpp = statistics.fmean(
+                    pick(s, "nirvana_small", kind=kind, lam=lam)[0]["bpp"] for s in seeds
+                )
+                row.note = f"{bpp:.3f} bpp"
+                rows.append(row)
         if kind != "static":
 
             def run_ab(seed: int, kind=kind) -> tuple[float, dict[str, float]]:
@@ -268,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "matched_points": len(matched),
         "mean_psnr_gain_at_matched_bpp": statistics.fmean(deltas) if deltas else None,
+        "mean_psnr_gain_by_net": {
+            net: statistics.fmean(ds) if ds else None
+            for net in ("main", "small")
+            for ds in [[m["delta"] for m in matched if m["net"] == net]]
+        },
+        "best_psnr_gain_at_matched_bpp": max(deltas) if deltas else None,
         "matched_points_won": sum(d > 0 for d in deltas),
         "nirvana_encode_s": nir_time, "nerv_encode_s": nerv_time,
         "mid_lambda_bpp": {k: statistics.fmean(mid_bpp(s, k) for s in seeds)
