@@ -41,6 +41,7 @@ THIRD_PARTY = frozenset(
         "scipy",
         "pycocotools",  # torchmetrics' mAP backend (sparse-cwd)
         "torchvision",  # needed by torchmetrics' detection metrics (sparse-cwd)
+        "constriction",  # range coder (sparse-core[coding], sparse-nirvana)
     }
 )
 

@@ -15,7 +15,8 @@ the same granularity, timing and training path:
   model is sparse from the first step: static or dynamic sparse training);
 * **mask dynamics**: static (a weight once pruned stays pruned) or dynamic (prune-and-grow);
 * **what is made sparse**: weights (almost every method here), activations, inputs (sensors),
-  tokens, rollouts, the action space, reasoning steps.
+  tokens, rollouts, the action space, reasoning steps, the bits of coded weights (entropy-coded
+  weight residuals that are mostly zero: NIRVANA).
 
 A method declares this as the class attribute `PruningMethod.taxonomy`; `sparse list` prints
 the table and the conformance suite checks that every registered method declares one. Methods
@@ -46,7 +47,7 @@ Timing = Literal["before", "during", "after", "iterative"]
 SparsePath = Literal["dense-to-sparse", "sparse-to-sparse"]
 MaskDynamics = Literal["static", "dynamic"]
 SparseObject = Literal[
-    "weights", "activations", "inputs", "tokens", "rollouts", "actions", "reasoning"
+    "weights", "activations", "inputs", "tokens", "rollouts", "actions", "reasoning", "bits"
 ]
 
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)

@@ -223,6 +223,7 @@ for _name, _package, _title, _default in (
     ("action-pruning", "ra3", "RA3's action pruning + mid-training RL, tiny Llama (repro.)", False),
     ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
     ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
+    ("video-inr", "nirvana", "NIRVANA's video INR codec vs NeRV, synthetic videos (repro.)", False),
 ):
     register_scenario(
         Scenario(

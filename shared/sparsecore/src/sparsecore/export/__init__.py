@@ -8,6 +8,9 @@
 * `to_semi_structured`: 2:4 weights become ``torch.sparse`` semi-structured tensors (CUDA).
 * `sparsecore.export.compressed_tensors`: write / reload the compressed-tensors
   ``sparse-bitmask`` folder (the format llm-compressor writes), bit for bit the library's layout.
+* `sparsecore.export.entropy`: range coding of integer tensors (quantized weights, weight
+  residuals) under discretised-logistic priors, with the prior's bit estimate (optional extra
+  ``sparse-core[coding]``: the ``constriction`` package; imported on first use).
 
 See ``docs/export.md`` for a guide with measured numbers.
 """
