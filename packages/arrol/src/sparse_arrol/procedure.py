@@ -77,6 +77,16 @@ def _hidden_size(model: nn.Module) -> int:
     return size
 
 
+def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC of ``scores`` for 0/1 ``labels`` (ties count half; NaN with one class)."""
+    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
+    if pos.numel() == 0 or neg.numel() == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * ties)
+
+
 @dataclass(frozen=True)
 class RandomPruningConfig(ProcedureConfig):
     """Options shared by the rollout pruners.
@@ -309,6 +319,7 @@ class ARRoL(_RolloutPruner):
                 last = head(self.features_of(batch.detect_hidden, batch.detect_logprobs,
                                              detect_lengths))  # fmt: skip
         raw = last[done]
+        auc = _auc(raw, labels)  # of the predictions used for pruning, before this update
         self.calibrator.update(raw, labels)
         if self._buffer_x is None or self._buffer_y is None:
             self._buffer_x, self._buffer_y = feats, labels
@@ -323,9 +334,10 @@ class ARRoL(_RolloutPruner):
             loss.backward()
             self.head_optimizer.step()
             loss_value = float(loss.detach())
-        self.history.append(
-            {"bce": loss_value, "n": float(done.sum()), "positive": float(labels.mean())}
-        )
+        self.history.append({
+            "bce": loss_value, "n": float(done.sum()), "positive": float(labels.mean()),
+            "auc": auc,
+        })  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:  # noqa: D102

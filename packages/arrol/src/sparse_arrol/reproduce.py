@@ -40,7 +40,8 @@ from typing import Any
 
 import torch
 
-VARIANTS = ("grpo", "grpo+random", "grpo+arrol")
+VARIANTS = ("grpo", "grpo+random", "grpo+arrol", "grpo+arrol-logp")
+ARROL_FEATURES = {"grpo+arrol": "hidden", "grpo+arrol-logp": "hidden+logprob"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,12 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _settings(quick: bool) -> dict[str, Any]:
     common = {"length": 8, "alphabet": 8, "size": "micro", "num_samples": 8,
-              "keep_ratio": 0.5, "target": 0.5, "detect_step": 3, "lr": 1e-3,
+              "keep_ratio": 0.5, "target": 0.5, "detect_step": 4, "lr": 2e-4,
               "eps_low": 0.2, "eps_high": 0.28, "vote_k": 8}  # fmt: skip
     if quick:
-        return {**common, "seeds": 1, "sft_steps": 60, "steps": 12, "prompts": 8,
-                "eval_every": 6, "eval_problems": 64, "vote_problems": 32}  # fmt: skip
-    return {**common, "seeds": 3, "sft_steps": 100, "steps": 120, "prompts": 16,
+        return {**common, "seeds": 1, "sft_steps": 60, "steps": 8, "prompts": 8,
+                "eval_every": 5, "eval_problems": 48, "vote_problems": 24}  # fmt: skip
+    return {**common, "seeds": 3, "sft_steps": 120, "steps": 120, "prompts": 16,
             "eval_every": 10, "eval_problems": 256, "vote_problems": 128}  # fmt: skip
 
 
@@ -94,9 +95,10 @@ def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str,
     if variant == "grpo+random":
         pruner = RandomRolloutPruning(keep_ratio=cfg["keep_ratio"],
                                       detect_step=cfg["detect_step"], seed=seed)  # fmt: skip
-    elif variant == "grpo+arrol":
+    elif variant in ARROL_FEATURES:
         pruner = ARRoL(keep_ratio=cfg["keep_ratio"], target=cfg["target"],
-                       detect_step=cfg["detect_step"], seed=seed)  # fmt: skip
+                       detect_step=cfg["detect_step"], features=ARROL_FEATURES[variant],
+                       seed=seed)  # fmt: skip
     if pruner is not None:
         pruner.attach(model)
     curve = [(0, greedy_accuracy(model, task, held_out, max_new))]
@@ -129,6 +131,10 @@ def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str,
         out["vote"] = vote_accuracy(model, task, votes, cfg["vote_k"], pruner.score_info,
                                     cfg["detect_step"], max_new, gen)  # fmt: skip
         out["head_bce_last"] = pruner.history[-1]["bce"] if pruner.history else float("nan")
+        aucs = [
+            h["auc"] for h in pruner.history[len(pruner.history) // 2 :] if h["auc"] == h["auc"]
+        ]
+        out["head_auc_second_half"] = statistics.fmean(aucs) if aucs else float("nan")
     if pruner is not None:
         pruner.detach()
     return out
@@ -200,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     vote = {k: statistics.fmean(results[s]["grpo+arrol"]["vote"][k] for s in seeds)
             for k in ("maj", "weighted", "pass1")}  # fmt: skip
     summary["vote@k (arrol head)"] = vote
+    summary["vote@k (arrol-logp head)"] = {
+        k: statistics.fmean(results[s]["grpo+arrol-logp"]["vote"][k] for s in seeds)
+        for k in ("maj", "weighted", "pass1")
+    }
+    for v in ARROL_FEATURES:
+        summary[v]["head_auc_second_half"] = mean(v, "head_auc_second_half")
     summary["warm_start_greedy_accuracy"] = statistics.fmean(warm.values())
     a, g, r = summary["grpo+arrol"], summary["grpo"], summary["grpo+random"]
     verdicts = {

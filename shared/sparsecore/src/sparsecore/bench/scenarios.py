@@ -222,6 +222,7 @@ for _name, _package, _title, _default in (
     ("reasoning-toy", "rebalance", "ReBalance's reasoning toy, tiny Llama (reproduction)", False),
     ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
     ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
+    ("rlvr-toy", "arrol", "ARRoL's rollout pruning in GRPO, string reversal (repro.)", False),
 ):
     register_scenario(
         Scenario(
