@@ -84,6 +84,20 @@ def _balance(result) -> float:
     return statistics.fmean(vals) if vals else 0.0
 
 
+def _duplicates(result, detect_step: int) -> float:
+    """Mean over prompts of the fraction of survivors whose first ``detect_step`` tokens repeat
+    another survivor's (identical prefixes have identical hidden states, hence equal scores).
+    """
+    vals = []
+    batch = result.batch
+    for g in torch.unique(batch.groups).tolist():
+        rows = ((batch.groups == g) & batch.survivors).nonzero().flatten()
+        if rows.numel():
+            prefixes = {tuple(batch.completions[r, :detect_step].tolist()) for r in rows.tolist()}
+            vals.append(1.0 - len(prefixes) / rows.numel())
+    return statistics.fmean(vals) if vals else 0.0
+
+
 def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one variant from the warm start ``base``; per-step and final metrics."""
     from sparse_arrol import ARRoL, RandomRolloutPruning, vote_accuracy
@@ -125,12 +139,13 @@ def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str,
             "wall": wall, **{k: float(v) for k, v in result.seconds.items()},
             "reward": float(result.rewards[used].mean()), "balance": _balance(result),
             "survivors": float(used.sum()),
+            "duplicates": _duplicates(result, cfg["detect_step"]),
         })  # fmt: skip
         if (step + 1) % cfg["eval_every"] == 0 or step + 1 == cfg["steps"]:
             curve.append((step + 1, greedy_accuracy(model, task, held_out, max_new)))
     out: dict[str, Any] = {"curve": curve, "final_accuracy": curve[-1][1]}
     for key in ("tokens", "row_forwards", "wall", "generation", "logprob", "update", "reward",
-                "balance", "survivors"):  # fmt: skip
+                "balance", "survivors", "duplicates"):  # fmt: skip
         out[key] = statistics.fmean(s[key] for s in steps)
     if isinstance(pruner, ARRoL):
         votes = task.sample(cfg["vote_problems"], torch.Generator().manual_seed(60_000 + seed))
@@ -207,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row(v) for v in VARIANTS]
     print(format_table(rows))
     keys = ("final_accuracy", "tokens", "row_forwards", "wall", "generation", "logprob",
-            "update", "reward", "balance", "survivors")  # fmt: skip
+            "update", "reward", "balance", "survivors", "duplicates")  # fmt: skip
     summary: dict[str, Any] = {v: {k: mean(v, k) for k in keys} for v in VARIANTS}
     vote = {k: statistics.fmean(results[s]["grpo+arrol"]["vote"][k] for s in seeds)
             for k in ("maj", "weighted", "pass1")}  # fmt: skip
