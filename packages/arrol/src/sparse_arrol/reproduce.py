@@ -67,7 +67,7 @@ def _settings(quick: bool) -> dict[str, Any]:
               "keep_ratio": 0.5, "target": 0.5, "detect_step": 4, "lr": 2e-4,
               "eps_low": 0.2, "eps_high": 0.28, "vote_k": 8, "warm_seed": 1}  # fmt: skip
     if quick:
-        return {**common, "seeds": 1, "sft_steps": 60, "steps": 8, "prompts": 8,
+        return {**common, "seeds": 1, "sft_steps": 100, "steps": 8, "prompts": 8,
                 "eval_every": 5, "eval_problems": 48, "vote_problems": 24}  # fmt: skip
     return {**common, "seeds": 3, "sft_steps": 120, "steps": 120, "prompts": 16,
             "eval_every": 10, "eval_problems": 256, "vote_problems": 128}  # fmt: skip
