@@ -320,6 +320,9 @@ class ARRoL(_RolloutPruner):
                                              detect_lengths))  # fmt: skip
         raw = last[done]
         auc = _auc(raw, labels)  # of the predictions used for pruning, before this update
+        groups = batch.groups[done]
+        within = [_auc(raw[groups == g], labels[groups == g]) for g in torch.unique(groups)]
+        within = [a for a in within if a == a]  # groups holding both outcomes
         self.calibrator.update(raw, labels)
         if self._buffer_x is None or self._buffer_y is None:
             self._buffer_x, self._buffer_y = feats, labels
@@ -336,7 +339,7 @@ class ARRoL(_RolloutPruner):
             loss_value = float(loss.detach())
         self.history.append({
             "bce": loss_value, "n": float(done.sum()), "positive": float(labels.mean()),
-            "auc": auc,
+            "auc": auc, "auc_within": sum(within) / len(within) if within else float("nan"),
         })  # fmt: skip
 
     # ------------------------------------------------------------------ state

@@ -22,7 +22,10 @@ same warm start:
   uniformly at random (`RandomRolloutPruning`);
 * ``grpo+arrol``: ARRoL's learned, calibrated selection (`ARRoL`, target ``p = 0.5``), the
   head on the hidden state (the paper's);
-* ``grpo+arrol-logp``: the same with the labelled deviation ``features="hidden+logprob"``.
+* ``grpo+arrol-logp``: the same with the labelled deviation ``features="hidden+logprob"``;
+* ``grpo+oracle-rule``: diagnostic upper bound, ARRoL's selection rule
+  (`sparse_arrol.selection.prune_groups`, ``p = 0.5``) fed an oracle score instead of the head:
+  1 if the partial rollout's first ``L_detect`` tokens are a correct prefix of the answer, else 0.
 
 All use the token-level clipped loss with clip-higher (``eps_low = 0.2``, ``eps_high = 0.28``),
 one update per batch, AdamW (lr 2e-4), ``N = 8`` rollouts for 16 prompts per step, 120 steps.
@@ -47,7 +50,7 @@ from typing import Any
 
 import torch
 
-VARIANTS = ("grpo", "grpo+random", "grpo+arrol", "grpo+arrol-logp")
+VARIANTS = ("grpo", "grpo+random", "grpo+arrol", "grpo+arrol-logp", "grpo+oracle-rule")
 ARROL_FEATURES = {"grpo+arrol": "hidden", "grpo+arrol-logp": "hidden+logprob"}
 
 
@@ -98,6 +101,21 @@ def _duplicates(result, detect_step: int) -> float:
     return statistics.fmean(vals) if vals else 0.0
 
 
+def _oracle(task, problems, cfg: dict[str, Any], generator: torch.Generator):
+    """A ``detect`` callback: ARRoL's rule on prefix-correctness scores (0/1)."""
+    from sparse_arrol import prune_groups
+
+    def detect(info):
+        scores = torch.tensor([
+            float(task.vocab.decode(info.tokens[i])
+                  == problems[int(info.groups[i])].answer[: int(info.lengths[i])])
+            for i in range(info.groups.numel())
+        ])  # fmt: skip
+        return prune_groups(scores, info.groups, cfg["keep_ratio"], cfg["target"], generator)
+
+    return detect
+
+
 def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one variant from the warm start ``base``; per-step and final metrics."""
     from sparse_arrol import ARRoL, RandomRolloutPruning, vote_accuracy
@@ -122,12 +140,17 @@ def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str,
                        seed=seed)  # fmt: skip
     if pruner is not None:
         pruner.attach(model)
+    oracle_gen = torch.Generator().manual_seed(method_seed(seed, "oracle-rule"))
     curve = [(0, greedy_accuracy(model, task, held_out, max_new))]
     steps: list[dict[str, float]] = []
     for step in range(cfg["steps"]):
         problems = task.sample(cfg["prompts"], torch.Generator().manual_seed(seed * 100_003 + step))
         start = time.perf_counter()
-        if pruner is None:
+        if variant == "grpo+oracle-rule":
+            result = grpo_step(model, optimizer, task, problems, grpo, sampler,
+                               detect=_oracle(task, problems, cfg, oracle_gen),
+                               detect_step=cfg["detect_step"])  # fmt: skip
+        elif pruner is None:
             result = grpo_step(model, optimizer, task, problems, grpo, sampler)
         else:
             result = pruner.step(optimizer, task, problems, grpo, sampler)
@@ -157,6 +180,9 @@ def run_variant(base, variant: str, cfg: dict[str, Any], seed: int) -> dict[str,
             h["auc"] for h in pruner.history[len(pruner.history) // 2 :] if h["auc"] == h["auc"]
         ]
         out["head_auc_second_half"] = statistics.fmean(aucs) if aucs else float("nan")
+        half = pruner.history[len(pruner.history) // 2 :]
+        within = [h["auc_within"] for h in half if h["auc_within"] == h["auc_within"]]
+        out["head_auc_within_second_half"] = statistics.fmean(within) if within else float("nan")
     if pruner is not None:
         pruner.detach()
     return out
@@ -233,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for v in ARROL_FEATURES:
         summary[v]["head_auc_second_half"] = mean(v, "head_auc_second_half")
+        summary[v]["head_auc_within_second_half"] = mean(v, "head_auc_within_second_half")
     summary["warm_start_greedy_accuracy"] = warm
     a, g, r = summary["grpo+arrol"], summary["grpo"], summary["grpo+random"]
     verdicts = {
