@@ -166,3 +166,17 @@ def test_warm_start_is_cached(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="size"):
         sft_warm_start(task, size="huge")
+
+
+def test_grpo_step_dynamic_sampling_drops_uniform_groups():
+    task = AdditionTask(1)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    problems = task.sample(6, torch.Generator().manual_seed(1))
+    cfg = GRPOConfig(num_samples=4, max_new_tokens=4, dynamic_sampling=True)
+    result = grpo_step(model, opt, task, problems, cfg, torch.Generator().manual_seed(0))
+    for g in range(6):
+        sel = result.batch.groups == g
+        uniform = result.rewards[sel].min() == result.rewards[sel].max()
+        assert bool(result.used[sel].any()) == (not uniform)
+    assert result.tokens_trained == int(result.batch.lengths[result.used].sum())

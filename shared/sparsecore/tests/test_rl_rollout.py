@@ -154,3 +154,26 @@ def test_bad_arguments_are_named():
         generate_rollouts(model, PROMPTS, 0, 4, EOS, PAD)
     with pytest.raises(ValueError, match="outside"):
         generate_rollouts(model, PROMPTS, 1, 4, EOS, PAD, detect_step=1, detect=lambda i: [99])
+
+
+def test_detect_logprobs_are_the_sampling_logprobs():
+    from sparsecore.rl import token_logprobs
+
+    model = _model()
+    box = {}
+
+    def detect(info):
+        box["info"] = info
+        return list(range(info.hidden.shape[0]))
+
+    batch = generate_rollouts(
+        model, PROMPTS, 3, 6, EOS, PAD, generator=torch.Generator().manual_seed(2),
+        detect_step=3, detect=detect,
+    )  # fmt: skip
+    info = box["info"]
+    with torch.no_grad():
+        ref = token_logprobs(model, batch.prompts, batch.prompt_mask, batch.completions,
+                             batch.lengths)  # fmt: skip
+    upto = torch.arange(batch.completions.shape[1])[None, :] < info.lengths[:, None]
+    assert torch.allclose(info.logprobs, (ref * upto).sum(1), atol=1e-4)
+    assert torch.equal(batch.detect_logprobs, info.logprobs)

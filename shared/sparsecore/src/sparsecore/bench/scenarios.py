@@ -224,6 +224,7 @@ for _name, _package, _title, _default in (
     ("latent-diffusion", "ldpruner", "LD-Pruner, digits LDM operator pruning (repro.)", False),
     ("lm-nas", "tracenas", "TraceNAS's tiny-LM depth/width search (its reproduction)", False),
     ("video-inr", "nirvana", "NIRVANA's video INR codec vs NeRV, synthetic videos (repro.)", False),
+    ("rlvr-toy", "arrol", "ARRoL's rollout pruning in GRPO, string reversal (repro.)", False),
 ):
     register_scenario(
         Scenario(

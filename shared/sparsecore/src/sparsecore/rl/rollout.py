@@ -17,10 +17,14 @@ Design choices (labelled):
   padded prompt sees the same positions as an unpadded one (what ``model.generate`` does).
 * Sampling: softmax of ``logits / temperature`` with the caller's ``torch.Generator``
   (``temperature = 0`` is greedy). No top-k / top-p (the RLVR papers sample at temperature 1).
-* The hidden state handed to ``detect`` is the last layer's output (``hidden_states[-1]``) at the
-  last position of the forward pass over the prompt and the first ``detect_step`` generated
-  tokens, i.e. the state that predicts token ``detect_step + 1``. A rollout that ended earlier
-  reports the state of the last forward pass it took part in.
+* The hidden state handed to ``detect`` is the input of the output embedding (the LM head),
+  i.e. the final (normed) hidden state, ``hidden_states[-1]`` of a Llama, at the last position
+  of the forward pass over the prompt and the first ``detect_step`` generated tokens (the state
+  that predicts token ``detect_step + 1``). A rollout that ended earlier reports the state
+  of the last forward pass it took part in. It is read by a forward pre-hook on
+  ``model.get_output_embeddings()`` that lives only for the call, not through
+  ``output_hidden_states=True`` (transformers 5.x installs persistent capture hooks on the
+  decoder layers the first time that flag is used, which would leave the model changed).
 * ``detect`` is called exactly once when given: at step ``detect_step``, or when every rollout
   has ended before that step (then it only selects which completed rollouts are kept).
 """
@@ -49,6 +53,8 @@ class DetectInfo:
         hidden: ``[R, H]`` last-layer hidden state of each rollout (see the module docstring).
         tokens: ``[R, step]`` tokens generated so far (``pad_token_id`` after an ended rollout).
         lengths: ``[R]`` tokens generated so far per rollout.
+        logprobs: ``[R]`` sum of the sampling log-probabilities (at the sampling temperature) of
+            the tokens generated so far (a confidence signal).
         finished: ``[R]`` whether the rollout already sampled the end-of-sequence token.
         groups: ``[R]`` index of each rollout's prompt.
     """
@@ -57,6 +63,7 @@ class DetectInfo:
     hidden: torch.Tensor
     tokens: torch.Tensor
     lengths: torch.Tensor
+    logprobs: torch.Tensor
     finished: torch.Tensor
     groups: torch.Tensor
 
@@ -79,6 +86,7 @@ class RolloutBatch:
         survivors: ``[R]`` bool, ``False`` for rollouts the ``detect`` callback removed.
         groups: ``[R]`` prompt index of each rollout.
         detect_hidden: ``[R, H]`` hidden states handed to ``detect`` (``None`` without it).
+        detect_logprobs: ``[R]`` the log-prob sums handed to ``detect`` (``None`` without it).
         tokens_generated: Tokens sampled in all (``lengths.sum()``).
         row_forwards: Rows summed over every forward pass after the prompt's.
         seconds: Wall time of the generation.
@@ -92,6 +100,7 @@ class RolloutBatch:
     survivors: torch.Tensor
     groups: torch.Tensor
     detect_hidden: torch.Tensor | None
+    detect_logprobs: torch.Tensor | None
     tokens_generated: int
     row_forwards: int
     seconds: float
@@ -104,10 +113,11 @@ class RolloutBatch:
     def select(self, index: torch.Tensor) -> RolloutBatch:
         """The rollouts at ``index`` (counters and time are kept: they describe the generation)."""
         hidden = None if self.detect_hidden is None else self.detect_hidden[index]
+        logp = None if self.detect_logprobs is None else self.detect_logprobs[index]
         return RolloutBatch(
             self.prompts[index], self.prompt_mask[index], self.completions[index],
             self.lengths[index], self.finished[index], self.survivors[index], self.groups[index],
-            hidden, self.tokens_generated, self.row_forwards, self.seconds,
+            hidden, logp, self.tokens_generated, self.row_forwards, self.seconds,
         )  # fmt: skip
 
 
@@ -154,10 +164,13 @@ def _out_cache(out: object) -> object:
 
 
 def _sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None):
+    """``(tokens, their log-probabilities)`` (greedy: log-probs of the plain softmax)."""
+    logp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1)
     if temperature == 0.0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = logits.argmax(-1)
+    else:
+        token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
 @torch.no_grad()
@@ -215,18 +228,10 @@ def generate_rollouts(
     ids, mask = left_pad(prompts, pad_token_id)
     ids = ids.repeat_interleave(num_samples, 0)
     mask = mask.repeat_interleave(num_samples, 0)
-    rows = ids.shape[0]
     device = next(model.parameters()).device
     groups = torch.arange(len(prompts)).repeat_interleave(num_samples)
-    completions = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long)
-    lengths = torch.zeros(rows, dtype=torch.long)
-    finished = torch.zeros(rows, dtype=torch.bool)
-    survivors = torch.ones(rows, dtype=torch.bool)
-    hidden_all: torch.Tensor | None = None
-    active = torch.arange(rows)  # global index of each row of the running batch
     attn = mask.to(device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    want_hidden = detect is not None
     try:
         from transformers import DynamicCache
 
@@ -236,9 +241,49 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     cache_kw = _cache_kwarg(model)
+    captured: list[torch.Tensor] = []
+    handle = None
+    if detect is not None:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None:
+            raise ValueError("model must have an output embedding (LM head) to use detect")
+        handle = head.register_forward_pre_hook(
+            lambda _m, args: captured.append(args[0][:, -1].detach().float().cpu())
+        )
+    try:
+        return _generate(
+            model, ids, mask, attn, positions, groups, cache, cache_kw, captured, handle,
+            max_new_tokens, eos_token_id, pad_token_id, temperature, generator, detect_step,
+            detect, start,
+        )  # fmt: skip
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was_training)
+
+
+def _generate(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, attn: torch.Tensor,
+    positions: torch.Tensor, groups: torch.Tensor, cache: object, cache_kw: str,
+    captured: list[torch.Tensor], handle: object, max_new_tokens: int, eos_token_id: int,
+    pad_token_id: int, temperature: float, generator: torch.Generator | None,
+    detect_step: int | None, detect: DetectFn | None, start: float,
+) -> RolloutBatch:  # fmt: skip
+    """The decoding loop of `generate_rollouts` (arguments checked and prepared there)."""
+    device = attn.device
+    rows = ids.shape[0]
+    completions = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long)
+    lengths = torch.zeros(rows, dtype=torch.long)
+    logprob_sum = torch.zeros(rows)
+    finished = torch.zeros(rows, dtype=torch.bool)
+    survivors = torch.ones(rows, dtype=torch.bool)
+    hidden_all: torch.Tensor | None = None
+    detect_logp: torch.Tensor | None = None
+    active = torch.arange(rows)  # global index of each row of the running batch
+    want_hidden = detect is not None
     out = model(
         input_ids=ids.to(device), attention_mask=attn, position_ids=positions,
-        use_cache=True, output_hidden_states=want_hidden, **{cache_kw: cache},
+        use_cache=True, **{cache_kw: cache},
     )  # fmt: skip
     cache = _out_cache(out)
     next_pos = positions[:, -1] + 1
@@ -249,7 +294,7 @@ def generate_rollouts(
     while True:
         logits = out.logits[:, -1]
         if want_hidden and fresh:
-            h = out.hidden_states[-1][:, -1].float().cpu()
+            h = captured.pop()
             if hidden_all is None:
                 hidden_all = torch.zeros(rows, h.shape[-1])
             hidden_all[active] = h
@@ -257,9 +302,12 @@ def generate_rollouts(
         if not detected and (step == detect_step or active.numel() == 0):
             detected = True
             want_hidden = False
+            handle.remove()  # type: ignore[union-attr]
             assert detect is not None and hidden_all is not None
             info = DetectInfo(step, hidden_all.clone(), completions[:, :step].clone(),
-                              lengths.clone(), finished.clone(), groups.clone())  # fmt: skip
+                              lengths.clone(), logprob_sum.clone(), finished.clone(),
+                              groups.clone())  # fmt: skip
+            detect_logp = info.logprobs
             keep_global = torch.as_tensor(detect(info), dtype=torch.long).flatten()
             if keep_global.numel() and (keep_global.min() < 0 or keep_global.max() >= rows):
                 raise ValueError(f"detect returned an index outside [0, {rows})")
@@ -274,8 +322,10 @@ def generate_rollouts(
                     attn, next_pos, logits = attn[dev_local], next_pos[dev_local], logits[dev_local]
         if active.numel() == 0 or step == max_new_tokens:
             break
-        token = _sample(logits, temperature, generator).cpu()
+        token, token_logp = _sample(logits, temperature, generator)
+        token = token.cpu()
         completions[active, step] = token
+        logprob_sum[active] += token_logp.cpu()
         lengths[active] += 1
         ended = token == eos_token_id
         finished[active[ended]] = True
@@ -294,19 +344,17 @@ def generate_rollouts(
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
         out = model(
             input_ids=token[:, None].to(device), attention_mask=attn,
-            position_ids=next_pos[:, None], use_cache=True, output_hidden_states=want_hidden,
-            **{cache_kw: cache},
+            position_ids=next_pos[:, None], use_cache=True, **{cache_kw: cache},
         )  # fmt: skip
         cache = _out_cache(out)
         fresh = True
         next_pos = next_pos + 1
         row_forwards += int(active.numel())
-    model.train(was_training)
     width = int(lengths.max()) if rows else 0
     return RolloutBatch(
         prompts=ids, prompt_mask=mask, completions=completions[:, : max(width, 1)],
         lengths=lengths, finished=finished, survivors=survivors, groups=groups,
-        detect_hidden=hidden_all if detect is not None else None,
+        detect_hidden=hidden_all if detect is not None else None, detect_logprobs=detect_logp,
         tokens_generated=int(lengths.sum()), row_forwards=row_forwards,
         seconds=time.perf_counter() - start,
     )  # fmt: skip
