@@ -1,7 +1,9 @@
 """Developer and CI sessions for the sparse monorepo (nox with the uv backend).
 
-``uv run nox`` runs the default sessions: lint, tests (one isolated environment per workspace
-member), integration, docs, build, reproduce. ``uv run nox -s "tests(sparse-granet)"`` runs one.
+``uv run nox`` runs the default sessions: lint, member_tests (every ``tests(MEMBER)`` session, one
+isolated environment per workspace member, two at a time), integration, docs, build, reproduce.
+``uv run nox -s "tests(sparse-granet)"`` runs one member's tests; ``uv run nox -s tests`` runs all
+of them one after another.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "integration", "docs", "build", "reproduce"]
+nox.options.sessions = ["lint", "member_tests", "integration", "docs", "build", "reproduce"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -92,6 +94,46 @@ def tests(session: nox.Session, member: str) -> None:
     uv_sync(session, "--package", member, "--group", "test")
     directory = MEMBERS[member]
     session.run("pytest", "-q", str(directory / "tests"), *session.posargs, env=THREAD_ENV)
+
+
+@nox.session(venv_backend="none")
+def member_tests(session: nox.Session) -> None:
+    """Every member's ``tests(MEMBER)`` session, two at a time (``TEST_JOBS``), each its own nox.
+
+    Each member keeps its isolated environment (the `tests` session, run by a child ``nox``
+    process); running two at once uses both cores. Every member's pytest summary line is printed;
+    the failures are listed at the end with their logs. ``uv run nox -s member_tests --
+    sparse-granet sparse-lth`` runs only the members named.
+    """
+    selected = list(session.posargs) or list(MEMBERS)
+    unknown = [n for n in selected if n not in MEMBERS]
+    if unknown:
+        session.error(f"unknown members {unknown}; choose from {list(MEMBERS)}")
+
+    def run(name: str) -> tuple[str, int, str, float]:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"),
+             "-s", f"tests({name})"],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+        return name, result.returncode, result.stdout + result.stderr, time.perf_counter() - start
+
+    jobs = int(os.environ.get("TEST_JOBS", "2"))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(run, selected))
+    failed = []
+    for name, code, log, seconds in outcomes:
+        summary = [ln for ln in log.splitlines() if " passed" in ln or " failed" in ln]
+        line = summary[-1].strip() if summary else "no pytest summary"
+        session.log(
+            f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {seconds:.0f} s, {line}"
+        )
+        if code != 0:
+            session.log(log[-8000:])
+            failed.append(name)
+    if failed:
+        session.error(f"failed tests: {', '.join(failed)}")
 
 
 @nox.session
